@@ -1,0 +1,312 @@
+"""The SQLite ledger: what was created where, so reruns never create a web chat twice."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from provisioner.errors import LedgerError
+
+APPLICATION_ID = 0x50525631  # "PRV1": marks a SQLite file as a provisioner ledger
+# Each entry moves the schema one version forward; never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE entries (
+            scope TEXT NOT NULL,
+            row_key TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('in_flight', 'created', 'failed')),
+            conversation_sid TEXT NOT NULL DEFAULT '',
+            identity TEXT NOT NULL DEFAULT '',
+            request_id TEXT NOT NULL DEFAULT '',
+            run_id TEXT NOT NULL,
+            ambiguous_attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL DEFAULT '',
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (scope, row_key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            input TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT NOT NULL DEFAULT '',
+            exit_code INTEGER,
+            counts TEXT NOT NULL DEFAULT '{}'
+        )""",
+    ),
+    (
+        "ALTER TABLE runs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX entries_by_run ON entries (run_id, status)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the ledger knows of one row key."""
+
+    status: str
+    conversation_sid: str
+    identity: str
+    request_id: str
+    run_id: str
+    ambiguous_attempts: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as the ledger remembers it."""
+
+    run_id: str
+    scope: str
+    input: str
+    pid: int
+    started_at: str
+    ended_at: str
+    exit_code: int | None
+    counts: Mapping[str, int]
+    stop_reason: str
+    created: int
+
+
+class Ledger:
+    """One open ledger, shared by the run's worker threads; every write is its own transaction."""
+
+    def __init__(self, connection: sqlite3.Connection, scope: str) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.scope = scope
+
+    def lookup(self, row_key: str) -> Entry | None:
+        """The ledger's entry for `row_key` in this scope, if any."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT status, conversation_sid, identity, request_id, run_id, ambiguous_attempts"
+                " FROM entries WHERE scope = ? AND row_key = ?",
+                (self.scope, row_key),
+            ).fetchone()
+        return Entry(*found) if found else None
+
+    def mark_in_flight(self, row_key: str, run_id: str) -> None:
+        """Record that a request for `row_key` is about to be sent."""
+        self._write(
+            "INSERT INTO entries (scope, row_key, status, run_id, updated_at)"
+            " VALUES (?, ?, 'in_flight', ?, ?)"
+            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
+            " run_id = excluded.run_id, updated_at = excluded.updated_at",
+            (self.scope, row_key, run_id, utc_now()),
+        )
+
+    def record_created(
+        self,
+        row_key: str,
+        run_id: str,
+        *,
+        conversation_sid: str,
+        identity: str,
+        request_id: str,
+        ambiguous_attempts: int,
+    ) -> None:
+        """Record a 201: the row exists at Twilio."""
+        now = utc_now()
+        self._write(
+            "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
+            " run_id, ambiguous_attempts, created_at, updated_at)"
+            " VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'created',"
+            " conversation_sid = excluded.conversation_sid, identity = excluded.identity,"
+            " request_id = excluded.request_id, run_id = excluded.run_id,"
+            " ambiguous_attempts = excluded.ambiguous_attempts,"
+            " created_at = excluded.created_at, updated_at = excluded.updated_at",
+            (self.scope, row_key, conversation_sid, identity, request_id, run_id,
+             ambiguous_attempts, now, now),
+        )
+
+    def record_failed(self, row_key: str, run_id: str, *, ambiguous_attempts: int) -> None:
+        """Record that the row's requests failed; a created entry is never downgraded."""
+        self._write(
+            "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at)"
+            " VALUES (?, ?, 'failed', ?, ?, ?)"
+            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
+            " run_id = excluded.run_id, ambiguous_attempts = excluded.ambiguous_attempts,"
+            " updated_at = excluded.updated_at WHERE entries.status != 'created'",
+            (self.scope, row_key, run_id, ambiguous_attempts, utc_now()),
+        )
+
+    def in_flight_count(self) -> int:
+        """Rows of this scope left in flight by a run that never finished them."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM entries WHERE scope = ? AND status = 'in_flight'",
+                (self.scope,),
+            ).fetchone()
+        return int(count)
+
+    def begin_run(self, run_id: str, input_path: str, *, forced: bool) -> None:
+        """Record the start of a run."""
+        self._write(
+            "INSERT OR REPLACE INTO runs (run_id, scope, input, pid, started_at, forced)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, self.scope, input_path, os.getpid(), utc_now(), int(forced)),
+        )
+
+    def end_run(
+        self, run_id: str, *, exit_code: int, counts: Mapping[str, int], stop_reason: str
+    ) -> None:
+        """Record how a run ended."""
+        self._write(
+            "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ?, stop_reason = ?"
+            " WHERE run_id = ?",
+            (utc_now(), exit_code, json.dumps(dict(counts)), stop_reason, run_id),
+        )
+
+    def _write(self, statement: str, parameters: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute(statement, parameters)
+
+
+@contextmanager
+def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
+    """Lock, check and migrate the ledger at `path` (created if absent) for one run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(path):
+        connection = _connect(path, read_only=False)
+        try:
+            _migrate(connection, path)
+            yield Ledger(connection, scope)
+        finally:
+            connection.close()
+
+
+def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, int]]:
+    """The last runs (newest first) and created rows per scope, read without locking."""
+    if not path.exists():
+        raise LedgerError(f"{path}: no ledger here yet; it is made by the first `provisioner create`")
+    connection = _connect(path, read_only=True)
+    try:
+        version = _checked_version(connection, path)
+        if version < SCHEMA_VERSION:
+            raise LedgerError(
+                f"{path}: ledger schema {version} is older than this version's "
+                f"{SCHEMA_VERSION}; the next `provisioner create` migrates it"
+            )
+        runs = [
+            RunRecord(
+                run_id=run_id, scope=scope, input=input_path, pid=pid, started_at=started,
+                ended_at=ended, exit_code=exit_code, counts=json.loads(counts or "{}"),
+                stop_reason=reason, created=created,
+            )
+            for (run_id, scope, input_path, pid, started, ended, exit_code, counts, reason,
+                 created) in connection.execute(
+                "SELECT r.run_id, r.scope, r.input, r.pid, r.started_at, r.ended_at, r.exit_code,"
+                " r.counts, r.stop_reason,"
+                " (SELECT count(*) FROM entries e WHERE e.run_id = r.run_id"
+                "  AND e.status = 'created')"
+                " FROM runs r ORDER BY r.started_at DESC LIMIT ?",
+                (limit,),
+            )
+        ]
+        by_scope = dict(
+            connection.execute(
+                "SELECT scope, count(*) FROM entries WHERE status = 'created' GROUP BY scope"
+            ).fetchall()
+        )
+    except sqlite3.DatabaseError as error:
+        raise LedgerError(f"{path}: cannot read the ledger ({error})") from error
+    finally:
+        connection.close()
+    return runs, by_scope
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
+    try:
+        connection = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+    except sqlite3.Error as error:
+        raise LedgerError(f"{path}: cannot open the ledger ({error})") from error
+    return connection
+
+
+def _checked_version(connection: sqlite3.Connection, path: Path) -> int:
+    """The schema version, after making sure the file is a ledger this code can read."""
+    try:
+        (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise LedgerError(
+            f"{path}: not a provisioner ledger ({error}); move it away or pass --ledger PATH"
+        ) from error
+    if tables and application_id != APPLICATION_ID:
+        raise LedgerError(
+            f"{path}: a SQLite database, but not a provisioner ledger; "
+            "move it away or pass --ledger PATH"
+        )
+    if version > SCHEMA_VERSION:
+        raise LedgerError(
+            f"{path}: ledger schema {version} is newer than this version of provisioner "
+            f"understands ({SCHEMA_VERSION}); upgrade provisioner"
+        )
+    return int(version)
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    version = _checked_version(connection, path)
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a killed process; only a power cut can lose the last writes.
+        connection.execute("PRAGMA synchronous = NORMAL")
+        for number in range(version, SCHEMA_VERSION):
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[number]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {number + 1}")
+            connection.execute("COMMIT")
+    except sqlite3.DatabaseError as error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise LedgerError(f"{path}: cannot update the ledger ({error})") from error
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold `<ledger>.lock` for the run; the kernel frees it even if the process is killed."""
+    lock_path = path.with_name(path.name + ".lock")
+    stream: IO[str] = lock_path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            stream.seek(0)
+            holder = stream.read().strip() or "unknown"
+            raise LedgerError(
+                f"{path}: another run (pid {holder}) is using this ledger; "
+                "wait for it to finish, nothing was sent"
+            ) from error
+        stream.seek(0)
+        stream.truncate()
+        stream.write(str(os.getpid()))
+        stream.flush()
+        yield
+    finally:
+        stream.close()
