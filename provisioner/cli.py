@@ -22,6 +22,7 @@ from provisioner.report import Status, Summary
 from provisioner.run import Progress, RunOptions, Runtime, check_run_id, create
 
 F = TypeVar("F", bound=Callable[..., Any])
+EMULATOR_TOKEN = "emulator-token"  # a stand-alone emulator's default; never a real secret
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -48,7 +49,10 @@ def reports_errors(command: F) -> F:
         except Exception as error:
             if show_traceback:
                 traceback.print_exc()
-            say(f"internal error: {type(error).__name__}: {error} (rerun with --traceback for details)")
+            say(
+                f"internal error: {type(error).__name__}: {error} "
+                "(rerun with --traceback for details)"
+            )
             sys.exit(ExitCode.STOPPED)
 
     return wrapper  # type: ignore[return-value]
@@ -85,12 +89,14 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(Runtime)
 
 
-def _parse_columns(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+def _parse_columns(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
     mapping = {}
     for value in values:
         name, sep, header = value.partition("=")
         if not sep or not name.strip() or not header:
-            raise click.BadParameter(f"{value!r}: expected PARAM=HEADER, e.g. AddressSid=\"Address\"")
+            raise click.BadParameter(f'{value!r}: expected PARAM=HEADER, e.g. AddressSid="Address"')
         mapping[name.strip()] = header
     return mapping
 
@@ -107,23 +113,68 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 @cli.command("create")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @output_options
-@click.option("--run-id", callback=_check_run_id, help="The run folder's name [default: UTC time, e.g. 20261124T214500Z].")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True, help="Requests in flight at most.")
-@click.option("--rate", type=click.FloatRange(0, min_open=False), default=20.0, show_default=True, help="Requests per second at most, all workers together; 0 for no limit.")
-@click.option("--max-attempts", type=click.IntRange(1, 20), default=5, show_default=True, help="Tries per row, the first included.")
-@click.option("--timeout", type=click.FloatRange(0.01), default=30.0, show_default=True, help="Seconds to wait for each answer.")
-@click.option("--base-url", envvar="PROVISIONER_BASE_URL", help="API root [default: https://flex-api.twilio.com, or from TWILIO_REGION/TWILIO_EDGE].")
+@click.option(
+    "--run-id",
+    callback=_check_run_id,
+    help="The run folder's name [default: UTC time, e.g. 20261124T214500Z].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=False),
+    default=20.0,
+    show_default=True,
+    help="Requests per second at most, all workers together; 0 for no limit.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 20),
+    default=5,
+    show_default=True,
+    help="Tries per row, the first included.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.01),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option(
+    "--base-url",
+    envvar="PROVISIONER_BASE_URL",
+    help="API root [default: https://flex-api.twilio.com, or from TWILIO_REGION/TWILIO_EDGE].",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and write the plan; send nothing.")
-@click.option("--sandbox", is_flag=True, help="Send to a local emulator started in-process; no credentials needed.")
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Send to a local emulator started in-process; no credentials needed.",
+)
 @click.option("--force", is_flag=True, help="Create again rows the ledger shows as created.")
 @click.option("--strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
-@click.option("--column", "columns", multiple=True, callback=_parse_columns, metavar="PARAM=HEADER", help="Read PARAM from column HEADER (repeatable).")
-@click.option("--encoding", help="Input encoding [default: detected: UTF-8, UTF-16 or Windows-1252].")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    callback=_parse_columns,
+    metavar="PARAM=HEADER",
+    help="Read PARAM from column HEADER (repeatable).",
+)
+@click.option(
+    "--encoding", help="Input encoding [default: detected: UTF-8, UTF-16 or Windows-1252]."
+)
 @click.option("--delimiter", help="CSV delimiter [default: sniffed: comma, semicolon, tab or |].")
 @click.option("--sheet", help="xlsx sheet to read [default: the first].")
 @click.pass_obj
 @reports_errors
-def create_command(runtime: Runtime, **options: Any) -> None:
+def create_command(runtime: Runtime, /, **options: Any) -> None:
     """Create one Flex web chat per row of INPUT (CSV or xlsx).
 
     Writes OUT/<run-id>/results.csv, errors.csv, summary.json and run.log.
@@ -166,8 +217,12 @@ def _progress_printer(runtime: Runtime) -> Callable[[Progress], None]:
             nonlocal bar
             if bar is None:
                 bar = click.progressbar(
-                    length=progress.total, label="provisioning", show_eta=True, show_pos=True,
-                    item_show_func=lambda text: text, file=sys.stderr,
+                    length=progress.total,
+                    label="provisioning",
+                    show_eta=True,
+                    show_pos=True,
+                    item_show_func=lambda text: text,
+                    file=sys.stderr,
                 )
                 bar.__enter__()
             rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
@@ -220,7 +275,10 @@ def _print_summary(summary: Summary) -> None:
         say(f"--force: {summary.forced_rows} rows were created again")
     rate = summary.rate
     if rate["throttled_429"]:
-        say(f"Twilio throttled {rate['throttled_429']} requests (429); the rate settled at {rate['settled']:.1f}/s")
+        say(
+            f"Twilio throttled {rate['throttled_429']} requests (429); "
+            f"the rate settled at {rate['settled']:.1f}/s"
+        )
     say(f"results: {summary.files['results']}")
     failed = summary.rows - summary.counts["created"] - summary.counts["existing"]
     say(f"errors:  {summary.files['errors']} ({failed} rows)")
@@ -231,7 +289,14 @@ def _print_summary(summary: Summary) -> None:
 
 @cli.command("status")
 @output_options
-@click.option("--runs", "limit", type=click.IntRange(1), default=10, show_default=True, help="How many recent runs to list.")
+@click.option(
+    "--runs",
+    "limit",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="How many recent runs to list.",
+)
 @reports_errors
 def status_command(out_dir: Path, ledger_path: Path | None, limit: int) -> None:
     """Show what the ledger knows: rows created, by account and by run.
@@ -250,18 +315,52 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int) -> None:
         ended = f"exit {run.exit_code}" if run.exit_code is not None else "did not finish (killed?)"
         reason = f" ({run.stop_reason})" if run.stop_reason else ""
         counts = ", ".join(f"{n} {s}" for s, n in run.counts.items() if n)
-        click.echo(f"  {run.run_id}  {run.started_at}  {ended}{reason}  created {run.created}  [{counts}]  {run.input}")
+        click.echo(
+            f"  {run.run_id}  {run.started_at}  {ended}{reason}  "
+            f"created {run.created}  [{counts}]  {run.input}"
+        )
 
 
 @cli.command("emulator")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free port).")
-@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True, help="Delay before each successful answer.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of requests answered 500/502/503 or dropped, before creating anything.")
-@click.option("--rate-limit", type=click.FloatRange(0, min_open=True), help="Requests per second above which it answers 429 (code 20429).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Loopback address to listen on."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Delay before each successful answer.",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests answered 500/502/503 or dropped, before creating anything.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(0, min_open=True),
+    help="Requests per second above which it answers 429 (code 20429).",
+)
 @click.pass_obj
 @reports_errors
-def emulator_command(runtime: Runtime, host: str, port: int, latency_ms: float, error_rate: float, rate_limit: float | None) -> None:
+def emulator_command(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    latency_ms: float,
+    error_rate: float,
+    rate_limit: float | None,
+) -> None:
     """Serve a local emulator of Twilio's POST /v2/WebChats until stopped.
 
     It checks HTTP Basic auth: against TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN
@@ -277,16 +376,25 @@ def emulator_command(runtime: Runtime, host: str, port: int, latency_ms: float, 
 
     if not is_loopback(host):
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
-    account, token = runtime.env.get("TWILIO_ACCOUNT_SID"), runtime.env.get("TWILIO_AUTH_TOKEN")
-    credentials = {"username": account, "secret": token} if account and token else {"username": SANDBOX_ACCOUNT_SID, "secret": "emulator-token"}
+    account = runtime.env.get("TWILIO_ACCOUNT_SID")
+    token = runtime.env.get("TWILIO_AUTH_TOKEN")
     emulator = Emulator(
-        host=host, port=port, latency=latency_ms / 1000, error_rate=error_rate, rate_limit=rate_limit, **credentials
+        username=account if account and token else SANDBOX_ACCOUNT_SID,
+        secret=token if account and token else EMULATOR_TOKEN,
+        host=host,
+        port=port,
+        latency=latency_ms / 1000,
+        error_rate=error_rate,
+        rate_limit=rate_limit,
     )
     say(f"emulating POST {emulator.url}/v2/WebChats (Ctrl-C to stop)")
     if account and token:
         say("accepting the credentials in TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
     else:
-        say(f"accepting: export TWILIO_ACCOUNT_SID={SANDBOX_ACCOUNT_SID} TWILIO_AUTH_TOKEN=emulator-token")
+        say(
+            f"accepting: export TWILIO_ACCOUNT_SID={SANDBOX_ACCOUNT_SID} "
+            f"TWILIO_AUTH_TOKEN={EMULATOR_TOKEN}"
+        )
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     try:
         emulator.serve_forever()

@@ -147,7 +147,9 @@ class FlexClient:
                 ambiguous=True,
             )
         except requests.exceptions.RequestException as error:
-            return Attempt(error_code="request_failed", error_message=_describe(error), ambiguous=True)
+            return Attempt(
+                error_code="request_failed", error_message=_describe(error), ambiguous=True
+            )
         return _attempt_from(response)
 
     def close(self) -> None:
@@ -166,7 +168,9 @@ def _attempt_from(response: requests.Response) -> Attempt:
             conversation_sid=conversation_sid if isinstance(conversation_sid, str) else "",
             identity=identity if isinstance(identity, str) else "",
             request_id=request_id,
-            error_message="" if conversation_sid else "created, but the answer had no conversation_sid",
+            error_message=""
+            if conversation_sid
+            else "created, but the answer had no conversation_sid",
         )
     code = body.get("code")
     message = body.get("message")

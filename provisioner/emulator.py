@@ -89,7 +89,7 @@ class Emulator:
         self._random = random.Random(seed)
         self._bucket = _Bucket(rate_limit, rate_limit) if rate_limit else None
         self._faults: dict[str, deque[Fault]] = {}
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server = _QuietServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -151,7 +151,10 @@ class Emulator:
             return _error(401, 20003, "Authenticate")
         if not content_type.startswith("application/x-www-form-urlencoded"):
             return _error(415, 20415, "Unsupported Media Type")
-        form = {key: values[-1] for key, values in parse_qs(body.decode(), keep_blank_values=True).items()}
+        form = {
+            key: values[-1]
+            for key, values in parse_qs(body.decode(), keep_blank_values=True).items()
+        }
         address = form.get("AddressSid", "")
         with self._lock:
             queue = self._faults.get(address)
@@ -159,11 +162,17 @@ class Emulator:
             throttled = self._bucket is not None and not self._bucket.take()
             if throttled:
                 self.throttled += 1
-            random_error = not throttled and fault is None and self._random.random() < self.error_rate
+            random_error = (
+                not throttled and fault is None and self._random.random() < self.error_rate
+            )
             if random_error:
                 fault = self._random.choice(
-                    [Fault(status=503, code=20503), Fault(status=500, code=20500),
-                     Fault(status=502, code=20502), Fault(drop=True)]
+                    [
+                        Fault(status=503, code=20503),
+                        Fault(status=500, code=20500),
+                        Fault(status=502, code=20502),
+                        Fault(drop=True),
+                    ]
                 )
         if fault is not None:
             time.sleep(fault.delay)
@@ -173,7 +182,9 @@ class Emulator:
                 return 0, None, {}
             if fault.status is not None:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                return _error(fault.status, fault.code or fault.status * 100, "Scripted fault", headers)
+                return _error(
+                    fault.status, fault.code or fault.status * 100, "Scripted fault", headers
+                )
         if throttled:
             return _error(429, 20429, "Too many requests", {"Retry-After": "1"})
         if not address:
@@ -213,6 +224,13 @@ class Emulator:
         )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (timeouts, stopped runs) are normal here, not worth a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
 def _error(
     status: int, code: int, message: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -229,8 +247,10 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Twilio's edge does
         server_version = "provisioner-emulator"
+        disable_nagle_algorithm = True
+        wbufsize = 64 * 1024  # headers and body leave in one segment, flushed per answer
 
-        def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             if self.path.split("?")[0] != WEB_CHATS_PATH:
@@ -244,10 +264,12 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(status, payload, headers)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._send(*_error(405, 20004, "Method not allowed"))
 
-        def _send(self, status: int, payload: dict[str, object] | None, headers: dict[str, str]) -> None:
+        def _send(
+            self, status: int, payload: dict[str, object] | None, headers: dict[str, str]
+        ) -> None:
             encoded = json.dumps(payload).encode()
             self.send_response(status, HTTPStatus(status).phrase)
             self.send_header("Content-Type", "application/json")
@@ -256,6 +278,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(encoded)
+            self.wfile.flush()
             with emulator._lock:
                 emulator.answer_times.append((time.monotonic(), status))
 

@@ -135,8 +135,17 @@ class Ledger:
             " request_id = excluded.request_id, run_id = excluded.run_id,"
             " ambiguous_attempts = excluded.ambiguous_attempts,"
             " created_at = excluded.created_at, updated_at = excluded.updated_at",
-            (self.scope, row_key, conversation_sid, identity, request_id, run_id,
-             ambiguous_attempts, now, now),
+            (
+                self.scope,
+                row_key,
+                conversation_sid,
+                identity,
+                request_id,
+                run_id,
+                ambiguous_attempts,
+                now,
+                now,
+            ),
         )
 
     def record_failed(self, row_key: str, run_id: str, *, ambiguous_attempts: int) -> None:
@@ -198,7 +207,9 @@ def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
 def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, int]]:
     """The last runs (newest first) and created rows per scope, read without locking."""
     if not path.exists():
-        raise LedgerError(f"{path}: no ledger here yet; it is made by the first `provisioner create`")
+        raise LedgerError(
+            f"{path}: no ledger here yet; it is made by the first `provisioner create`"
+        )
     connection = _connect(path, read_only=True)
     try:
         version = _checked_version(connection, path)
@@ -209,12 +220,29 @@ def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, i
             )
         runs = [
             RunRecord(
-                run_id=run_id, scope=scope, input=input_path, pid=pid, started_at=started,
-                ended_at=ended, exit_code=exit_code, counts=json.loads(counts or "{}"),
-                stop_reason=reason, created=created,
+                run_id=run_id,
+                scope=scope,
+                input=input_path,
+                pid=pid,
+                started_at=started,
+                ended_at=ended,
+                exit_code=exit_code,
+                counts=json.loads(counts or "{}"),
+                stop_reason=reason,
+                created=created,
             )
-            for (run_id, scope, input_path, pid, started, ended, exit_code, counts, reason,
-                 created) in connection.execute(
+            for (
+                run_id,
+                scope,
+                input_path,
+                pid,
+                started,
+                ended,
+                exit_code,
+                counts,
+                reason,
+                created,
+            ) in connection.execute(
                 "SELECT r.run_id, r.scope, r.input, r.pid, r.started_at, r.ended_at, r.exit_code,"
                 " r.counts, r.stop_reason,"
                 " (SELECT count(*) FROM entries e WHERE e.run_id = r.run_id"

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from provisioner.errors import InputError
 
 ADDRESS_SID = "AddressSid"
-PARAMETERS = (ADDRESS_SID, "ChatFriendlyName", "CustomerFriendlyName", "PreEngagementData", "Identity")
+PARAMETERS = (
+    ADDRESS_SID,
+    "ChatFriendlyName",
+    "CustomerFriendlyName",
+    "PreEngagementData",
+    "Identity",
+)
 CUSTOMER_ID = "customer_id"
 ROW_KEY = "row_key"
 PRE_ENGAGEMENT_PREFIX = "pre_engagement."
@@ -68,7 +74,9 @@ class Columns:
 
         def find(name: str, explicit: str | None) -> int | None:
             if explicit is not None:
-                positions = [i for i, h in enumerate(headers) if h == explicit or h.strip() == explicit]
+                positions = [
+                    i for i, h in enumerate(headers) if h == explicit or h.strip() == explicit
+                ]
                 if not positions:
                     raise InputError(
                         f"--column {name}={explicit}: no such header; found: {_listing(headers)}"
@@ -91,11 +99,8 @@ class Columns:
                 )
         mapping = {known[normalize_header(n)]: h for n, h in mapping.items()}
 
-        parameters = {
-            name: index
-            for name in PARAMETERS
-            if (index := find(name, mapping.get(name))) is not None
-        }
+        found = {name: find(name, mapping.get(name)) for name in PARAMETERS}
+        parameters = {name: index for name, index in found.items() if index is not None}
         if ADDRESS_SID not in parameters:
             raise InputError(
                 f"no {ADDRESS_SID} column; found: {_listing(headers)}. "
@@ -109,8 +114,7 @@ class Columns:
         }
         if pre_engagement and "PreEngagementData" in parameters:
             raise InputError(
-                "both a PreEngagementData column and pre_engagement.* columns; "
-                "use one or the other"
+                "both a PreEngagementData column and pre_engagement.* columns; use one or the other"
             )
         row_key = find(ROW_KEY, mapping.get(ROW_KEY))
         carried = tuple(

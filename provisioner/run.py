@@ -1,4 +1,4 @@
-"""One run of `provisioner create`: plan, send concurrently, record, report; signals and stopping."""
+"""One run of `provisioner create`: plan, send, record, report; signals and stopping."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
@@ -153,7 +152,9 @@ def _endpoint(
     """The API root and credentials to use; starts the in-process emulator for --sandbox."""
     if options.sandbox:
         emulator = stack.enter_context(Emulator())
-        runtime.say(f"sandbox: sending to a local emulator at {emulator.url}; nothing reaches Twilio")
+        runtime.say(
+            f"sandbox: sending to a local emulator at {emulator.url}; nothing reaches Twilio"
+        )
         return emulator.url, Credentials(emulator.username, emulator.secret, "sandbox")
     if credentials is None and not options.dry_run:
         raise ConfigError("no credentials")  # the CLI checks first; this guards other callers
@@ -253,11 +254,19 @@ class _Run:
         in_flight_before = self.ledger.in_flight_count() if self.ledger else 0
         log.info(
             "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s, max attempts %d%s",
-            self.run_id, options.input_path, self.total, base_url, options.concurrency,
-            options.rate or "unlimited", options.max_attempts, ", dry run" if options.dry_run else "",
+            self.run_id,
+            options.input_path,
+            self.total,
+            base_url,
+            options.concurrency,
+            options.rate or "unlimited",
+            options.max_attempts,
+            ", dry run" if options.dry_run else "",
         )
         if in_flight_before:
-            log.warning("%d rows were in flight when an earlier run ended abruptly", in_flight_before)
+            log.warning(
+                "%d rows were in flight when an earlier run ended abruptly", in_flight_before
+            )
             self.runtime.say(
                 f"warning: {in_flight_before} rows were in flight when an earlier run was killed; "
                 "they may exist at Twilio and are flagged in ambiguous_attempts"
@@ -318,7 +327,10 @@ class _Run:
         return ExitCode.OK
 
     def _rerun_command(self, files: ResultFiles) -> str:
-        if all(files.counts.get(s, 0) == 0 for s in (Status.FAILED, Status.NOT_ATTEMPTED, Status.INVALID)):
+        if all(
+            files.counts.get(s, 0) == 0
+            for s in (Status.FAILED, Status.NOT_ATTEMPTED, Status.INVALID)
+        ):
             return ""
         out = "" if self.options.out_dir == Path("outputs") else f" --out {self.options.out_dir}"
         sandbox = " --sandbox" if self.options.sandbox else ""
@@ -356,7 +368,9 @@ class _Run:
                         previews += 1
                         fields = " ".join(f"{k}={v!r}" for k, v in row.parameters.items())
                         self.runtime.say(f"would send row {row.number}: {fields}")
-                    message = "dry run: would be sent" if client is None else self._not_sent_message()
+                    message = (
+                        "dry run: would be sent" if client is None else self._not_sent_message()
+                    )
                     outcome = Outcome(Status.NOT_ATTEMPTED, error_message=message)
                 if outcome is not None:
                     files.add(sequence, row, outcome)
@@ -379,13 +393,17 @@ class _Run:
     def _report(self, files: ResultFiles, started: float) -> None:
         done = sum(files.counts.values())
         self.runtime.progress(
-            Progress(done, self.total, dict(files.counts), self.requests, self.runtime.clock() - started)
+            Progress(
+                done, self.total, dict(files.counts), self.requests, self.runtime.clock() - started
+            )
         )
 
     def _plan(self, row: Row) -> tuple[Outcome | None, Entry | None]:
         """The outcome known without sending (invalid, existing), and the ledger's entry."""
         if row.problem is not None:
-            return Outcome(Status.INVALID, error_code=row.problem_code, error_message=row.problem), None
+            return Outcome(
+                Status.INVALID, error_code=row.problem_code, error_message=row.problem
+            ), None
         entry = self.ledger.lookup(row.key) if self.ledger else None
         if entry is not None and entry.status == "created":
             if not self.options.force:
@@ -398,7 +416,12 @@ class _Run:
                     error_message=f"created earlier, by run {entry.run_id}",
                 ), entry
             self.forced += 1
-            log.info("row %d (%s): created by run %s; creating again (--force)", row.number, row.key, entry.run_id)
+            log.info(
+                "row %d (%s): created by run %s; creating again (--force)",
+                row.number,
+                row.key,
+                entry.run_id,
+            )
         return None, entry
 
     def _provision(self, client: FlexClient, row: Row, prior: Entry | None) -> Outcome:
@@ -431,9 +454,12 @@ class _Run:
                 ambiguous += 1
             if attempt.created:
                 ledger.record_created(
-                    row.key, self.run_id,
-                    conversation_sid=attempt.conversation_sid, identity=attempt.identity,
-                    request_id=attempt.request_id, ambiguous_attempts=ambiguous,
+                    row.key,
+                    self.run_id,
+                    conversation_sid=attempt.conversation_sid,
+                    identity=attempt.identity,
+                    request_id=attempt.request_id,
+                    ambiguous_attempts=ambiguous,
                 )
                 self.limiter.accepted()
                 return attempt
@@ -442,17 +468,28 @@ class _Run:
             elif attempt.http_status is not None:
                 self.limiter.accepted()
             log.info(
-                "row %d (%s) try %d: %s %s %s%s", row.number, row.key, attempts,
-                attempt.http_status or "no answer", attempt.error_code, attempt.error_message,
+                "row %d (%s) try %d: %s %s %s%s",
+                row.number,
+                row.key,
+                attempts,
+                attempt.http_status or "no answer",
+                attempt.error_code,
+                attempt.error_message,
                 f" [{attempt.request_id}]" if attempt.request_id else "",
             )
             if attempt.credentials_rejected:
-                self.stop(f"Twilio rejected the credentials (HTTP {attempt.http_status}); check them")
+                self.stop(
+                    f"Twilio rejected the credentials (HTTP {attempt.http_status}); check them"
+                )
             return attempt
 
         retry_policy(self.options.max_attempts, self.sleep, self.stopping)(one_try)
         if last is None:
-            return Outcome(Status.NOT_ATTEMPTED, ambiguous_attempts=ambiguous, error_message=self._not_sent_message())
+            return Outcome(
+                Status.NOT_ATTEMPTED,
+                ambiguous_attempts=ambiguous,
+                error_message=self._not_sent_message(),
+            )
         if last.created:
             return Outcome(
                 Status.CREATED,

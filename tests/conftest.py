@@ -1,0 +1,113 @@
+"""Fixtures: a real emulator on a loopback socket, the real CLI, and helpers for real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from provisioner.cli import cli
+from provisioner.emulator import Emulator
+from provisioner.run import Runtime
+
+SECRET = "s3cr3t-auth-token-never-printed"
+
+
+def sid(number: int) -> str:
+    """A well-formed Address SID, distinct per number."""
+    return f"IG{number:032x}"
+
+
+@dataclass
+class Sleeps:
+    """An injected sleep that records instead of waiting."""
+
+    calls: list[float] = field(default_factory=list)
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(secret=SECRET, seed=1) as running:
+        yield running
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@dataclass
+class Cli:
+    """Runs `provisioner` in-process against the emulator, with sleeping injected."""
+
+    emulator: Emulator
+    sleeps: Sleeps
+    workdir: Path
+
+    @property
+    def out(self) -> Path:
+        return self.workdir / "outputs"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.emulator.credentials_env(), **extra}
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, base_url: bool = True
+    ) -> Result:
+        arguments = [*args]
+        if arguments and arguments[0] == "create":
+            arguments += ["--out", str(self.out)]
+            if base_url and "--sandbox" not in arguments:
+                arguments += ["--base-url", self.emulator.url]
+        runtime = Runtime(sleep=self.sleeps, env=self.env() if env is None else env)
+        return CliRunner().invoke(cli, arguments, obj=runtime, catch_exceptions=False)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.out / run_id
+
+
+@pytest.fixture
+def provisioner(emulator: Emulator, sleeps: Sleeps, tmp_path: Path) -> Cli:
+    return Cli(emulator, sleeps, tmp_path)
+
+
+def write_csv(
+    path: Path, header: Sequence[str], rows: Sequence[Sequence[str]], **kwargs: Any
+) -> Path:
+    with path.open("w", newline="", encoding=kwargs.pop("encoding", "utf-8")) as stream:
+        writer = csv.writer(stream, **kwargs)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def read_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        return next(csv.reader(stream))
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    return summary
+
+
+def customers(count: int, start: int = 1) -> list[list[str]]:
+    """Rows of customer_id, AddressSid, CustomerFriendlyName."""
+    return [[f"C{n}", sid(n % 7 + 1), f"Customer {n}"] for n in range(start, start + count)]
+
+
+CUSTOMER_HEADER = ["customer_id", "AddressSid", "CustomerFriendlyName"]

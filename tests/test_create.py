@@ -1,0 +1,417 @@
+"""`provisioner create` end to end: the real CLI against the emulator on a loopback socket."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioner.emulator import Fault
+from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS
+from tests.conftest import (
+    CUSTOMER_HEADER,
+    SECRET,
+    Cli,
+    customers,
+    read_csv,
+    read_header,
+    read_summary,
+    sid,
+    write_csv,
+)
+
+
+def test_every_row_is_created_once_with_exactly_its_values(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    header = [
+        "Address SID",
+        "chat_friendly_name",
+        "Customer-Friendly Name",
+        "PreEngagementData",
+        "identity",
+        "Notes",
+    ]
+    rows = [
+        [sid(1), "Chat one", "Ana", '{"email": "ana@example.com"}', "ana", "keep me"],
+        [sid(2), "", "Björn", "", "", ""],
+        [sid(3), "Chat three", "", "", "", "=1+2"],
+    ]
+    source = write_csv(tmp_path / "in.csv", header, rows)
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0, result.output
+    results = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert read_header(provisioner.run_dir("r1") / "results.csv") == [*header, *RESULT_COLUMNS]
+    sent = sorted(
+        (dict(chat.parameters) for chat in provisioner.emulator.created),
+        key=lambda p: p["AddressSid"],
+    )
+    assert sent == [
+        {
+            "AddressSid": sid(1),
+            "ChatFriendlyName": "Chat one",
+            "CustomerFriendlyName": "Ana",
+            "PreEngagementData": '{"email": "ana@example.com"}',
+            "Identity": "ana",
+        },
+        {"AddressSid": sid(2), "CustomerFriendlyName": "Björn"},
+        {"AddressSid": sid(3), "ChatFriendlyName": "Chat three"},
+    ]
+    by_sid = {chat.conversation_sid: chat for chat in provisioner.emulator.created}
+    assert [r["row"] for r in results] == ["1", "2", "3"]
+    assert [r["Notes"] for r in results] == ["keep me", "", "'=1+2"]  # formula-escaped on output
+    for result_row in results:
+        chat = by_sid[result_row["conversation_sid"]]
+        assert result_row["status"] == "created"
+        assert result_row["Address SID"] == chat.parameters["AddressSid"]
+        assert result_row["request_id"] == chat.request_id
+        assert result_row["identity"] == chat.identity
+        assert (
+            result_row["attempts"],
+            result_row["ambiguous_attempts"],
+            result_row["http_status"],
+        ) == ("1", "0", "201")
+    assert read_csv(provisioner.run_dir("r1") / "errors.csv") == []
+    summary = read_summary(provisioner.run_dir("r1"))
+    assert summary["counts"] == {
+        "created": 3,
+        "existing": 0,
+        "invalid": 0,
+        "failed": 0,
+        "not_attempted": 0,
+    }
+    assert summary["requests_sent"] == 3
+    assert summary["exit_code"] == 0
+
+
+def test_invalid_rows_are_reported_and_the_others_go_on(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["AddressSid", "Name"],
+        [[sid(1), "a"], ["IG123", "b"], ["", "c"], [sid(2), "d"]],
+    )
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 1
+    assert len(provisioner.emulator.created) == 2
+    errors = read_csv(provisioner.run_dir("r1") / "errors.csv")
+    assert read_header(provisioner.run_dir("r1") / "errors.csv") == [
+        "AddressSid",
+        "Name",
+        *ERROR_COLUMNS,
+    ]
+    assert [(e["row"], e["status"], e["error_code"]) for e in errors] == [
+        ("2", "invalid", "invalid_address_sid"),
+        ("3", "invalid", "missing_address_sid"),
+    ]
+    assert "IG followed by 32 hex digits" in errors[0]["error_message"]
+
+
+def test_missing_address_column_lists_the_columns_found(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["Address", "Name"], [[sid(1), "a"]])
+
+    result = provisioner("create", str(source))
+
+    assert result.exit_code == 2
+    assert "no AddressSid column; found: Address, Name" in result.stderr
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.out.exists()
+
+
+def test_missing_credentials_name_the_variables_and_send_nothing(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source), env={})
+
+    assert result.exit_code == 2
+    assert "TWILIO_ACCOUNT_SID" in result.stderr
+    assert "TWILIO_AUTH_TOKEN" in result.stderr
+    assert "TWILIO_API_KEY" in result.stderr
+    assert provisioner.emulator.requests == 0
+
+
+def test_api_key_credentials_are_accepted(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.username = "SK" + "1" * 32
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    env = {
+        "TWILIO_API_KEY": "SK" + "1" * 32,
+        "TWILIO_API_SECRET": SECRET,
+        "TWILIO_ACCOUNT_SID": "AC" + "2" * 32,
+    }
+
+    result = provisioner("create", str(source), "--run-id", "r1", env=env)
+
+    assert result.exit_code == 0, result.output
+    assert len(provisioner.emulator.created) == 2
+
+
+def test_429_with_retry_after_is_honoured_and_retried(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.script(sid(2), Fault(status=429, code=20429, retry_after="7"))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["attempts"], row["ambiguous_attempts"]) == ("created", "2", "0")
+    assert any(seconds >= 7 for seconds in provisioner.sleeps.calls)
+    assert read_summary(provisioner.run_dir("r1"))["rate"]["throttled_429"] == 1
+
+
+def test_503_is_retried_with_backoff_until_it_succeeds(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.script(
+        sid(2), Fault(status=503, code=20503), Fault(status=503, code=20503)
+    )
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["attempts"]) == ("created", "3")
+    backoffs = [s for s in provisioner.sleeps.calls if s >= 0.25]
+    assert len(backoffs) == 2
+
+
+def test_a_row_that_keeps_failing_gives_up_after_max_attempts(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.script(sid(2), *[Fault(status=503, code=20503)] * 3)
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "3")
+
+    assert result.exit_code == 1
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["attempts"], r["http_status"], r["error_code"]) for r in rows] == [
+        ("failed", "3", "503", "20503"),
+        ("created", "1", "201", ""),
+    ]
+    assert "gave up after 3 tries" in rows[0]["error_message"]
+    assert rows[0]["request_id"].startswith("RQ")
+    (error,) = read_csv(provisioner.run_dir("r1") / "errors.csv")
+    assert (error["row"], error["status"]) == ("1", "failed")
+
+
+def test_a_dropped_connection_is_retried_and_flagged_ambiguous(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.script(sid(2), Fault(drop=True))
+    provisioner.emulator.script(sid(3), Fault(drop=True, create=True))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["attempts"], r["ambiguous_attempts"]) for r in rows] == [
+        ("created", "2", "1"),
+        ("created", "2", "1"),
+    ]
+    # The second drop happened after Twilio created the chat: the flag is how an operator finds it.
+    assert provisioner.emulator.creations("AddressSid", sid(3)) == 2
+    assert "may have a duplicate" in result.stderr
+
+
+def test_an_answer_slower_than_timeout_is_retried_and_flagged(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.script(sid(2), Fault(delay=1.0))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--timeout", "0.2")
+
+    assert result.exit_code == 0
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["attempts"], row["ambiguous_attempts"]) == ("created", "2", "1")
+
+
+def test_rejected_credentials_stop_the_run_at_once(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(200))
+    env = {"TWILIO_ACCOUNT_SID": provisioner.emulator.username, "TWILIO_AUTH_TOKEN": "wrong"}
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--rate", "0", env=env)
+
+    assert result.exit_code == 3
+    assert "rejected the credentials" in result.stderr
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    statuses = [r["status"] for r in rows]
+    assert set(statuses) == {"failed", "not_attempted"}
+    assert provisioner.emulator.requests <= 2 * 8  # at most what was in flight
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all(
+        (r["http_status"], r["error_code"], r["attempts"]) == ("401", "20003", "1") for r in failed
+    )
+    assert read_summary(provisioner.run_dir("r1"))["exit_code"] == 3
+
+
+def test_unknown_address_is_not_retried(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.unknown_addresses.add(sid(2))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 1
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["attempts"], r["http_status"], r["error_code"]) for r in rows] == [
+        ("failed", "1", "404", "20404"),
+        ("created", "1", "201", ""),
+    ]
+    assert "was not found" in rows[0]["error_message"]
+
+
+def test_many_failures_in_a_row_stop_the_run(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.error_rate = 1.0
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(60))
+
+    result = provisioner(
+        "create",
+        str(source),
+        "--run-id",
+        "r1",
+        "--max-attempts",
+        "2",
+        "--concurrency",
+        "2",
+        "--rate",
+        "0",
+    )
+
+    assert result.exit_code == 3
+    assert "20 rows in a row failed" in result.stderr
+    statuses = [r["status"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")]
+    assert statuses.count("failed") >= 20
+    assert statuses.count("not_attempted") > 0
+    assert len(statuses) == 60
+
+
+def test_errors_csv_feeds_straight_back_in(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.unknown_addresses.add(sid(3))
+    source = write_csv(
+        tmp_path / "in.csv", [*CUSTOMER_HEADER, "Region"], [[*r, "EMEA"] for r in customers(4)]
+    )
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 1
+    provisioner.emulator.unknown_addresses.clear()
+
+    errors = provisioner.run_dir("r1") / "errors.csv"
+    result = provisioner("create", str(errors), "--run-id", "r2")
+
+    assert result.exit_code == 0, result.output
+    rerun = provisioner.run_dir("r2") / "results.csv"
+    assert read_header(rerun) == [*CUSTOMER_HEADER, "Region", *RESULT_COLUMNS]
+    (row,) = read_csv(rerun)
+    assert (row["customer_id"], row["status"], row["Region"]) == ("C2", "created", "EMEA")
+    assert provisioner.emulator.creations("CustomerFriendlyName", "Customer 2") == 1
+
+
+def test_dry_run_sends_nothing_and_writes_the_plan(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [*customers(2), ["C9", "bad", "x"]])
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--dry-run")
+
+    assert result.exit_code == 1
+    assert provisioner.emulator.requests == 0
+    assert f"would send row 1: AddressSid='{sid(2)}'" in result.stderr
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [r["status"] for r in rows] == ["not_attempted", "not_attempted", "invalid"]
+    assert read_summary(provisioner.run_dir("r1"))["dry_run"] is True
+
+
+def test_a_thousand_rows_against_a_flaky_api_are_each_created_once(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.error_rate = 0.1
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1000))
+
+    result = provisioner(
+        "create", str(source), "--run-id", "r1", "--rate", "0", "--concurrency", "16"
+    )
+
+    assert result.exit_code == 0, result.stderr[-2000:]
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [r["status"] for r in rows] == ["created"] * 1000
+    names = [chat.parameters["CustomerFriendlyName"] for chat in provisioner.emulator.created]
+    assert sorted(names) == sorted(f"Customer {n}" for n in range(1, 1001))
+    assert sum(int(r["attempts"]) for r in rows) > 1000  # the errors really happened
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--base-url", "http://api.example.com"], "plain http is allowed only to a loopback host"),
+        (["--run-id", "../elsewhere"], "plain folder name"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["--column", "AddressSid"], "PARAM=HEADER"),
+    ],
+)
+def test_bad_options_exit_2_before_sending(
+    provisioner: Cli, tmp_path: Path, args: list[str], message: str
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    result = provisioner("create", str(source), *args, base_url=False)
+
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert provisioner.emulator.requests == 0
+
+
+def test_an_existing_run_folder_is_not_overwritten(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 2
+    assert "choose another --run-id" in result.stderr
+
+
+def test_the_secret_never_appears_in_any_output(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.script(sid(2), Fault(drop=True), Fault(status=500, code=20500))
+    provisioner.emulator.unknown_addresses.add(sid(3))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--traceback")
+    broken = provisioner("create", str(tmp_path / "missing.csv"), "--traceback")
+
+    assert result.exit_code == 1
+    assert broken.exit_code == 2
+    assert SECRET not in result.output + broken.output
+    for path in provisioner.run_dir("r1").iterdir():
+        assert SECRET not in path.read_text(encoding="utf-8-sig"), path
+
+
+def test_sandbox_needs_no_credentials(provisioner: Cli) -> None:
+    example = Path(__file__).parent.parent / "inputs" / "example.csv"
+
+    result = provisioner("create", str(example), "--sandbox", "--run-id", "s1", env={})
+
+    assert result.exit_code == 0, result.output
+    rows = read_csv(provisioner.run_dir("s1") / "results.csv")
+    assert rows
+    assert all(r["status"] == "created" and r["conversation_sid"].startswith("CH") for r in rows)
+    assert provisioner.emulator.requests == 0  # the sandbox's own emulator answered
+
+
+def test_every_command_help_has_an_example(provisioner: Cli) -> None:
+    for command in ([], ["create"], ["status"], ["emulator"]):
+        result = provisioner(*command, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.output, command
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "provisioner", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "provisioner" in completed.stdout

@@ -1,0 +1,258 @@
+"""Reruns never create a web chat twice: the SQLite ledger, resume, locking, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from provisioner.emulator import Fault
+from provisioner.ledger import MIGRATIONS, SCHEMA_VERSION, open_ledger
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, sid, write_csv
+
+
+def test_the_same_input_again_sends_nothing(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(5))
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+    first = read_csv(provisioner.run_dir("r1") / "results.csv")
+    requests = provisioner.emulator.requests
+
+    result = provisioner("create", str(source), "--run-id", "r2")
+
+    assert result.exit_code == 0
+    assert provisioner.emulator.requests == requests
+    second = read_csv(provisioner.run_dir("r2") / "results.csv")
+    assert [r["status"] for r in second] == ["existing"] * 5
+    assert [r["conversation_sid"] for r in second] == [r["conversation_sid"] for r in first]
+    assert [r["row_key"] for r in second] == ["C1", "C2", "C3", "C4", "C5"]
+
+
+def test_fixed_errors_csv_sends_only_those_rows_then_the_original_sends_nothing(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    rows = customers(4)
+    rows[1][1] = "IG-typo"
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 1
+    errors = provisioner.run_dir("r1") / "errors.csv"
+    fixed = errors.read_text(encoding="utf-8-sig").replace("IG-typo", sid(9))
+    errors.write_text(fixed, encoding="utf-8-sig")
+    before = provisioner.emulator.requests
+
+    assert provisioner("create", str(errors), "--run-id", "r2").exit_code == 0
+    assert provisioner.emulator.requests == before + 1
+    assert provisioner.emulator.creations("AddressSid", sid(9)) == 1
+
+    rerun = provisioner("create", str(source), "--run-id", "r3")
+    statuses = [r["status"] for r in read_csv(provisioner.run_dir("r3") / "results.csv")]
+    assert statuses == [
+        "existing",
+        "invalid",
+        "existing",
+        "existing",
+    ]  # the typo is still in the original
+    assert rerun.exit_code == 1
+    assert provisioner.emulator.requests == before + 1
+
+
+def test_identical_rows_without_customer_id_each_get_their_own_web_chat(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    same = [sid(1), "Walk-in"]
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["AddressSid", "CustomerFriendlyName"],
+        [same, same, same, [sid(2), "x"]],
+    )
+
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+    assert provisioner.emulator.creations("CustomerFriendlyName", "Walk-in") == 3
+    keys = [r["row_key"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")]
+    assert len(set(keys)) == 4
+
+    assert provisioner("create", str(source), "--run-id", "r2").exit_code == 0
+    assert provisioner.emulator.creations("CustomerFriendlyName", "Walk-in") == 3
+    again = read_csv(provisioner.run_dir("r2") / "results.csv")
+    assert [r["row_key"] for r in again] == keys
+    assert {r["status"] for r in again} == {"existing"}
+
+
+def test_force_creates_again_and_says_so(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    provisioner("create", str(source), "--run-id", "r1")
+
+    result = provisioner("create", str(source), "--run-id", "r2", "--force")
+
+    assert result.exit_code == 0
+    assert len(provisioner.emulator.created) == 6
+    assert read_summary(provisioner.run_dir("r2"))["forced_rows"] == 3
+    assert "--force: 3 rows were created again" in result.stderr
+
+
+def test_a_second_run_on_a_locked_ledger_refuses_at_once(provisioner: Cli, tmp_path: Path) -> None:
+    import os
+
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    with open_ledger(provisioner.out / "ledger.sqlite", "someone-else"):
+        result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 2
+    assert f"another run (pid {os.getpid()})" in result.stderr
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.run_dir("r1").exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "newer", "foreign"])
+def test_a_ledger_that_is_not_one_is_left_untouched(
+    provisioner: Cli, tmp_path: Path, kind: str
+) -> None:
+    ledger = provisioner.out / "ledger.sqlite"
+    ledger.parent.mkdir(parents=True)
+    if kind == "garbage":
+        ledger.write_bytes(b"this is not a database at all" * 100)
+    else:
+        with sqlite3.connect(ledger) as db:
+            db.execute("CREATE TABLE other (x)")
+            if kind == "newer":
+                db.execute("PRAGMA application_id = 1347573297")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.close()
+    before = ledger.read_bytes()
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source))
+
+    assert result.exit_code == 2
+    assert {
+        "garbage": "not a provisioner ledger",
+        "newer": "is newer than",
+        "foreign": "not a provisioner ledger",
+    }[kind] in result.stderr
+    assert ledger.read_bytes() == before
+    assert provisioner.emulator.requests == 0
+
+
+def test_an_older_ledger_is_migrated_forward_and_keeps_its_rows(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    ledger = provisioner.out / "ledger.sqlite"
+    ledger.parent.mkdir(parents=True)
+    scope = f"{provisioner.emulator.username}@{provisioner.emulator.url.split('//')[1]}"
+    db = sqlite3.connect(ledger)
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA application_id = 1347573297")
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO entries (scope, row_key, status, conversation_sid, run_id, updated_at)"
+        " VALUES (?, 'C1', 'created', 'CH' || hex(zeroblob(16)), 'old', 'then')",
+        (scope,),
+    )
+    db.commit()
+    db.close()
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0, result.output
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [r["status"] for r in rows] == ["existing", "created"]
+    assert rows[0]["conversation_sid"] == "CH" + "0" * 32
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+
+def test_a_sandbox_rehearsal_never_makes_a_real_run_skip_rows(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    assert provisioner("create", str(source), "--sandbox", "--run-id", "s1").exit_code == 0
+
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+
+    assert [r["status"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")] == [
+        "created"
+    ] * 3
+    assert len(provisioner.emulator.created) == 3
+
+
+def test_another_account_on_the_same_ledger_is_not_existing(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+    provisioner.emulator.username = "AC" + "9" * 32
+
+    result = provisioner(
+        "create",
+        str(source),
+        "--run-id",
+        "r2",
+        env=provisioner.env(TWILIO_ACCOUNT_SID="AC" + "9" * 32),
+    )
+
+    assert result.exit_code == 0
+    assert [r["status"] for r in read_csv(provisioner.run_dir("r2") / "results.csv")] == [
+        "created"
+    ] * 2
+
+
+def test_a_row_left_in_flight_is_sent_again_and_flagged(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    scope = f"{provisioner.emulator.username}@{provisioner.emulator.url.split('//')[1]}"
+    with open_ledger(provisioner.out / "ledger.sqlite", scope) as ledger:
+        ledger.mark_in_flight("C2", "killed-run")
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["ambiguous_attempts"]) for r in rows] == [
+        ("created", "0"),
+        ("created", "1"),
+    ]
+    summary = read_summary(provisioner.run_dir("r1"))
+    assert (summary["in_flight_from_earlier_runs"], summary["ambiguous_rows"]) == (1, 1)
+    assert "were in flight when an earlier run was killed" in result.stderr
+
+
+def test_failed_rows_are_sent_again_on_rerun(provisioner: Cli, tmp_path: Path) -> None:
+    provisioner.emulator.script(sid(2), *[Fault(status=503)] * 2)
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    assert (
+        provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "2").exit_code == 1
+    )
+
+    assert provisioner("create", str(source), "--run-id", "r2").exit_code == 0
+
+    rows = read_csv(provisioner.run_dir("r2") / "results.csv")
+    assert [r["status"] for r in rows] == ["created", "existing"]
+    assert len(provisioner.emulator.created) == 2
+
+
+def test_status_shows_what_the_ledger_knows(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    provisioner("create", str(source), "--run-id", "r1")
+    provisioner("create", str(source), "--run-id", "r2")
+
+    result = provisioner("status", "--out", str(provisioner.out))
+
+    assert result.exit_code == 0
+    assert "3 web chats created for" in result.output
+    lines = result.output.splitlines()
+    r1 = next(line for line in lines if line.strip().startswith("r1 "))
+    r2 = next(line for line in lines if line.strip().startswith("r2 "))
+    assert "exit 0" in r1
+    assert "created 3" in r1
+    assert "created 0" in r2
+    assert "3 existing" in r2
+    assert lines.index(r2) < lines.index(r1)
+
+
+def test_status_without_a_ledger_says_so(provisioner: Cli) -> None:
+    result = provisioner("status", "--out", str(provisioner.out))
+
+    assert result.exit_code == 2
+    assert "no ledger here yet" in result.stderr

@@ -1,0 +1,117 @@
+"""Real processes, real signals: SIGTERM stops gracefully, SIGKILL loses nothing unflagged."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from provisioner.emulator import Emulator
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, write_csv
+
+pytestmark = pytest.mark.slow
+ROWS = 1500
+
+
+def start_run(emulator: Emulator, source: Path, out: Path, run_id: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **emulator.credentials_env()}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "provisioner",
+            "create",
+            str(source),
+            "--out",
+            str(out),
+            "--run-id",
+            run_id,
+            "--base-url",
+            emulator.url,
+            "--rate",
+            "0",
+            "--concurrency",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_creations(emulator: Emulator, count: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while len(emulator.created) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.01)
+
+
+def creations_per_customer(emulator: Emulator) -> Counter[str]:
+    return Counter(chat.parameters["CustomerFriendlyName"] for chat in emulator.created)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_writes_everything_and_the_rerun_finishes_it(
+    provisioner: Cli, tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    provisioner.emulator.latency = 0.005
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    process = start_run(provisioner.emulator, source, provisioner.out, "r1")
+    wait_for_creations(provisioner.emulator, random.randint(20, 300), process)
+
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 3, stderr
+    assert f"interrupted by {signal_number.name}" in stderr
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert len(rows) == ROWS
+    statuses = Counter(r["status"] for r in rows)
+    assert set(statuses) <= {"created", "not_attempted"}
+    assert statuses["not_attempted"] > 0
+    assert len(read_csv(provisioner.run_dir("r1") / "errors.csv")) == statuses["not_attempted"]
+    assert read_summary(provisioner.run_dir("r1"))["exit_code"] == 3
+
+    provisioner.emulator.latency = 0
+    assert provisioner("create", str(source), "--run-id", "r2", "--rate", "0").exit_code == 0
+
+    assert creations_per_customer(provisioner.emulator) == Counter(
+        {f"Customer {n}": 1 for n in range(1, ROWS + 1)}
+    )
+
+
+def test_after_sigkill_only_flagged_rows_can_be_duplicates(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.latency = 0.005
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    process = start_run(provisioner.emulator, source, provisioner.out, "r1")
+    wait_for_creations(provisioner.emulator, random.randint(20, 300), process)
+
+    process.kill()
+    process.communicate(timeout=30)
+    time.sleep(0.1)  # let the emulator answer what was in flight, as Twilio would
+
+    partial = read_csv(provisioner.run_dir("r1") / "results.csv")  # readable after a kill
+    assert [r["row"] for r in partial] == [str(n) for n in range(1, len(partial) + 1)]
+    provisioner.emulator.latency = 0
+    result = provisioner("create", str(source), "--run-id", "r2", "--rate", "0")
+    assert result.exit_code == 0, result.output
+
+    rows = read_csv(provisioner.run_dir("r2") / "results.csv")
+    flagged = {r["CustomerFriendlyName"] for r in rows if int(r["ambiguous_attempts"]) > 0}
+    counts = creations_per_customer(provisioner.emulator)
+    assert set(counts) == {f"Customer {n}" for n in range(1, ROWS + 1)}
+    duplicates = {name for name, n in counts.items() if n > 1}
+    assert duplicates <= flagged
+    assert len(flagged) <= 4  # at most what was in flight: --concurrency 4
+    assert read_summary(provisioner.run_dir("r2"))["in_flight_from_earlier_runs"] == len(flagged)
