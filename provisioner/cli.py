@@ -23,7 +23,8 @@ from provisioner.run import Progress, RunOptions, Runtime, check_run_id, create
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMULATOR_TOKEN = "emulator-token"  # a stand-alone emulator's default; never a real secret
-PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+PLAIN_PROGRESS_EVERY = 5.0
+PREVIEW_WARNINGS = 10  # seconds between progress lines when stderr is not a terminal
 
 
 def say(line: str) -> None:
@@ -262,8 +263,17 @@ def _duration(seconds: float) -> str:
 
 def _print_summary(summary: Summary) -> None:
     counts = ", ".join(f"{summary.counts[s.value]} {s.value}" for s in Status)
-    verb = "planned" if summary.dry_run else "done"
-    say(f"{verb} in {summary.duration_seconds:.1f}s: {counts} ({summary.requests_sent} requests)")
+    if summary.dry_run:
+        reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
+        say(
+            f"plan: {summary.counts['not_attempted']} to create, "
+            f"{summary.counts['existing']} already created (existing), "
+            f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
+        )
+        if len(summary.warnings) > PREVIEW_WARNINGS:
+            say(f"... {len(summary.warnings)} warnings in all, listed in summary.json")
+    else:
+        say(f"done in {summary.duration_seconds:.1f}s: {counts} ({summary.requests_sent} requests)")
     if summary.stop_reason:
         say(f"stopped early: {summary.stop_reason}")
     if summary.ambiguous_rows:

@@ -55,6 +55,7 @@ class ResultFiles:
         self._waiting: list[tuple[int, int, Row, Outcome]] = []
         self._next = 0
         self.counts: Counter[Status] = Counter()
+        self.invalid_reasons: Counter[str] = Counter()
         self.ambiguous_rows = 0
 
     @property
@@ -77,6 +78,8 @@ class ResultFiles:
 
     def _write(self, row: Row, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1
+        if outcome.status is Status.INVALID:
+            self.invalid_reasons[outcome.error_code] += 1
         if outcome.ambiguous_attempts:
             self.ambiguous_rows += 1
         http_status = "" if outcome.http_status is None else str(outcome.http_status)
@@ -126,10 +129,12 @@ class Summary:
     duration_seconds: float
     rows: int
     counts: Mapping[str, int]
+    invalid_reasons: Mapping[str, int]
     requests_sent: int
     exit_code: int
     stop_reason: str
     dry_run: bool
+    warnings: Sequence[str]
     forced_rows: int
     ambiguous_rows: int
     in_flight_from_earlier_runs: int

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from provisioner.cells import unescape_formula
 from provisioner.errors import InputError
 
 ADDRESS_SID = "AddressSid"
@@ -39,6 +41,7 @@ RESULT_COLUMNS = (
 ERROR_COLUMNS = ("row", "status", "error_code", "error_message", ROW_KEY)
 
 _ADDRESS_SID_PATTERN = re.compile(r"IG[0-9a-fA-F]{32}")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def normalize_header(header: str) -> str:
@@ -56,6 +59,7 @@ class Columns:
     customer_id: int | None
     row_key: int | None
     carried: tuple[int, ...]
+    fed_back: bool  # a file this tool wrote (its `row` and `status` columns are there)
 
     @property
     def carried_headers(self) -> list[str]:
@@ -127,6 +131,7 @@ class Columns:
             customer_id=find(CUSTOMER_ID, mapping.get(CUSTOMER_ID)),
             row_key=row_key,
             carried=carried,
+            fed_back=bool(tool_added),
         )
 
 
@@ -154,49 +159,111 @@ class Row:
     problem_code: str = ""
 
 
-class RowBuilder:
-    """Turns raw cells into Rows; keeps the file-wide state that keys and duplicates need."""
+@dataclass(frozen=True)
+class Repeats:
+    """What the first pass over a file learnt: which values occur more than once.
 
-    def __init__(self, columns: Columns) -> None:
+    Holding 64-bit hashes of every customer id of a million-row file in a set would cost
+    ~100 MB; a sorted array costs 8 MB, and only the repeated hashes are kept. They are
+    candidates: the second pass compares the real values, so a hash collision costs nothing.
+    """
+
+    customer_ids: frozenset[int]
+    contents: frozenset[int]
+    duplicate_rows: int  # rows whose customer_id an earlier row already has
+
+    @classmethod
+    def of(cls, customer_ids: array[int], contents: array[int]) -> Repeats:
+        """Find the repeated hashes among those collected."""
+        repeated_ids, duplicate_rows = _repeated(customer_ids)
+        repeated_contents, _ = _repeated(contents)
+        return cls(frozenset(repeated_ids), frozenset(repeated_contents), duplicate_rows)
+
+
+def _repeated(hashes: array[int]) -> tuple[set[int], int]:
+    ordered = array("Q", sorted(hashes))
+    repeated: set[int] = set()
+    extra = 0
+    for index in range(1, len(ordered)):
+        if ordered[index] == ordered[index - 1]:
+            repeated.add(ordered[index])
+            extra += 1
+    return repeated, extra
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest())
+
+
+class RowBuilder:
+    """Turns raw cells into Rows.
+
+    Made twice per run: the first pass (`repeats=None`) collects hashes so that `repeats()`
+    can say which customer ids and row contents repeat; the second pass uses that to flag
+    duplicate customer ids and to number identical rows, keeping state only for repeats.
+    """
+
+    def __init__(self, columns: Columns, repeats: Repeats | None = None) -> None:
         self.columns = columns
+        self._repeats = repeats
+        self._id_hashes: array[int] = array("Q")
+        self._content_hashes: array[int] = array("Q")
         self._first_row_of_customer: dict[str, int] = {}
-        self._occurrences: dict[bytes, int] = {}
+        self._occurrences: dict[str, int] = {}
+
+    def repeats(self) -> Repeats:
+        """After a first pass: the repeated values, for the second pass."""
+        return Repeats.of(self._id_hashes, self._content_hashes)
 
     def build(self, number: int, cells: Sequence[str]) -> Row:
-        """Validate one row of cells (already padded to the header width) and give it a key."""
+        """Validate one row of trimmed cells (padded to the header width) and give it a key."""
         columns = self.columns
+        if columns.fed_back:
+            cells = [unescape_formula(cell) for cell in cells]
         parameters = {
-            name: value
-            for name, index in columns.parameters.items()
-            if (value := cells[index].strip())
+            name: value for name, index in columns.parameters.items() if (value := cells[index])
         }
         if columns.pre_engagement:
             fields = {
                 key: value
                 for key, index in columns.pre_engagement.items()
-                if (value := cells[index].strip())
+                if (value := cells[index])
             }
             if fields:
                 parameters["PreEngagementData"] = json.dumps(fields, ensure_ascii=False)
         carried = tuple(cells[index] for index in columns.carried)
         problem, code = _problem(parameters)
-        given_key = cells[columns.row_key].strip() if columns.row_key is not None else ""
-        customer_id = cells[columns.customer_id].strip() if columns.customer_id is not None else ""
+        given_key = cells[columns.row_key] if columns.row_key is not None else ""
+        customer_id = cells[columns.customer_id] if columns.customer_id is not None else ""
         if customer_id and problem is None:
-            first = self._first_row_of_customer.setdefault(customer_id, number)
+            first = self._first_row(customer_id, number)
             if first != number:
                 problem = f"duplicate customer_id {customer_id!r} (first at row {first})"
                 code = "duplicate_customer_id"
         key = given_key or customer_id or self._derived_key(parameters)
         return Row(number, carried, parameters, key, problem, code)
 
+    def _first_row(self, customer_id: str, number: int) -> int:
+        if self._repeats is None:
+            self._id_hashes.append(_hash64(customer_id))
+            return number
+        if _hash64(customer_id) not in self._repeats.customer_ids:
+            return number
+        return self._first_row_of_customer.setdefault(customer_id, number)
+
     def _derived_key(self, parameters: Mapping[str, str]) -> str:
         """A key from what the row asks for; the n-th identical row gets suffix `:n`."""
-        content = json.dumps([parameters.get(name, "") for name in PARAMETERS]).encode()
-        digest = hashlib.sha256(content).digest()[:10]
-        count = self._occurrences.get(digest, 0) + 1
-        self._occurrences[digest] = count
+        content = json.dumps([parameters.get(name, "") for name in PARAMETERS])
+        digest = hashlib.blake2b(content.encode(), digest_size=10).digest()
         base = "auto:" + digest.hex()
+        prefix = int.from_bytes(digest[:8])
+        if self._repeats is None:
+            self._content_hashes.append(prefix)
+            return base
+        if prefix not in self._repeats.contents:
+            return base
+        count = self._occurrences.get(base, 0) + 1
+        self._occurrences[base] = count
         return base if count == 1 else f"{base}:{count}"
 
 
@@ -209,11 +276,10 @@ def _problem(parameters: Mapping[str, str]) -> tuple[str | None, str]:
             f"{ADDRESS_SID} {address!r} is not IG followed by 32 hex digits",
             "invalid_address_sid",
         )
+    for name, value in parameters.items():
+        if _CONTROL_CHARACTERS.search(value):
+            return (
+                f"{name} contains control characters (such as NUL); it must be plain text",
+                "not_text",
+            )
     return None, ""
-
-
-def build_rows(columns: Columns, numbered_cells: Iterable[tuple[int, list[str]]]) -> Iterator[Row]:
-    """Rows for every non-blank line of cells."""
-    builder = RowBuilder(columns)
-    for number, cells in numbered_cells:
-        yield builder.build(number, cells)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from provisioner.errors import ConfigError, ExitCode, InputError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
 from provisioner.report import Outcome, RedactingFilter, ResultFiles, Status, Summary, status_counts
 from provisioner.retry import Clock, RateLimiter, Sleep, retry_policy
-from provisioner.rows import Columns, Row, build_rows
+from provisioner.rows import Columns, Repeats, Row, RowBuilder
 from provisioner.table import Table, open_table
 
 log = logging.getLogger("provisioner")
@@ -99,8 +100,8 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
     planned = _check_every_row(table, columns)
     if options.strict and planned.invalid:
         raise InputError(
-            f"--strict: {planned.invalid} invalid rows (first: row {planned.first_problem}); "
-            "nothing was sent. See --dry-run for all of them"
+            f"--strict: {planned.invalid} invalid rows; nothing was sent. "
+            "--dry-run lists them, with the reasons, in errors.csv"
         )
     with ExitStack() as stack:
         base_url, credentials = _endpoint(options, runtime, credentials, stack)
@@ -112,7 +113,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         )
         run_id, run_dir = _run_folder(options)
         stack.enter_context(_run_log(run_dir / "run.log", credentials))
-        run = _Run(options, runtime, table, columns, planned.rows, ledger, run_id, run_dir)
+        run = _Run(options, runtime, table, columns, planned, ledger, run_id, run_dir)
         if credentials is None:
             runtime.say("dry run without credentials: the ledger was not consulted")
         if credentials is None or options.dry_run:
@@ -129,21 +130,21 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
 class _Checked:
     rows: int
     invalid: int
-    first_problem: int | None
+    repeats: Repeats
 
 
 def _check_every_row(table: Table, columns: Columns) -> _Checked:
     """Read the whole input once before sending, so a broken file sends nothing."""
+    builder = RowBuilder(columns)
     rows = invalid = 0
-    first_problem: int | None = None
-    for row in build_rows(columns, table.rows()):
+    for number, cells in table.rows():
         rows += 1
-        if row.problem is not None:
+        if builder.build(number, cells).problem is not None:
             invalid += 1
-            first_problem = first_problem or row.number
     if not rows:
         raise InputError(f"{table.path}: has a header row but no data rows")
-    return _Checked(rows, invalid, first_problem)
+    repeats = builder.repeats()
+    return _Checked(rows, invalid + repeats.duplicate_rows, repeats)
 
 
 def _endpoint(
@@ -215,7 +216,7 @@ class _Run:
         runtime: Runtime,
         table: Table,
         columns: Columns,
-        total: int,
+        planned: _Checked,
         ledger: Ledger | None,
         run_id: str,
         run_dir: Path,
@@ -224,7 +225,8 @@ class _Run:
         self.runtime = runtime
         self.table = table
         self.columns = columns
-        self.total = total
+        self.total = planned.rows
+        self.repeats = planned.repeats
         self.ledger = ledger
         self.run_id = run_id
         self.run_dir = run_dir
@@ -234,6 +236,7 @@ class _Run:
         self.sleep: Sleep = runtime.sleep or self._interruptible_sleep
         self.requests = 0
         self.forced = 0
+        self.warnings: list[str] = []
         self._requests_lock = threading.Lock()
 
     def _interruptible_sleep(self, seconds: float) -> None:
@@ -292,10 +295,12 @@ class _Run:
             duration_seconds=round(self.runtime.clock() - started, 3),
             rows=self.total,
             counts=counts,
+            invalid_reasons=dict(files.invalid_reasons.most_common()),
             requests_sent=self.requests,
             exit_code=int(exit_code),
             stop_reason=self.stop_reason,
             dry_run=options.dry_run,
+            warnings=self.warnings,
             forced_rows=self.forced,
             ambiguous_rows=files.ambiguous_rows,
             in_flight_from_earlier_runs=in_flight_before,
@@ -361,9 +366,13 @@ class _Run:
 
         window = max(2 * options.concurrency, 4)
         with ThreadPoolExecutor(options.concurrency, thread_name_prefix="send") as executor:
-            for sequence, row in enumerate(build_rows(self.columns, self.table.rows())):
+            builder = RowBuilder(self.columns, self.repeats)
+            for sequence, (number, cells) in enumerate(self.table.rows()):
+                row = builder.build(number, cells)
                 outcome, prior = self._plan(row)
                 if outcome is None and (client is None or self.stopping.is_set()):
+                    if client is None:
+                        self._check_pre_engagement(row)
                     if client is None and previews < PREVIEW_ROWS:
                         previews += 1
                         fields = " ".join(f"{k}={v!r}" for k, v in row.parameters.items())
@@ -386,6 +395,22 @@ class _Run:
         if previews and client is None and self.total > previews:
             self.runtime.say(f"... and more: see {files.results_path}")
         self._report(files, started)
+
+    def _check_pre_engagement(self, row: Row) -> None:
+        """Twilio takes any text, but its web chat expects JSON: warn before it is sent."""
+        text = row.parameters.get("PreEngagementData")
+        if text is None:
+            return
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            warning = (
+                f"row {row.number}: PreEngagementData is not valid JSON ({error.msg}); "
+                "it would be sent as written"
+            )
+            self.warnings.append(warning)
+            if len(self.warnings) <= PREVIEW_ROWS:
+                self.runtime.say(f"warning: {warning}")
 
     def _not_sent_message(self) -> str:
         return f"not sent: the run stopped ({self.stop_reason})"

@@ -17,28 +17,13 @@ import openpyxl
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.workbook.workbook import Workbook
 
+from provisioner.cells import escape_formula
 from provisioner.errors import InputError
 
 _SAMPLE_BYTES = 64 * 1024
 _DELIMITERS = (",", ";", "\t", "|")
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE2_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
-# A cell starting with one of these runs as a formula in Excel, LibreOffice or Sheets (OWASP).
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def escape_formula(value: str) -> str:
-    """Make a cell inert in spreadsheets: prefix `'` where it could run as a formula."""
-    if value.lstrip("'").startswith(FORMULA_TRIGGERS):
-        return "'" + value
-    return value
-
-
-def unescape_formula(value: str) -> str:
-    """Undo `escape_formula`, so a tool-written file read back gives the original value."""
-    if value.startswith("'") and value.lstrip("'").startswith(FORMULA_TRIGGERS):
-        return value[1:]
-    return value
 
 
 @dataclass(frozen=True)
@@ -76,7 +61,7 @@ class Table:
                         f"{width} columns; fix the row or add headers"
                     )
                 cells = cells[:width]
-            yield number, [unescape_formula(cell.strip()) for cell in cells]
+            yield number, [cell.strip() for cell in cells]
 
 
 def open_table(
