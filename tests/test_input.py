@@ -1,0 +1,429 @@
+"""Spreadsheets as staff send them: encodings, delimiters, xlsx, column mapping, bad files."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, sid, write_csv
+
+VALUES = [
+    ["C1", sid(1), "Zoë Ångström", "+15551234567"],
+    ["C2", sid(2), "  Renée  ", "00123"],
+    ["C3", sid(3), "line one\nline two", "1e5"],
+]
+HEADER = ["customer_id", "AddressSid", "CustomerFriendlyName", "ChatFriendlyName"]
+EXPECTED = [
+    {
+        "AddressSid": sid(1),
+        "CustomerFriendlyName": "Zoë Ångström",
+        "ChatFriendlyName": "+15551234567",
+    },
+    {"AddressSid": sid(2), "CustomerFriendlyName": "Renée", "ChatFriendlyName": "00123"},
+    {"AddressSid": sid(3), "CustomerFriendlyName": "line one\nline two", "ChatFriendlyName": "1e5"},
+]
+
+
+def sent(provisioner: Cli) -> list[dict[str, str]]:
+    return sorted(
+        (dict(chat.parameters) for chat in provisioner.emulator.created),
+        key=lambda p: p["AddressSid"],
+    )
+
+
+def csv_text(delimiter: str, line_end: str) -> str:
+    def quote(cell: str) -> str:
+        if any(ch in cell for ch in (delimiter, '"', "\n", "\r")):
+            return '"' + cell.replace('"', '""') + '"'
+        return cell
+
+    lines = [delimiter.join(quote(c) for c in row) for row in [HEADER, *VALUES]]
+    return line_end.join(lines) + line_end
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom", "delimiter", "line_end", "trailer"),
+    [
+        ("utf-8", b"", ",", "\n", ""),
+        ("utf-8", codecs.BOM_UTF8, ",", "\r\n", ""),
+        ("cp1252", b"", ";", "\r\n", ""),
+        ("utf-8", b"", "\t", "\n", ""),
+        ("utf-16-le", codecs.BOM_UTF16_LE, "\t", "\r\n", ""),
+        (
+            "utf-8",
+            codecs.BOM_UTF8,
+            ",",
+            "\r\n",
+            ",,,\r\n,,,\r\n\r\n",
+        ),  # Excel's trailing empty rows
+    ],
+    ids=[
+        "utf8",
+        "utf8-bom-crlf",
+        "cp1252-semicolon",
+        "tab",
+        "utf16-excel-unicode-text",
+        "trailing-rows",
+    ],
+)
+def test_csv_as_excel_and_sheets_write_it(
+    provisioner: Cli,
+    tmp_path: Path,
+    encoding: str,
+    bom: bytes,
+    delimiter: str,
+    line_end: str,
+    trailer: str,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(bom + (csv_text(delimiter, line_end) + trailer).encode(encoding))
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0, result.output
+    assert sent(provisioner) == EXPECTED
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [r["customer_id"] for r in rows] == ["C1", "C2", "C3"]
+    assert rows[0]["CustomerFriendlyName"] == "Zoë Ångström"
+
+
+def test_trailing_empty_columns_and_ragged_rows(provisioner: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(f"AddressSid,Name,,\n{sid(1)},a,,\n{sid(2)}\n{sid(3)},c,,,,\n")
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0, result.output
+    assert [r["Name"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")] == [
+        "a",
+        "",
+        "c",
+    ]
+
+
+def test_a_row_wider_than_the_header_with_values_is_an_input_error(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(f"AddressSid,Name\n{sid(1)},a\n{sid(2)},b,surprise\n")
+
+    result = provisioner("create", str(source))
+
+    assert result.exit_code == 2
+    assert "row 2 has 3 cells but the header has 2 columns" in result.stderr
+    assert provisioner.emulator.requests == 0
+
+
+def test_explicit_encoding_and_delimiter(provisioner: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(f"AddressSid|CustomerFriendlyName\n{sid(1)}|Günther\n".encode("latin-1"))
+
+    result = provisioner("create", str(source), "--encoding", "latin-1", "--delimiter", "|")
+
+    assert result.exit_code == 0, result.output
+    assert sent(provisioner) == [{"AddressSid": sid(1), "CustomerFriendlyName": "Günther"}]
+
+
+def make_workbook(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)  # type: ignore[arg-type]
+    for name, rows in sheets.items():
+        sheet = workbook.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    workbook.save(path)
+    return path
+
+
+def test_xlsx_first_sheet_cells_as_text(provisioner: Cli, tmp_path: Path) -> None:
+    source = make_workbook(
+        tmp_path / "in.xlsx",
+        {"Customers": [[*HEADER, "Seats", "Ratio"], *[[*v, 42, 1.5] for v in VALUES], [None] * 6]},
+    )
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 0, result.output
+    expected = [{**e, "CustomerFriendlyName": e["CustomerFriendlyName"].strip()} for e in EXPECTED]
+    assert sent(provisioner) == expected
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["Seats"], r["Ratio"]) for r in rows] == [("42", "1.5")] * 3
+
+
+def test_xlsx_named_sheet(provisioner: Cli, tmp_path: Path) -> None:
+    source = make_workbook(
+        tmp_path / "in.xlsx",
+        {"Notes": [["nothing here"]], "Batch 2": [["Address SID"], [sid(5)]]},
+    )
+
+    assert provisioner("create", str(source), "--sheet", "Batch 2").exit_code == 0
+    assert sent(provisioner) == [{"AddressSid": sid(5)}]
+
+    missing = provisioner("create", str(source), "--sheet", "Batch 3")
+    assert missing.exit_code == 2
+    assert "no such sheet" in missing.stderr
+    assert "Notes, Batch 2" in missing.stderr
+
+
+def test_column_mapping(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["Address", "Customer Name", "Customer Name (old)"],
+        [[sid(1), "Ana", "x"]],
+    )
+
+    result = provisioner(
+        "create",
+        str(source),
+        "--column",
+        "AddressSid=Address",
+        "--column",
+        "CustomerFriendlyName=Customer Name",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert sent(provisioner) == [{"AddressSid": sid(1), "CustomerFriendlyName": "Ana"}]
+
+
+def test_column_mapping_to_a_missing_header(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["AddressSid"], [[sid(1)]])
+
+    result = provisioner("create", str(source), "--column", "CustomerFriendlyName=Nope")
+
+    assert result.exit_code == 2
+    assert "--column CustomerFriendlyName=Nope: no such header; found: AddressSid" in result.stderr
+
+
+def test_pre_engagement_columns_are_folded_into_json(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        [
+            "AddressSid",
+            "pre_engagement.friendlyName",
+            "pre_engagement.email",
+            "pre_engagement.query",
+        ],
+        [
+            [sid(1), "Ana", "ana@example.com", "Billing"],
+            [sid(2), "Bo", "", ""],
+            [sid(3), "", "", ""],
+        ],
+    )
+
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+
+    by_address = {
+        chat.parameters["AddressSid"]: chat.parameters for chat in provisioner.emulator.created
+    }
+    assert json.loads(by_address[sid(1)]["PreEngagementData"]) == {
+        "friendlyName": "Ana",
+        "email": "ana@example.com",
+        "query": "Billing",
+    }
+    assert json.loads(by_address[sid(2)]["PreEngagementData"]) == {"friendlyName": "Bo"}
+    assert "PreEngagementData" not in by_address[sid(3)]
+
+
+def test_pre_engagement_columns_and_a_pre_engagement_data_column_conflict(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["AddressSid", "PreEngagementData", "pre_engagement.email"],
+        [[sid(1), "{}", "a"]],
+    )
+
+    result = provisioner("create", str(source))
+
+    assert result.exit_code == 2
+    assert "use one or the other" in result.stderr
+
+
+def test_dry_run_warns_about_pre_engagement_data_that_is_not_json(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["AddressSid", "PreEngagementData"],
+        [[sid(1), '{"email": "a@b.c"}'], [sid(2), "email=a@b.c"]],
+    )
+
+    result = provisioner("create", str(source), "--dry-run", "--run-id", "r1")
+
+    assert result.exit_code == 0
+    assert "row 2: PreEngagementData is not valid JSON" in result.stderr
+    assert "row 1:" not in result.stderr.replace("would send row 1:", "")
+    assert len(read_summary(provisioner.run_dir("r1"))["warnings"]) == 1
+
+
+def test_duplicate_customer_ids_are_invalid_after_the_first(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        CUSTOMER_HEADER,
+        [["C1", sid(1), "a"], ["C2", sid(2), "b"], ["C1", sid(3), "c"]],
+    )
+
+    result = provisioner("create", str(source), "--run-id", "r1")
+
+    assert result.exit_code == 1
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["error_code"]) for r in rows] == [
+        ("created", ""),
+        ("created", ""),
+        ("invalid", "duplicate_customer_id"),
+    ]
+    assert rows[2]["error_message"] == "duplicate customer_id 'C1' (first at row 1)"
+
+
+def test_control_characters_make_a_row_invalid(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["AddressSid", "PreEngagementData"],
+        [[sid(1), "a\x07b"], [sid(2), "ok"]],
+    )
+
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 1
+
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["status"], r["error_code"]) for r in rows] == [
+        ("invalid", "not_text"),
+        ("created", ""),
+    ]
+
+
+def test_dry_run_prints_the_plan_by_reason(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
+    more = write_csv(
+        tmp_path / "more.csv",
+        CUSTOMER_HEADER,
+        [*customers(5), ["C9", "IGbad", "x"], ["C1", sid(1), "again"]],
+    )
+    requests = provisioner.emulator.requests
+
+    result = provisioner("create", str(more), "--dry-run", "--run-id", "r2")
+
+    assert result.exit_code == 1
+    assert provisioner.emulator.requests == requests
+    assert (
+        "plan: 2 to create, 3 already created (existing), "
+        "2 invalid (1 invalid_address_sid, 1 duplicate_customer_id)" in result.stderr
+    )
+    assert [r["status"] for r in read_csv(provisioner.run_dir("r2") / "results.csv")] == [
+        "existing",
+        "existing",
+        "existing",
+        "not_attempted",
+        "not_attempted",
+        "invalid",
+        "invalid",
+    ]
+    assert len(read_csv(provisioner.run_dir("r2") / "errors.csv")) == 4
+
+
+def test_strict_refuses_to_send_when_any_row_is_invalid(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [*customers(3), ["C1", sid(1), "dup"]])
+
+    result = provisioner("create", str(source), "--strict")
+
+    assert result.exit_code == 2
+    assert "--strict: 1 invalid rows; nothing was sent" in result.stderr
+    assert provisioner.emulator.requests == 0
+
+
+def workbook_without_sheets(path: Path) -> Path:
+    make_workbook(path, {"Sheet": [["AddressSid"]]})
+    with zipfile.ZipFile(path) as original:
+        parts = {name: original.read(name) for name in original.namelist()}
+    workbook_xml = parts["xl/workbook.xml"].decode()
+    start, end = workbook_xml.index("<sheets>"), workbook_xml.index("</sheets>") + len("</sheets>")
+    parts["xl/workbook.xml"] = (workbook_xml[:start] + "<sheets/>" + workbook_xml[end:]).encode()
+    with zipfile.ZipFile(path, "w") as rewritten:
+        for name, content in parts.items():
+            rewritten.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.with_name("missing.csv"), "no such file"),
+        (lambda p: p.parent, "is a directory"),
+        (lambda p: (p.write_bytes(b""), p)[1], "the file is empty"),
+        (lambda p: (p.write_text("\n\n  \n"), p)[1], "the file is empty"),
+        (lambda p: (p.write_text("AddressSid,Name\n"), p)[1], "has a header row but no data rows"),
+        (
+            lambda p: (p.write_text("AddressSid,Name\n,\n\n"), p)[1],
+            "has a header row but no data rows",
+        ),
+        (
+            lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50), p)[1],
+            "binary file",
+        ),
+        (lambda p: (p.write_bytes(b"AddressSid\n\xff\xfe\xfa"), p)[1], None),
+        (lambda p: workbook_without_sheets(p.with_suffix(".xlsx")), "no sheets"),
+        (
+            lambda p: (
+                p.with_suffix(".xlsx").write_bytes(
+                    bytes.fromhex("d0cf11e0a1b11ae1") + b"\x00" * 512
+                ),
+                p.with_suffix(".xlsx"),
+            )[1],
+            "password-protected",
+        ),
+        (
+            lambda p: (
+                p.with_suffix(".xlsx").write_bytes(b"PK\x03\x04 not really a zip"),
+                p.with_suffix(".xlsx"),
+            )[1],
+            "not a readable xlsx workbook",
+        ),
+        (lambda p: (p.write_text("\n\nAddressSid\n" + sid(1)), p)[1], "first row is empty"),
+    ],
+    ids=[
+        "missing",
+        "directory",
+        "empty",
+        "blank-lines",
+        "header-only",
+        "header-and-blank-rows",
+        "binary",
+        "cp1252-fallback",
+        "xlsx-no-sheets",
+        "password-protected",
+        "broken-xlsx",
+        "blank-first-line",
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_exit_2(
+    provisioner: Cli, tmp_path: Path, make, message: str | None
+) -> None:
+    source = make(tmp_path / "in.csv")
+
+    result = provisioner("create", str(source))
+
+    if message is None:  # bytes that are not UTF-8 are read as Windows-1252, not refused
+        assert result.exit_code == 1, result.output
+        return
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert provisioner.emulator.requests == 0
+
+
+def test_traceback_flag_shows_the_stack(provisioner: Cli, tmp_path: Path) -> None:
+    result = provisioner("create", str(tmp_path / "missing.csv"), "--traceback")
+
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr
+    assert "InputError" in result.stderr
