@@ -16,7 +16,7 @@ import click
 from provisioner import __version__
 from provisioner.client import Credentials, resolve_base_url
 from provisioner.emulator import SANDBOX_ACCOUNT_SID, Emulator
-from provisioner.errors import ExitCode, ProvisionerError
+from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import read_runs
 from provisioner.report import Status, Summary
 from provisioner.run import Progress, RunOptions, Runtime, check_run_id, create
@@ -361,6 +361,11 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int) -> None:
     type=click.FloatRange(0, min_open=True),
     help="Requests per second above which it answers 429 (code 20429).",
 )
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="When stopped, write each answer's time and HTTP status to this CSV (for benchmarks).",
+)
 @click.pass_obj
 @reports_errors
 def emulator_command(
@@ -370,6 +375,7 @@ def emulator_command(
     latency_ms: float,
     error_rate: float,
     rate_limit: float | None,
+    record: Path | None,
 ) -> None:
     """Serve a local emulator of Twilio's POST /v2/WebChats until stopped.
 
@@ -388,15 +394,21 @@ def emulator_command(
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
     account = runtime.env.get("TWILIO_ACCOUNT_SID")
     token = runtime.env.get("TWILIO_AUTH_TOKEN")
-    emulator = Emulator(
-        username=account if account and token else SANDBOX_ACCOUNT_SID,
-        secret=token if account and token else EMULATOR_TOKEN,
-        host=host,
-        port=port,
-        latency=latency_ms / 1000,
-        error_rate=error_rate,
-        rate_limit=rate_limit,
-    )
+    try:
+        emulator = Emulator(
+            username=account if account and token else SANDBOX_ACCOUNT_SID,
+            secret=token if account and token else EMULATOR_TOKEN,
+            host=host,
+            port=port,
+            latency=latency_ms / 1000,
+            error_rate=error_rate,
+            rate_limit=rate_limit,
+            record_answers=record is not None,
+        )
+    except OSError as error:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({error.strerror}); choose another --port"
+        ) from error
     say(f"emulating POST {emulator.url}/v2/WebChats (Ctrl-C to stop)")
     if account and token:
         say("accepting the credentials in TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
@@ -411,6 +423,10 @@ def emulator_command(
     except KeyboardInterrupt:
         pass
     finally:
+        emulator.shutdown()
+        if record is not None:
+            lines = [f"{moment:.6f},{status}" for moment, status in emulator.answers]
+            record.write_text("seconds,status\n" + "".join(line + "\n" for line in lines))
         say(f"served {emulator.requests} requests; created {len(emulator.created)} web chats")
 
 

@@ -75,6 +75,7 @@ class Emulator:
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         seed: int | None = None,
+        record_answers: bool = False,
     ) -> None:
         self.username = username
         self.secret = secret if secret is not None else secrets.token_hex(16)
@@ -84,7 +85,8 @@ class Emulator:
         self.created: list[WebChat] = []
         self.requests = 0
         self.throttled = 0
-        self.answer_times: deque[tuple[float, int]] = deque()
+        self.record_answers = record_answers
+        self.answers: list[tuple[float, int]] = []  # (monotonic time, status) when recording
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._bucket = _Bucket(rate_limit, rate_limit) if rate_limit else None
@@ -279,8 +281,9 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(encoded)
             self.wfile.flush()
-            with emulator._lock:
-                emulator.answer_times.append((time.monotonic(), status))
+            if emulator.record_answers:
+                with emulator._lock:
+                    emulator.answers.append((time.monotonic(), status))
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass  # quiet: the run's own log says what matters

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,32 +86,59 @@ class RunRecord:
 
 
 class Ledger:
-    """One open ledger, shared by the run's worker threads; every write is its own transaction."""
+    """One open ledger, used from the run's main thread.
+
+    Writes made inside `transaction()` commit together: the run groups the rows that finish
+    (or start) at the same moment into one commit, which keeps the ledger off the hot path.
+    """
 
     def __init__(self, connection: sqlite3.Connection, scope: str) -> None:
         self._db = connection
-        self._lock = threading.Lock()
         self.scope = scope
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Commit every write made inside at once, or none of them."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def lookup(self, row_key: str) -> Entry | None:
         """The ledger's entry for `row_key` in this scope, if any."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT status, conversation_sid, identity, request_id, run_id, ambiguous_attempts"
-                " FROM entries WHERE scope = ? AND row_key = ?",
-                (self.scope, row_key),
-            ).fetchone()
+        found = self._db.execute(
+            "SELECT status, conversation_sid, identity, request_id, run_id, ambiguous_attempts"
+            " FROM entries WHERE scope = ? AND row_key = ?",
+            (self.scope, row_key),
+        ).fetchone()
         return Entry(*found) if found else None
 
     def mark_in_flight(self, row_key: str, run_id: str) -> None:
         """Record that a request for `row_key` is about to be sent."""
-        self._write(
+        self._db.execute(
             "INSERT INTO entries (scope, row_key, status, run_id, updated_at)"
             " VALUES (?, ?, 'in_flight', ?, ?)"
             " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
             " run_id = excluded.run_id, updated_at = excluded.updated_at",
             (self.scope, row_key, run_id, utc_now()),
         )
+
+    def restore(self, row_key: str, prior: Entry | None) -> None:
+        """Undo `mark_in_flight` for a row that was never sent after all."""
+        if prior is None:
+            self._db.execute(
+                "DELETE FROM entries WHERE scope = ? AND row_key = ? AND status = 'in_flight'",
+                (self.scope, row_key),
+            )
+        else:
+            self._db.execute(
+                "UPDATE entries SET status = ?, run_id = ?, updated_at = ?"
+                " WHERE scope = ? AND row_key = ?",
+                (prior.status, prior.run_id, utc_now(), self.scope, row_key),
+            )
 
     def record_created(
         self,
@@ -126,7 +152,7 @@ class Ledger:
     ) -> None:
         """Record a 201: the row exists at Twilio."""
         now = utc_now()
-        self._write(
+        self._db.execute(
             "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
             " run_id, ambiguous_attempts, created_at, updated_at)"
             " VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?)"
@@ -150,7 +176,7 @@ class Ledger:
 
     def record_failed(self, row_key: str, run_id: str, *, ambiguous_attempts: int) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
-        self._write(
+        self._db.execute(
             "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at)"
             " VALUES (?, ?, 'failed', ?, ?, ?)"
             " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
@@ -161,16 +187,15 @@ class Ledger:
 
     def in_flight_count(self) -> int:
         """Rows of this scope left in flight by a run that never finished them."""
-        with self._lock:
-            (count,) = self._db.execute(
-                "SELECT count(*) FROM entries WHERE scope = ? AND status = 'in_flight'",
-                (self.scope,),
-            ).fetchone()
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM entries WHERE scope = ? AND status = 'in_flight'",
+            (self.scope,),
+        ).fetchone()
         return int(count)
 
     def begin_run(self, run_id: str, input_path: str, *, forced: bool) -> None:
         """Record the start of a run."""
-        self._write(
+        self._db.execute(
             "INSERT OR REPLACE INTO runs (run_id, scope, input, pid, started_at, forced)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (run_id, self.scope, input_path, os.getpid(), utc_now(), int(forced)),
@@ -180,15 +205,11 @@ class Ledger:
         self, run_id: str, *, exit_code: int, counts: Mapping[str, int], stop_reason: str
     ) -> None:
         """Record how a run ended."""
-        self._write(
+        self._db.execute(
             "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ?, stop_reason = ?"
             " WHERE run_id = ?",
             (utc_now(), exit_code, json.dumps(dict(counts)), stop_reason, run_id),
         )
-
-    def _write(self, statement: str, parameters: tuple[object, ...]) -> None:
-        with self._lock:
-            self._db.execute(statement, parameters)
 
 
 @contextmanager
@@ -266,9 +287,7 @@ def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, i
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
     try:
-        connection = sqlite3.connect(
-            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
     except sqlite3.Error as error:
         raise LedgerError(f"{path}: cannot open the ledger ({error})") from error
     return connection

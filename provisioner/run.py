@@ -22,7 +22,15 @@ from provisioner.client import Attempt, Credentials, FlexClient
 from provisioner.emulator import Emulator
 from provisioner.errors import ConfigError, ExitCode, InputError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
-from provisioner.report import Outcome, RedactingFilter, ResultFiles, Status, Summary, status_counts
+from provisioner.report import (
+    REORDER_LIMIT,
+    Outcome,
+    RedactingFilter,
+    ResultFiles,
+    Status,
+    Summary,
+    status_counts,
+)
 from provisioner.retry import Clock, RateLimiter, Sleep, retry_policy
 from provisioner.rows import Columns, Repeats, Row, RowBuilder
 from provisioner.table import Table, open_table
@@ -234,6 +242,8 @@ class _Run:
         self.stop_reason = ""
         self.limiter = RateLimiter(options.rate, runtime.clock)
         self.sleep: Sleep = runtime.sleep or self._interruptible_sleep
+        # One policy for all workers: tenacity keeps each call's state thread-local.
+        self.policy = retry_policy(options.max_attempts, self.sleep, self.stopping)
         self.requests = 0
         self.forced = 0
         self.warnings: list[str] = []
@@ -278,7 +288,10 @@ class _Run:
             self.ledger.begin_run(self.run_id, str(options.input_path), forced=options.force)
         files = ResultFiles(self.run_dir, self.columns.carried_headers)
         with _signals_stop(self):
-            self._send_all(client, files, started)
+            if client is None:
+                self._plan_only(files, started)
+            else:
+                self._send_all(client, files, started)
         files.close()
         counts = status_counts(files.counts)
         exit_code = self._exit_code(files.counts)
@@ -341,20 +354,60 @@ class _Run:
         sandbox = " --sandbox" if self.options.sandbox else ""
         return f"provisioner create {files.errors_path}{out}{sandbox}"
 
-    def _send_all(self, client: FlexClient | None, files: ResultFiles, started: float) -> None:
-        options = self.options
-        pending: dict[Future[Outcome], tuple[int, Row]] = {}
-        failures_in_a_row = 0
-        previews = 0
+    def _rows(self) -> Iterator[tuple[int, Row]]:
+        builder = RowBuilder(self.columns, self.repeats)
+        for sequence, (number, cells) in enumerate(self.table.rows()):
+            yield sequence, builder.build(number, cells)
 
-        def collect(block: bool) -> None:
+    def _plan_only(self, files: ResultFiles, started: float) -> None:
+        """--dry-run: every row's outcome as far as it can be known without sending."""
+        previews = 0
+        for sequence, row in self._rows():
+            outcome, _ = self._plan(row)
+            if outcome is None:
+                self._check_pre_engagement(row)
+                if previews < PREVIEW_ROWS:
+                    previews += 1
+                    fields = " ".join(f"{k}={v!r}" for k, v in row.parameters.items())
+                    self.runtime.say(f"would send row {row.number}: {fields}")
+                outcome = Outcome(Status.NOT_ATTEMPTED, error_message="dry run: would be sent")
+            files.add(sequence, row, outcome)
+        if previews == PREVIEW_ROWS:
+            self.runtime.say(f"... and so on: every row is in {files.results_path}")
+        self._report(files, started)
+
+    def _send_all(self, client: FlexClient, files: ResultFiles, started: float) -> None:
+        """Send the rows that need it on worker threads; the ledger is written here only.
+
+        Rows are marked in flight in small batches as they are handed to the workers, and
+        outcomes are recorded in one commit per wake-up, before they are written anywhere
+        else: a handful of commits a second instead of two per row.
+        """
+        assert self.ledger is not None
+        ledger = self.ledger
+        concurrency = self.options.concurrency
+        window, refill_below = 2 * concurrency, concurrency + (concurrency + 1) // 2
+        pending: dict[Future[Outcome], tuple[int, Row, Entry | None]] = {}
+        batch: list[tuple[int, Row, Entry | None]] = []
+        failures_in_a_row = 0
+
+        def submit(executor: ThreadPoolExecutor) -> None:
+            with ledger.transaction():
+                for _, row, _ in batch:
+                    ledger.mark_in_flight(row.key, self.run_id)
+            for sequence, row, prior in batch:
+                future = executor.submit(self._provision, client, row, prior)
+                pending[future] = (sequence, row, prior)
+            batch.clear()
+
+        def collect() -> None:
             nonlocal failures_in_a_row
-            if not pending:
-                return
-            done, _ = wait(list(pending), timeout=0.2 if block else 0, return_when=FIRST_COMPLETED)
-            for future in done:
-                sequence, row = pending.pop(future)
-                outcome = future.result()
+            done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            finished = [(pending.pop(future), future.result()) for future in done]
+            with ledger.transaction():
+                for (_, row, prior), outcome in finished:
+                    self._record(row, prior, outcome)
+            for (sequence, row, _), outcome in finished:
                 files.add(sequence, row, outcome)
                 if outcome.status is Status.CREATED:
                     failures_in_a_row = 0
@@ -364,37 +417,45 @@ class _Run:
                         self.stop(f"{failures_in_a_row} rows in a row failed after every retry")
             self._report(files, started)
 
-        window = max(2 * options.concurrency, 4)
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="send") as executor:
-            builder = RowBuilder(self.columns, self.repeats)
-            for sequence, (number, cells) in enumerate(self.table.rows()):
-                row = builder.build(number, cells)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="send") as executor:
+            for sequence, row in self._rows():
                 outcome, prior = self._plan(row)
-                if outcome is None and (client is None or self.stopping.is_set()):
-                    if client is None:
-                        self._check_pre_engagement(row)
-                    if client is None and previews < PREVIEW_ROWS:
-                        previews += 1
-                        fields = " ".join(f"{k}={v!r}" for k, v in row.parameters.items())
-                        self.runtime.say(f"would send row {row.number}: {fields}")
-                    message = (
-                        "dry run: would be sent" if client is None else self._not_sent_message()
-                    )
-                    outcome = Outcome(Status.NOT_ATTEMPTED, error_message=message)
+                if outcome is None and self.stopping.is_set():
+                    outcome = Outcome(Status.NOT_ATTEMPTED, error_message=self._not_sent_message())
                 if outcome is not None:
                     files.add(sequence, row, outcome)
                     continue
-                assert client is not None
-                while len(pending) >= window or files.waiting >= 10_000:
-                    collect(block=True)
-                pending[executor.submit(self._provision, client, row, prior)] = (sequence, row)
-                if len(pending) % 16 == 0:
-                    collect(block=False)
+                batch.append((sequence, row, prior))
+                if len(pending) + len(batch) >= window:
+                    submit(executor)
+                    while pending and (
+                        len(pending) >= refill_below or files.waiting >= REORDER_LIMIT
+                    ):
+                        collect()
+            if batch:
+                submit(executor)
             while pending:
-                collect(block=True)
-        if previews and client is None and self.total > previews:
-            self.runtime.say(f"... and more: see {files.results_path}")
+                collect()
         self._report(files, started)
+
+    def _record(self, row: Row, prior: Entry | None, outcome: Outcome) -> None:
+        """Write one finished row to the ledger (inside the caller's transaction)."""
+        assert self.ledger is not None
+        if outcome.status is Status.CREATED:
+            self.ledger.record_created(
+                row.key,
+                self.run_id,
+                conversation_sid=outcome.conversation_sid,
+                identity=outcome.identity,
+                request_id=outcome.request_id,
+                ambiguous_attempts=outcome.ambiguous_attempts,
+            )
+        elif outcome.status is Status.FAILED:
+            self.ledger.record_failed(
+                row.key, self.run_id, ambiguous_attempts=outcome.ambiguous_attempts
+            )
+        else:  # never sent: the run stopped before its turn
+            self.ledger.restore(row.key, prior)
 
     def _check_pre_engagement(self, row: Row) -> None:
         """Twilio takes any text, but its web chat expects JSON: warn before it is sent."""
@@ -450,9 +511,7 @@ class _Run:
         return None, entry
 
     def _provision(self, client: FlexClient, row: Row, prior: Entry | None) -> Outcome:
-        """Send one row with retries; runs on a worker thread."""
-        assert self.ledger is not None
-        ledger = self.ledger
+        """Send one row with retries; runs on a worker thread and touches no file."""
         # A row left in flight by a killed run may exist at Twilio: that try counts as ambiguous.
         ambiguous = 0
         if prior is not None and prior.status != "created":
@@ -469,7 +528,6 @@ class _Run:
                 self.sleep(delay)
                 if self.stopping.is_set():
                     return None
-            ledger.mark_in_flight(row.key, self.run_id)
             attempts += 1
             with self._requests_lock:
                 self.requests += 1
@@ -478,14 +536,6 @@ class _Run:
             if attempt.ambiguous:
                 ambiguous += 1
             if attempt.created:
-                ledger.record_created(
-                    row.key,
-                    self.run_id,
-                    conversation_sid=attempt.conversation_sid,
-                    identity=attempt.identity,
-                    request_id=attempt.request_id,
-                    ambiguous_attempts=ambiguous,
-                )
                 self.limiter.accepted()
                 return attempt
             if attempt.http_status == 429:
@@ -508,7 +558,7 @@ class _Run:
                 )
             return attempt
 
-        retry_policy(self.options.max_attempts, self.sleep, self.stopping)(one_try)
+        self.policy(one_try)
         if last is None:
             return Outcome(
                 Status.NOT_ATTEMPTED,
@@ -526,7 +576,6 @@ class _Run:
                 error_message=last.error_message,
                 request_id=last.request_id,
             )
-        ledger.record_failed(row.key, self.run_id, ambiguous_attempts=ambiguous)
         exhausted = last.retryable
         message = last.error_message
         if exhausted and attempts < self.options.max_attempts:

@@ -415,3 +415,67 @@ def test_python_dash_m_runs_the_cli() -> None:
         check=True,
     )
     assert "provisioner" in completed.stdout
+
+
+@pytest.mark.slow
+def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    record = tmp_path / "answers.csv"
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "provisioner",
+            "emulator",
+            "--port",
+            "0",
+            "--error-rate",
+            "0.1",
+            "--record",
+            str(record),
+        ],
+        env={k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert emulator.stderr is not None
+    url = emulator.stderr.readline().split("POST ")[1].split("/v2/")[0]
+    credentials = emulator.stderr.readline().split("export ")[1].split()
+    env = {**os.environ, **dict(pair.split("=", 1) for pair in credentials)}
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(200))
+    try:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "provisioner",
+                "create",
+                str(source),
+                "--out",
+                str(tmp_path / "out"),
+                "--run-id",
+                "r1",
+                "--base-url",
+                url,
+                "--rate",
+                "0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        emulator.send_signal(signal.SIGTERM)
+        _, said = emulator.communicate(timeout=10)
+
+    assert run.returncode == 0, run.stderr
+    rows = read_csv(tmp_path / "out" / "r1" / "results.csv")
+    assert [r["status"] for r in rows] == ["created"] * 200
+    assert emulator.returncode == 0
+    assert "created 200 web chats" in said
+    answers = read_csv(record)
+    assert sum(a["status"] == "201" for a in answers) == 200
+    assert any(a["status"].startswith("5") for a in answers)  # --error-rate really failed some

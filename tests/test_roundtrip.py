@@ -127,8 +127,12 @@ def test_every_row_reaches_the_api_exactly_or_is_reported(
         # Python's writer leaves a lone CR unquoted when lines end in LF alone; spreadsheets
         # quote it, and so must a file that is to mean the same to every reader.
         lone_cr = any("\r" in cell for row in rows for cell in row)
-        quoting = csv.QUOTE_ALL if lone_cr else csv.QUOTE_MINIMAL
-        writer = csv.writer(stream, delimiter=delimiter, lineterminator=line_end, quoting=quoting)
+        writer = csv.writer(
+            stream,
+            delimiter=delimiter,
+            lineterminator=line_end,
+            quoting=csv.QUOTE_ALL if lone_cr else csv.QUOTE_MINIMAL,
+        )
         writer.writerow(["customer_id", "AddressSid", "CustomerFriendlyName", "ChatFriendlyName"])
         writer.writerows(rows)
     provisioner.emulator.created.clear()

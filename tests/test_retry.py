@@ -1,0 +1,230 @@
+"""The rate limiter, its adaptation to 429s, the retry policy, and the client's small parsers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from provisioner.client import Attempt, Credentials, parse_retry_after, resolve_base_url
+from provisioner.errors import ConfigError
+from provisioner.retry import RateLimiter, retry_policy
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TokenBucketServer:
+    """A server that accepts `limit` requests per second (burst `limit`), like the emulator."""
+
+    def __init__(self, limit: float, clock: FakeClock) -> None:
+        self.limit, self.clock = limit, clock
+        self.tokens, self.stamp = limit, clock()
+
+    def accepts(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.limit, self.tokens + (now - self.stamp) * self.limit)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def send_times(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        clock.now += max(limiter.reserve(), 0.0)
+        times.append(clock.now)
+        limiter.accepted()
+    return times
+
+
+def most_in_one_second(times: list[float]) -> int:
+    return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+
+
+def test_the_rate_is_kept_in_every_one_second_window() -> None:
+    clock = FakeClock()
+    times = send_times(RateLimiter(10.0, clock), clock, 200)
+
+    assert most_in_one_second(times) <= 10
+    assert times[-1] - times[0] == pytest.approx(199 / 10)
+
+
+def test_slots_are_shared_by_threads_without_overlap() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(50.0, clock)
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def reserve_many() -> None:
+        for _ in range(100):
+            wait = limiter.reserve()
+            with lock:
+                waits.append(wait)
+
+    threads = [threading.Thread(target=reserve_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(round(w, 6) for w in waits) == [round(n / 50, 6) for n in range(800)]
+
+
+def test_no_rate_means_no_waiting() -> None:
+    clock = FakeClock()
+    assert {RateLimiter(None, clock).reserve() for _ in range(100)} == {0.0}
+
+
+def test_a_429_pauses_everyone_and_lowers_the_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100.0, clock)
+    send_times(limiter, clock, 40)  # 40 accepted within the last second
+
+    limiter.throttle(retry_after=3.0)
+
+    assert limiter.reserve() >= 3.0
+    assert limiter.rate is not None
+    assert limiter.rate <= 0.9 * 40
+    assert limiter.throttled == 1
+
+
+def test_429s_in_one_episode_lower_the_rate_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100.0, clock)
+    send_times(limiter, clock, 50)
+    limiter.throttle(1.0)
+    lowered = limiter.rate
+
+    for _ in range(5):
+        limiter.throttle(1.0)
+
+    assert limiter.rate == lowered
+    assert limiter.throttled == 6
+
+
+def test_the_rate_climbs_back_but_never_above_what_was_asked() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(30.0, clock)
+    send_times(limiter, clock, 30)
+    limiter.throttle(1.0)
+    lowered = limiter.rate
+    assert lowered is not None
+    assert lowered < 30
+
+    send_times(limiter, clock, 5000)
+
+    assert limiter.rate == 30.0
+    assert limiter.lowest_rate == lowered
+
+
+@pytest.mark.parametrize(("asked", "limit"), [(200.0, 40.0), (100.0, 40.0), (200.0, 10.0)])
+def test_a_run_started_too_fast_settles_under_the_real_limit(asked: float, limit: float) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(asked, clock)
+    server = TokenBucketServer(limit, clock)
+    accepted = throttled = 0
+    started = clock()
+    while accepted < 4000:
+        clock.now += max(limiter.reserve(), 0.0)
+        if server.accepts():
+            accepted += 1
+            limiter.accepted()
+        else:
+            throttled += 1
+            limiter.throttle(1.0)
+
+    assert throttled / (accepted + throttled) < 0.05
+    assert accepted / (clock() - started) >= 0.85 * limit
+
+
+def test_the_retry_policy_waits_at_least_retry_after() -> None:
+    sleeps: list[float] = []
+    answers = iter([Attempt(http_status=429, retry_after=12.0), Attempt(http_status=201)])
+
+    last = retry_policy(5, sleeps.append, threading.Event())(lambda: next(answers))
+
+    assert last.created
+    assert len(sleeps) == 1
+    assert sleeps[0] >= 12.0
+
+
+def test_the_retry_policy_backs_off_exponentially_and_stops() -> None:
+    sleeps: list[float] = []
+    calls = []
+
+    def failing() -> Attempt:
+        calls.append(1)
+        return Attempt(http_status=503)
+
+    last = retry_policy(4, sleeps.append, threading.Event())(failing)
+
+    assert last.http_status == 503
+    assert len(calls) == 4
+    assert len(sleeps) == 3
+    assert all(0.25 <= s <= 30 for s in sleeps)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 422])
+def test_client_errors_are_never_retried(status: int) -> None:
+    calls = []
+
+    def refused() -> Attempt:
+        calls.append(1)
+        return Attempt(http_status=status)
+
+    retry_policy(5, lambda s: None, threading.Event())(refused)
+
+    assert len(calls) == 1
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    in_a_minute = format_datetime(now + timedelta(seconds=60), usegmt=True)
+    assert parse_retry_after(in_a_minute, now=now.timestamp()) == pytest.approx(60)
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "https://flex-api.twilio.com"),
+        ({"TWILIO_REGION": "ie1"}, "https://flex-api.ie1.twilio.com"),
+        (
+            {"TWILIO_REGION": "au1", "TWILIO_EDGE": "sydney"},
+            "https://flex-api.sydney.au1.twilio.com",
+        ),
+        ({"TWILIO_EDGE": "dublin"}, "https://flex-api.dublin.us1.twilio.com"),
+        ({"PROVISIONER_BASE_URL": "http://127.0.0.1:8765/"}, "http://127.0.0.1:8765"),
+        ({"PROVISIONER_BASE_URL": "http://[::1]:8765"}, "http://[::1]:8765"),
+    ],
+)
+def test_base_url_as_the_sdk_builds_it(env: dict[str, str], url: str) -> None:
+    assert resolve_base_url(None, env) == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8765", "ftp://flex-api.twilio.com", "flex-api.twilio.com"]
+)
+def test_base_urls_that_would_leak_credentials_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        resolve_base_url(url, {})
+
+
+def test_credentials_never_show_their_secret() -> None:
+    credentials = Credentials.from_env(
+        {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "hunter2"}
+    )
+    assert "hunter2" not in repr(credentials)
+    assert "hunter2" not in str(credentials)
