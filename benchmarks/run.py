@@ -349,7 +349,7 @@ def alternatives(work: Path) -> list[Row]:
         threaded_seconds = time.perf_counter() - started
     with emulator(work, *options) as api:
         job = run_job(source, work, "--base-url", api.url, "--rate", "200", "--concurrency", "8")
-        job_429 = api.statuses()[429]
+    job_429 = api.statuses()[429]  # the answers are read when the emulator stops
     created = job.summary["counts"]["created"]
     print(
         f"alternatives: SDK loop {serial_seconds:.1f} s {dict(serial)}; SDK + 8 threads "

@@ -191,8 +191,8 @@ def create_command(runtime: Runtime, /, **options: Any) -> None:
       provisioner create outputs/20261124T214500Z/errors.csv
     """
     sandbox = options["sandbox"]
-    base_url = "" if sandbox else resolve_base_url(options.pop("base_url"), runtime.env)
-    options.pop("base_url", None)
+    explicit_url = options.pop("base_url")
+    base_url = "" if sandbox else resolve_base_url(explicit_url, runtime.env)
     rate = options.pop("rate") or None
     run_options = RunOptions(**options, base_url=base_url, rate=rate)
     credentials = None
@@ -212,34 +212,48 @@ def create_command(runtime: Runtime, /, **options: Any) -> None:
 def _progress_printer(runtime: Runtime) -> Callable[[Progress], None]:
     """A progress bar on a terminal; a plain line every few seconds otherwise (cron)."""
     if sys.stderr.isatty():
-        bar: Any = None
+        return _ProgressBar()
+    return _ProgressLines(runtime.clock)
 
-        def draw(progress: Progress) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = click.progressbar(
-                    length=progress.total,
-                    label="provisioning",
-                    show_eta=True,
-                    show_pos=True,
-                    item_show_func=lambda text: text,
-                    file=sys.stderr,
-                )
-                bar.__enter__()
-            rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
-            bar.update(progress.done - bar.pos, f"{rate:.1f} rows/s")
-            if progress.done >= progress.total:
-                bar.render_finish()
 
-        return draw
+class _ProgressBar:
+    """click's bar with rate and ETA, drawn on stderr."""
 
-    last = [runtime.clock()]
+    def __init__(self) -> None:
+        self._bar: Any = None
 
-    def line(progress: Progress) -> None:
-        now = runtime.clock()
-        if now - last[0] < PLAIN_PROGRESS_EVERY and progress.done < progress.total:
+    def __call__(self, progress: Progress) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=progress.total,
+                label="provisioning",
+                show_eta=True,
+                show_pos=True,
+                item_show_func=lambda text: text,
+                file=sys.stderr,
+            )
+            self._bar.__enter__()
+        rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
+        self._bar.update(progress.done - self._bar.pos, f"{rate:.1f} rows/s")
+        if progress.done >= progress.total:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+class _ProgressLines:
+    """A plain line every PLAIN_PROGRESS_EVERY seconds, and one at the end."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._last = clock()
+        self._finished = False
+
+    def __call__(self, progress: Progress) -> None:
+        now = self._clock()
+        finished = progress.done >= progress.total
+        if self._finished or (not finished and now - self._last < PLAIN_PROGRESS_EVERY):
             return
-        last[0] = now
+        self._last, self._finished = now, finished
         rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
         left = (progress.total - progress.done) / rate if rate else 0.0
         counts = ", ".join(f"{s.value} {n}" for s, n in progress.counts.items() if n)
@@ -248,8 +262,6 @@ def _progress_printer(runtime: Runtime) -> Callable[[Progress], None]:
             f"({100 * progress.done / max(progress.total, 1):.1f}%), {rate:.1f} rows/s, "
             f"ETA {_duration(left)}; {counts or 'nothing yet'}"
         )
-
-    return line
 
 
 def _duration(seconds: float) -> str:

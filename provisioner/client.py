@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from provisioner import __version__
 from provisioner.errors import ConfigError
@@ -214,9 +215,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def _never_connected(error: requests.exceptions.ConnectionError) -> bool:
     """True when the failure happened before any byte of the request left."""
     cause: BaseException | None = error
-    while cause is not None:
-        name = type(cause).__name__
-        if name in ("NewConnectionError", "NameResolutionError", "ConnectionRefusedError"):
+    for _ in range(10):  # causes chain through urllib3's wrappers; never loop forever
+        if cause is None:
+            break
+        if isinstance(cause, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
             return True
         reason = getattr(cause, "reason", None)
         cause = reason if isinstance(reason, BaseException) else cause.__context__

@@ -128,8 +128,11 @@ class Emulator:
         self._server.serve_forever(poll_interval=0.2)
 
     def shutdown(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
+        """Stop serving (if serving in a thread) and close the socket."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
         self._server.server_close()
 
     def __enter__(self) -> Emulator:

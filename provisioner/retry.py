@@ -84,6 +84,7 @@ class RateLimiter:
         self._accepted: deque[float] = deque()
         self.throttled = 0
         self.lowest_rate = rate
+        self.settled_rate = rate  # what the last 429 episode lowered it to: a good --rate
 
     def reserve(self) -> float:
         """Claim the next sending slot; returns the seconds to sleep before sending."""
@@ -124,8 +125,7 @@ class RateLimiter:
             # Just under what the server accepted in the last second, and at least 10 % lower.
             target = max(0.9 * len(self._accepted), 0.5)
             self.rate = max(0.5, min(0.9 * current, target))
-            self.lowest_rate = (
-                self.rate if self.lowest_rate is None else min(self.lowest_rate, self.rate)
-            )
+            self.settled_rate = self.rate
+            self.lowest_rate = min(self.lowest_rate or self.rate, self.rate)
             self._successes_since_change = 0
             self._cooldown_until = now + pause + 1.0

@@ -319,7 +319,8 @@ class _Run:
             in_flight_from_earlier_runs=in_flight_before,
             rate={
                 "requested": options.rate,
-                "settled": self.limiter.rate,
+                "settled": self.limiter.settled_rate,
+                "final": self.limiter.rate,
                 "lowest": self.limiter.lowest_rate,
                 "throttled_429": self.limiter.throttled,
             },

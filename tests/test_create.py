@@ -479,3 +479,32 @@ def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> N
     answers = read_csv(record)
     assert sum(a["status"] == "201" for a in answers) == 200
     assert any(a["status"].startswith("5") for a in answers)  # --error-rate really failed some
+
+
+def test_a_refused_connection_is_retried_and_never_ambiguous(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    from provisioner.emulator import Emulator
+
+    closed = Emulator()
+    url = closed.url
+    closed.shutdown()  # nothing listens there any more
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    result = provisioner(
+        "create",
+        str(source),
+        "--run-id",
+        "r1",
+        "--base-url",
+        url,
+        "--max-attempts",
+        "3",
+        base_url=False,
+    )
+
+    assert result.exit_code == 1
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [
+        (r["status"], r["attempts"], r["ambiguous_attempts"], r["error_code"]) for r in rows
+    ] == [("failed", "3", "0", "connection_failed")] * 2

@@ -145,6 +145,8 @@ def test_a_run_started_too_fast_settles_under_the_real_limit(asked: float, limit
 
     assert throttled / (accepted + throttled) < 0.05
     assert accepted / (clock() - started) >= 0.85 * limit
+    assert limiter.settled_rate is not None
+    assert limiter.settled_rate <= limit  # what to pass as --rate next time
 
 
 def test_the_retry_policy_waits_at_least_retry_after() -> None:
