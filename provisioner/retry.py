@@ -23,6 +23,7 @@ from provisioner.client import Attempt
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
 
+ACCEPTED_WINDOW = 10.0  # seconds of accepted requests that measure what the server takes
 DEFAULT_RETRY_AFTER = 1.0  # a 429 without Retry-After still pauses the run this long
 MAX_BACKOFF = 30.0
 
@@ -101,7 +102,7 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._accepted.append(now)
-            while self._accepted and self._accepted[0] < now - 1.0:
+            while self._accepted[0] < now - ACCEPTED_WINDOW:
                 self._accepted.popleft()
             if self.rate is None or self.ceiling is None or self.rate >= self.ceiling:
                 return
@@ -109,6 +110,14 @@ class RateLimiter:
             if self._successes_since_change >= max(20.0, 2 * self.rate):
                 self.rate = min(self.ceiling, self.rate + max(0.5, self.ceiling * 0.01))
                 self._successes_since_change = 0
+
+    def _accepted_rate(self, now: float) -> float:
+        """Requests per second the server accepted lately (a long window evens out bursts)."""
+        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
+            self._accepted.popleft()
+        if not self._accepted:
+            return 0.0
+        return len(self._accepted) / max(now - self._accepted[0], 1.0)
 
     def throttle(self, retry_after: float | None) -> None:
         """The server answered 429: pause every worker, and lower the rate once per episode."""
@@ -119,11 +128,10 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, now + pause)
             if now < self._cooldown_until:
                 return
-            while self._accepted and self._accepted[0] < now - 1.0:
-                self._accepted.popleft()
-            current = self.rate if self.rate is not None else float(max(len(self._accepted), 1))
-            # Just under what the server accepted in the last second, and at least 10 % lower.
-            target = max(0.9 * len(self._accepted), 0.5)
+            accepted_rate = self._accepted_rate(now)
+            current = self.rate if self.rate is not None else max(accepted_rate, 1.0)
+            # Just under what the server has been accepting, and at least 10 % lower.
+            target = max(0.9 * accepted_rate, 0.5)
             self.rate = max(0.5, min(0.9 * current, target))
             self.settled_rate = self.rate
             self.lowest_rate = min(self.lowest_rate or self.rate, self.rate)
