@@ -221,8 +221,11 @@ class _ProgressBar:
 
     def __init__(self) -> None:
         self._bar: Any = None
+        self._finished = False
 
     def __call__(self, progress: Progress) -> None:
+        if self._finished:
+            return
         if self._bar is None:
             self._bar = click.progressbar(
                 length=progress.total,
@@ -237,7 +240,7 @@ class _ProgressBar:
         self._bar.update(progress.done - self._bar.pos, f"{rate:.1f} rows/s")
         if progress.done >= progress.total:
             self._bar.__exit__(None, None, None)
-            self._bar = None
+            self._finished = True
 
 
 class _ProgressLines:
