@@ -115,3 +115,38 @@ def test_after_sigkill_only_flagged_rows_can_be_duplicates(
     assert duplicates <= flagged
     assert len(flagged) <= 2 * 4  # at most those in flight or handed to a worker
     assert read_summary(provisioner.run_dir("r2"))["in_flight_from_earlier_runs"] == len(flagged)
+
+
+def test_a_second_run_while_one_is_running_refuses_naming_its_pid(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.latency = 0.01
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    first = start_run(provisioner.emulator, source, provisioner.out, "r1")
+    wait_for_creations(provisioner.emulator, 10, first)
+
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "provisioner",
+            "create",
+            str(source),
+            "--out",
+            str(provisioner.out),
+            "--run-id",
+            "r2",
+            "--base-url",
+            provisioner.emulator.url,
+        ],
+        env={**os.environ, **provisioner.emulator.credentials_env()},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=30)
+
+    assert second.returncode == 2
+    assert f"another run (pid {first.pid}) is using this ledger" in second.stderr
+    assert not provisioner.run_dir("r2").exists()
