@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from provisioner import __version__
-from provisioner.client import Credentials, resolve_base_url
+from provisioner.client import Credentials, is_loopback, resolve_base_url
 from provisioner.emulator import SANDBOX_ACCOUNT_SID, Emulator
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import read_runs
@@ -47,6 +47,9 @@ def reports_errors(command: F) -> F:
             sys.exit(error.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except KeyboardInterrupt:  # before sending started; a run in progress stops gracefully
+            say("interrupted")
+            sys.exit(ExitCode.STOPPED)
         except Exception as error:
             if show_traceback:
                 traceback.print_exc()
@@ -263,7 +266,7 @@ class _ProgressLines:
         say(
             f"{time.strftime('%H:%M:%S')} {progress.done}/{progress.total} rows "
             f"({100 * progress.done / max(progress.total, 1):.1f}%), {rate:.1f} rows/s, "
-            f"ETA {_duration(left)}; {counts or 'nothing yet'}"
+            f"ETA {_duration(left)}; {counts or 'nothing yet'}; {progress.requests} requests"
         )
 
 
@@ -403,8 +406,6 @@ def emulator_command(
       # in another terminal, with the same credentials in the environment:
       provisioner create big.csv --base-url http://127.0.0.1:8765
     """
-    from provisioner.client import is_loopback
-
     if not is_loopback(host):
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
     account = runtime.env.get("TWILIO_ACCOUNT_SID")
