@@ -125,28 +125,11 @@ def test_a_second_run_while_one_is_running_refuses_naming_its_pid(
     first = start_run(provisioner.emulator, source, provisioner.out, "r1")
     wait_for_creations(provisioner.emulator, 10, first)
 
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "provisioner",
-            "create",
-            str(source),
-            "--out",
-            str(provisioner.out),
-            "--run-id",
-            "r2",
-            "--base-url",
-            provisioner.emulator.url,
-        ],
-        env={**os.environ, **provisioner.emulator.credentials_env()},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = start_run(provisioner.emulator, source, provisioner.out, "r2")
+    _, refusal = second.communicate(timeout=30)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=30)
 
     assert second.returncode == 2
-    assert f"another run (pid {first.pid}) is using this ledger" in second.stderr
+    assert f"another run (pid {first.pid}) is using this ledger" in refusal
     assert not provisioner.run_dir("r2").exists()
