@@ -17,7 +17,6 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from provisioner import __version__
 from provisioner.errors import ConfigError
 
-DEFAULT_BASE_URL = "https://flex-api.twilio.com"
 WEB_CHATS_PATH = "/v2/WebChats"
 USER_AGENT = f"provisioner/{__version__} (python-requests/{requests.__version__})"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})

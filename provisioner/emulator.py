@@ -10,8 +10,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -45,18 +45,22 @@ class WebChat:
     request_id: str
 
 
-@dataclass
-class _Bucket:
-    rate: float
-    tokens: float
-    stamp: float = field(default_factory=time.monotonic)
+class TokenBucket:
+    """`rate` requests a second with a burst of `rate`: how the emulator limits, and tests model."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._stamp = clock()
 
     def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        """Spend a token if one is there."""
+        now = self._clock()
+        self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
             return True
         return False
 
@@ -89,7 +93,7 @@ class Emulator:
         self.answers: list[tuple[float, int]] = []  # (monotonic time, status) when recording
         self._lock = threading.Lock()
         self._random = random.Random(seed)
-        self._bucket = _Bucket(rate_limit, rate_limit) if rate_limit else None
+        self._bucket = TokenBucket(rate_limit) if rate_limit else None
         self._faults: dict[str, deque[Fault]] = {}
         self._server = _QuietServer((host, port), _handler_for(self))
         self._server.daemon_threads = True

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from provisioner.client import Attempt, Credentials, parse_retry_after, resolve_base_url
+from provisioner.emulator import TokenBucket
 from provisioner.errors import ConfigError
 from provisioner.retry import RateLimiter, retry_policy
 
@@ -19,23 +20,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class TokenBucketServer:
-    """A server that accepts `limit` requests per second (burst `limit`), like the emulator."""
-
-    def __init__(self, limit: float, clock: FakeClock) -> None:
-        self.limit, self.clock = limit, clock
-        self.tokens, self.stamp = limit, clock()
-
-    def accepts(self) -> bool:
-        now = self.clock()
-        self.tokens = min(self.limit, self.tokens + (now - self.stamp) * self.limit)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 def send_times(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
@@ -131,12 +115,12 @@ def test_the_rate_climbs_back_but_never_above_what_was_asked() -> None:
 def test_a_run_started_too_fast_settles_under_the_real_limit(asked: float, limit: float) -> None:
     clock = FakeClock()
     limiter = RateLimiter(asked, clock)
-    server = TokenBucketServer(limit, clock)
+    server = TokenBucket(limit, clock)
     accepted = throttled = 0
     started = clock()
     while accepted < 4000:
         clock.now += max(limiter.reserve(), 0.0)
-        if server.accepts():
+        if server.take():
             accepted += 1
             limiter.accepted()
         else:
