@@ -3,33 +3,72 @@
 from __future__ import annotations
 
 import functools
-import signal
+import json
+import math
+import os
+import shlex
 import sys
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from provisioner import __version__
-from provisioner.client import Credentials, is_loopback, resolve_base_url
-from provisioner.emulator import SANDBOX_ACCOUNT_SID, Emulator
+from provisioner.causes import cause_lines, plural
+from provisioner.client import (
+    Credentials,
+    is_loopback,
+    resolve_base_url,
+    resolve_conversations_url,
+)
+from provisioner.config import (
+    Setting,
+    env_name,
+    find_config,
+    load_config,
+    source_label,
+    split_list,
+)
+from provisioner.emulator import Emulator
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
-from provisioner.ledger import read_runs
-from provisioner.report import Status, Summary
-from provisioner.run import Progress, RunOptions, Runtime, check_run_id, create
+from provisioner.ledger import lock_holder, read_status
+from provisioner.progress import ProgressBar, ProgressLines, timestamp
+from provisioner.reconcile import ReconcileOptions, reconcile
+from provisioner.report import Summary
+from provisioner.run import RunOptions, Runtime, check_run_id, create
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMULATOR_TOKEN = "emulator-token"  # a stand-alone emulator's default; never a real secret
-PLAIN_PROGRESS_EVERY = 5.0
-PREVIEW_WARNINGS = 10  # seconds between progress lines when stderr is not a terminal
+# Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
+# limit of 5 requests per second" per account; raised only through Twilio sales.
+DEFAULT_RATE = 5.0
+PREVIEW_WARNINGS = 10
 
 
 def say(line: str) -> None:
     """A line for people, on stderr."""
     click.echo(line, err=True)
+
+
+class Voice:
+    """Lines for people on stderr: timestamped when not on a terminal; --quiet keeps only the
+    warnings, errors and the final line."""
+
+    def __init__(self, *, isatty: bool, quiet: bool = False) -> None:
+        self.isatty = isatty
+        self.quiet = quiet
+
+    def __call__(self, line: str) -> None:
+        if self.quiet and not line.startswith(("warning", "error", "stopping")):
+            return
+        self.always(line)
+
+    def always(self, line: str) -> None:
+        """A line that --quiet keeps."""
+        click.echo(line if self.isatty else f"{timestamp()} {line}", err=True)
 
 
 def reports_errors(command: F) -> F:
@@ -43,21 +82,22 @@ def reports_errors(command: F) -> F:
         except ProvisionerError as error:
             if show_traceback:
                 traceback.print_exc()
-            say(f"error: {error}")
+            click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except KeyboardInterrupt:  # before sending started; a run in progress stops gracefully
-            say("interrupted")
+            click.echo("interrupted", err=True)
             sys.exit(ExitCode.STOPPED)
         except Exception as error:
             if show_traceback:
                 traceback.print_exc()
-            say(
-                f"internal error: {type(error).__name__}: {error} "
-                "(rerun with --traceback for details)"
+            click.echo(
+                f"internal error: {type(error).__name__}: {error} (a bug: rerun with "
+                "--traceback and report it; a rerun is safe, the ledger keeps what was created)",
+                err=True,
             )
-            sys.exit(ExitCode.STOPPED)
+            sys.exit(ExitCode.INTERNAL)
 
     return wrapper  # type: ignore[return-value]
 
@@ -68,6 +108,7 @@ def output_options(command: F) -> F:
         "--ledger",
         "ledger_path",
         type=click.Path(path_type=Path, dir_okay=False),
+        envvar=env_name("ledger"),
         help="The ledger file (default: OUT/ledger.sqlite).",
     )(command)
     return click.option(
@@ -76,21 +117,19 @@ def output_options(command: F) -> F:
         type=click.Path(path_type=Path, file_okay=False),
         default=Path("outputs"),
         show_default=True,
+        envvar=env_name("out"),
         help="Output root; each run writes into OUT/<run-id>/.",
     )(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="provisioner")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Provision Twilio Flex web chats from a spreadsheet.
+class ColumnMapping(click.types.StringParamType):
+    """PARAM=HEADER; several in one PROVISIONER_COLUMN variable, `;`-separated (headers have
+    spaces, which Click would split on)."""
 
-    \b
-    Example:
-      provisioner create inputs/example.csv --sandbox
-    """
-    ctx.ensure_object(Runtime)
+    name = "PARAM=HEADER"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return split_list(rv)
 
 
 def _parse_columns(
@@ -105,6 +144,96 @@ def _parse_columns(
     return mapping
 
 
+def input_options(command: F) -> F:
+    """How INPUT is read and mapped: shared by create and reconcile."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--column",
+                "columns",
+                type=ColumnMapping(),
+                envvar=env_name("column"),
+                multiple=True,
+                callback=_parse_columns,
+                metavar="PARAM=HEADER",
+                help="Read PARAM from column HEADER (repeatable; PARAM may be "
+                "pre_engagement.KEY). Environment: PROVISIONER_COLUMN='A=B;C=D'.",
+            ),
+            click.option(
+                "--encoding",
+                envvar=env_name("encoding"),
+                callback=_check_encoding,
+                help="Input encoding [default: detected: UTF-8, UTF-16 or Windows-1252].",
+            ),
+            click.option(
+                "--delimiter",
+                envvar=env_name("delimiter"),
+                callback=_check_delimiter,
+                help="CSV delimiter [default: sniffed: comma, semicolon, tab or |].",
+            ),
+            click.option(
+                "--sheet",
+                envvar=env_name("sheet"),
+                help="Workbook sheet to read [default: the first].",
+            ),
+            click.option(
+                "--header-row",
+                type=click.IntRange(1),
+                envvar=env_name("header-row"),
+                help="The sheet row that holds the headers [default: the first row naming "
+                "an AddressSid column].",
+            ),
+        ]
+    ):
+        command = decorator(command)
+    return command
+
+
+def endpoint_options(command: F) -> F:
+    """Where requests go: shared by create and reconcile."""
+    command = click.option(
+        "--conversations-url",
+        envvar=env_name("conversations-url"),
+        help="Conversations API root for lookups [default: --base-url when given, else "
+        "https://conversations.twilio.com or from TWILIO_REGION/TWILIO_EDGE].",
+    )(command)
+    command = click.option(
+        "--sandbox",
+        is_flag=True,
+        envvar=env_name("sandbox"),
+        help="Send to a local emulator started in-process; no credentials needed.",
+    )(command)
+    return click.option(
+        "--base-url",
+        envvar=env_name("base-url"),
+        help="Flex API root [default: https://flex-api.twilio.com, or from "
+        "TWILIO_REGION/TWILIO_EDGE].",
+    )(command)
+
+
+def _check_encoding(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import codecs
+
+    if value is None:
+        return None
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise click.BadParameter(
+            f"{value!r} is not an encoding Python knows; try utf-8, cp1252 or utf-16"
+        ) from None
+    return value
+
+
+def _check_delimiter(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+    if len(value) != 1 or value in "\"'\r\n":
+        raise click.BadParameter(f"{value!r}: one character, such as , ; | or \\t")
+    return value
+
+
 def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
@@ -114,9 +243,51 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
         raise click.BadParameter(str(error).split(": ", 1)[-1]) from error
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value}: give a finite number")
+    return value
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--config (eager): the file's values become defaults, below the environment."""
+    try:
+        path = find_config(value, Path.cwd())
+        if path is not None:
+            ctx.default_map = {**(ctx.default_map or {}), **load_config(path, _SETTINGS)}
+    except ProvisionerError as error:
+        raise click.BadParameter(str(error)) from error
+    ctx.meta["config_path"] = path
+    return path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="provisioner")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Provision Twilio Flex web chats from a spreadsheet.
+
+    \b
+    Example:
+      provisioner create inputs/example.csv --sandbox
+    """
+    ctx.ensure_object(Runtime)
+
+
 @cli.command("create")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, allow_dash=True))
 @output_options
+@input_options
+@endpoint_options
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="Settings file [default: ./provisioner.toml when it exists].",
+)
 @click.option(
     "--run-id",
     callback=_check_run_id,
@@ -127,192 +298,336 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
     type=click.IntRange(1, 256),
     default=8,
     show_default=True,
-    help="Requests in flight at most.",
+    envvar=env_name("concurrency"),
+    help="Requests in flight at most; the run learns the account's real cap below it.",
 )
 @click.option(
     "--rate",
-    type=click.FloatRange(0, min_open=False),
-    default=20.0,
+    type=click.FloatRange(0),
+    default=DEFAULT_RATE,
     show_default=True,
-    help="Requests per second at most, all workers together; 0 for no limit.",
+    callback=_finite,
+    envvar=env_name("rate"),
+    help="Requests per second at most, all workers together; 0 for no limit. Twilio limits "
+    "web chat creation to 5/s per account (Flex Conversations limits page); pass yours if "
+    "Twilio raised it.",
 )
 @click.option(
     "--max-attempts",
     type=click.IntRange(1, 20),
     default=5,
     show_default=True,
+    envvar=env_name("max-attempts"),
     help="Tries per row, the first included.",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.01),
+    type=click.FloatRange(0.01, 600),
     default=30.0,
     show_default=True,
-    help="Seconds to wait for each answer.",
+    callback=_finite,
+    envvar=env_name("timeout"),
+    help="Seconds for each whole answer.",
 )
 @click.option(
-    "--base-url",
-    envvar="PROVISIONER_BASE_URL",
-    help="API root [default: https://flex-api.twilio.com, or from TWILIO_REGION/TWILIO_EDGE].",
-)
-@click.option("--dry-run", is_flag=True, help="Validate and write the plan; send nothing.")
-@click.option(
-    "--sandbox",
+    "--dry-run",
     is_flag=True,
-    help="Send to a local emulator started in-process; no credentials needed.",
-)
-@click.option("--force", is_flag=True, help="Create again rows the ledger shows as created.")
-@click.option("--strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
-@click.option(
-    "--column",
-    "columns",
-    multiple=True,
-    callback=_parse_columns,
-    metavar="PARAM=HEADER",
-    help="Read PARAM from column HEADER (repeatable).",
+    envvar=env_name("dry-run"),
+    help="Validate and write the plan; send nothing.",
 )
 @click.option(
-    "--encoding", help="Input encoding [default: detected: UTF-8, UTF-16 or Windows-1252]."
+    "--force",
+    is_flag=True,
+    help="Create again rows the ledger shows as created (never from the environment or a file).",
 )
-@click.option("--delimiter", help="CSV delimiter [default: sniffed: comma, semicolon, tab or |].")
-@click.option("--sheet", help="xlsx sheet to read [default: the first].")
-@click.pass_obj
+@click.option(
+    "--strict",
+    is_flag=True,
+    envvar=env_name("strict"),
+    help="Send nothing if any row is invalid (exit 2).",
+)
+@click.option(
+    "--no-lookup",
+    is_flag=True,
+    envvar=env_name("no-lookup"),
+    help="Do not look rows up at Twilio: a row whose answer was lost is sent again as it "
+    "is (it may then have two web chats).",
+)
+@click.option(
+    "--lookup-lag",
+    type=click.FloatRange(0, 600),
+    default=10.0,
+    show_default=True,
+    callback=_finite,
+    envvar=env_name("lookup-lag"),
+    help="Seconds Twilio's participant index may lag behind a creation.",
+)
+@click.option(
+    "--xlsx",
+    is_flag=True,
+    envvar=env_name("xlsx"),
+    help="Write results.xlsx and errors.xlsx too (always, for a workbook input).",
+)
+@click.option(
+    "--quiet", is_flag=True, envvar=env_name("quiet"), help="Only warnings, errors, the end."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar=env_name("json"),
+    help="Print summary.json on stdout at the end.",
+)
+@click.pass_context
 @reports_errors
-def create_command(runtime: Runtime, /, **options: Any) -> None:
-    """Create one Flex web chat per row of INPUT (CSV or xlsx).
+def create_command(
+    ctx: click.Context,
+    input_path: Path,
+    out_dir: Path,
+    ledger_path: Path | None,
+    columns: dict[str, str],
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | None,
+    header_row: int | None,
+    base_url: str | None,
+    sandbox: bool,
+    conversations_url: str | None,
+    run_id: str | None,
+    concurrency: int,
+    rate: float,
+    max_attempts: int,
+    timeout: float,
+    dry_run: bool,
+    force: bool,
+    strict: bool,
+    no_lookup: bool,
+    lookup_lag: float,
+    xlsx: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Create one Flex web chat per row of INPUT (CSV, xlsx, xlsm, xls, ods, xlsb, or - for
+    standard input).
 
-    Writes OUT/<run-id>/results.csv, errors.csv, summary.json and run.log.
-    Credentials come from TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, or
-    TWILIO_API_KEY + TWILIO_API_SECRET. Exit 0: all created or existing;
-    1: some rows invalid or failed; 2: nothing sent (usage, input, config);
-    3: stopped early.
+    Writes OUT/<run-id>/results.csv, errors.csv, summary.json, report.html and run.log.
+    Credentials come from TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, or TWILIO_API_KEY +
+    TWILIO_API_SECRET. Every option can also come from a PROVISIONER_<OPTION> variable or
+    provisioner.toml: the command line wins over the environment, which wins over the file.
+    Exit 0: all created or existing; 1: some rows invalid or failed; 2: nothing sent (usage,
+    input, config); 3: stopped early; 4: internal error.
 
     \b
     Examples:
       provisioner create inputs/example.csv --sandbox
-      provisioner create customers.xlsx --rate 10 --concurrency 4
+      provisioner create customers.xlsx --rate 5 --concurrency 4
       provisioner create outputs/20261124T214500Z/errors.csv
     """
-    sandbox = options["sandbox"]
-    explicit_url = options.pop("base_url")
-    base_url = "" if sandbox else resolve_base_url(explicit_url, runtime.env)
-    rate = options.pop("rate") or None
-    run_options = RunOptions(**options, base_url=base_url, rate=rate)
+    runtime: Runtime = ctx.obj
+    voice = Voice(isatty=runtime.stderr_isatty, quiet=quiet)
+    conversations = None
     credentials = None
-    if not sandbox:
+    if sandbox:
+        resolved_url = ""
+    else:
+        resolved_url = resolve_base_url(base_url, runtime.env)
+        conversations = resolve_conversations_url(
+            conversations_url, base_url or runtime.env.get("PROVISIONER_BASE_URL"), runtime.env
+        )
         try:
             credentials = Credentials.from_env(runtime.env)
         except ProvisionerError:
-            if not run_options.dry_run:
+            if not dry_run:
                 raise
-    runtime.say = say
-    runtime.progress = _progress_printer(runtime)
-    summary = create(run_options, runtime, credentials)
-    _print_summary(summary)
+    options = RunOptions(
+        input_path=input_path,
+        out_dir=out_dir,
+        run_id=run_id,
+        concurrency=concurrency,
+        rate=rate or None,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        base_url=resolved_url,
+        conversations_url=conversations or "",
+        dry_run=dry_run,
+        sandbox=sandbox,
+        force=force,
+        strict=strict,
+        ledger_path=ledger_path,
+        columns=columns,
+        encoding=encoding,
+        delimiter=delimiter,
+        sheet=sheet,
+        header_row=header_row,
+        lookups=not no_lookup,
+        lookup_lag=lookup_lag,
+        xlsx=xlsx,
+        rerun_options=_rerun_options(ctx),
+        settings=_settings(ctx),
+    )
+    voice(f"provisioner {__version__} create {shlex.join([str(input_path), *_given(ctx)])}")
+    runtime.say = voice
+    printer = ProgressBar(sys.stderr) if runtime.stderr_isatty else ProgressLines(voice)
+    runtime.progress = printer
+    try:
+        summary = create(options, runtime, credentials)
+    finally:
+        printer.end()
+    _print_summary(summary, voice)
+    if as_json:
+        click.echo(summary.to_json(), nl=False)
+    if summary.stop_reason.startswith("interrupted again"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(summary.exit_code)  # requests left in flight are not waited for
     sys.exit(summary.exit_code)
 
 
-def _progress_printer(runtime: Runtime) -> Callable[[Progress], None]:
-    """A progress bar on a terminal; a plain line every few seconds otherwise (cron)."""
-    if sys.stderr.isatty():
-        return _ProgressBar()
-    return _ProgressLines(runtime.clock)
+# Options a rerun of errors.csv repeats: those that shape sending and recording. How the first
+# input was read (--sheet, --encoding, ...) does not apply to errors.csv, which this tool wrote.
+_RERUN_OPTIONS = (
+    "out_dir",
+    "ledger_path",
+    "columns",
+    "base_url",
+    "sandbox",
+    "conversations_url",
+    "concurrency",
+    "rate",
+    "max_attempts",
+    "timeout",
+    "no_lookup",
+    "lookup_lag",
+    "xlsx",
+)
 
 
-class _ProgressBar:
-    """click's bar with rate and ETA, drawn on stderr."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._finished = False
-
-    def __call__(self, progress: Progress) -> None:
-        if self._finished:
-            return
-        if self._bar is None:
-            self._bar = click.progressbar(
-                length=progress.total,
-                label="provisioning",
-                show_eta=True,
-                show_pos=True,
-                item_show_func=lambda text: text,
-                file=sys.stderr,
-            )
-            self._bar.__enter__()
-        rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
-        self._bar.update(progress.done - self._bar.pos, f"{rate:.1f} rows/s")
-        if progress.done >= progress.total:
-            self._bar.__exit__(None, None, None)
-            self._finished = True
+def _option_words(ctx: click.Context, names: Sequence[str]) -> list[str]:
+    words: list[str] = []
+    by_name = {param.name: param for param in ctx.command.params}
+    for name in names:
+        param = by_name[name]
+        value = ctx.params.get(name)
+        source = ctx.get_parameter_source(name)
+        if source is ParameterSource.DEFAULT or value in (None, False, (), {}):
+            continue
+        flag = max(param.opts, key=len) if isinstance(param, click.Option) else name
+        if isinstance(param, click.Option) and param.is_flag:
+            words.append(flag)
+        elif isinstance(value, dict):
+            for key, header in value.items():
+                words += [flag, f"{key}={header}"]
+        else:
+            words += [flag, str(value)]
+    return words
 
 
-class _ProgressLines:
-    """A plain line every PLAIN_PROGRESS_EVERY seconds, and one at the end."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._last = clock()
-        self._finished = False
-
-    def __call__(self, progress: Progress) -> None:
-        now = self._clock()
-        finished = progress.done >= progress.total
-        if self._finished or (not finished and now - self._last < PLAIN_PROGRESS_EVERY):
-            return
-        self._last, self._finished = now, finished
-        rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
-        left = (progress.total - progress.done) / rate if rate else 0.0
-        counts = ", ".join(f"{s.value} {n}" for s, n in progress.counts.items() if n)
-        say(
-            f"{time.strftime('%H:%M:%S')} {progress.done}/{progress.total} rows "
-            f"({100 * progress.done / max(progress.total, 1):.1f}%), {rate:.1f} rows/s, "
-            f"ETA {_duration(left)}; {counts or 'nothing yet'}; {progress.requests} requests"
-        )
+def _rerun_options(ctx: click.Context) -> tuple[str, ...]:
+    return tuple(_option_words(ctx, _RERUN_OPTIONS))
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+def _given(ctx: click.Context) -> list[str]:
+    names = [p.name for p in ctx.command.params if p.name and p.name != "input_path"]
+    return _option_words(ctx, names)
 
 
-def _print_summary(summary: Summary) -> None:
-    counts = ", ".join(f"{summary.counts[s.value]} {s.value}" for s in Status)
+def _settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
+    """Every option's value and where it came from, for summary.json."""
+    config_path = ctx.meta.get("config_path")
+    settings = {}
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or not param.name or not param.expose_value:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        value = ctx.params.get(param.name)
+        settings[param.name] = {
+            "value": str(value) if isinstance(value, Path) else value,
+            "source": source_label(source.name if source else "DEFAULT", param.name, config_path),
+        }
+    return settings
+
+
+def _print_summary(summary: Summary, voice: Voice) -> None:
+    counts = ", ".join(f"{summary.counts[s]} {s}" for s in summary.counts)
     if summary.dry_run:
         reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
-        say(
+        voice.always(
             f"plan: {summary.counts['not_attempted']} to create, "
             f"{summary.counts['existing']} already created (existing), "
             f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
         )
         if len(summary.warnings) > PREVIEW_WARNINGS:
-            say(f"... {len(summary.warnings)} warnings in all, listed in summary.json")
+            voice(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")
     else:
-        say(f"done in {summary.duration_seconds:.1f}s: {counts} ({summary.requests_sent} requests)")
+        voice.always(
+            f"done in {summary.duration_seconds:.1f}s: {counts} "
+            f"({plural(summary.requests_sent, 'request')})"
+        )
     if summary.stop_reason:
-        say(f"stopped early: {summary.stop_reason}")
-    if summary.ambiguous_rows:
-        say(
-            f"warning: {summary.ambiguous_rows} rows had a request whose answer was lost; "
-            "they may have a duplicate web chat (see ambiguous_attempts in results.csv)"
+        voice.always(f"stopped early: {summary.stop_reason}")
+    lookups = {name: n for name, n in summary.lookups.items() if n}
+    if lookups:
+        voice(
+            "lost answers settled by looking them up at Twilio: "
+            + ", ".join(f"{n} {name}" for name, n in lookups.items())
+        )
+    if summary.lookups_refused:
+        voice(f"warning: {summary.lookups_refused}")
+    for duplicate in summary.duplicates:
+        voice(
+            f"warning: row key {duplicate['row_key']} has more than one web chat: "
+            f"{duplicate['conversation_sid']} (kept) and {' '.join(duplicate['others'])}; "
+            "`provisioner reconcile --close-duplicates` closes the extra ones"
         )
     if summary.forced_rows:
-        say(f"--force: {summary.forced_rows} rows were created again")
+        were = "was" if summary.forced_rows == 1 else "were"
+        voice(f"--force: {plural(summary.forced_rows, 'row')} {were} created again")
     rate = summary.rate
     if rate["throttled_429"]:
-        say(
-            f"Twilio throttled {rate['throttled_429']} requests (429); "
-            f"the rate settled at {rate['settled']:.1f}/s"
+        settled = rate["settled"]
+        voice(
+            f"Twilio throttled {plural(int(rate['throttled_429'] or 0), 'request')} (429); "
+            f"settled at {'no rate limit' if settled is None else f'{settled:.1f}/s'} and "
+            f"{summary.limits.get('concurrency_settled')} in flight: pass these as --rate and "
+            "--concurrency next time"
         )
-    say(f"results: {summary.files['results']}")
-    failed = summary.rows - summary.counts["created"] - summary.counts["existing"]
-    say(f"errors:  {summary.files['errors']} ({failed} rows)")
-    say(f"summary: {summary.files['summary']}")
+    if summary.causes:
+        voice("why rows were not created, and what to do:")
+        for line in cause_lines(summary.causes):
+            voice(line)
+    voice(f"results: {summary.files['results.csv']}")
+    failed = sum(summary.counts[s] for s in ("invalid", "failed", "not_attempted"))
+    voice(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
+    voice(f"report:  {summary.files['report']}")
+    voice(f"summary: {summary.files['summary']}")
     if summary.rerun_command:
-        say(f"rerun the rest: {summary.rerun_command}")
+        voice.always(f"rerun the rest: {summary.rerun_command}")
+
+
+def _setting_kind(param: click.Parameter) -> type:
+    if isinstance(param, click.Option) and param.is_flag:
+        return bool
+    if param.multiple:
+        return list
+    if isinstance(param.type, click.types.IntParamType):
+        return int
+    if isinstance(param.type, click.types.FloatParamType):
+        return float
+    if isinstance(param.type, click.Path):
+        return Path
+    return str
+
+
+# What provisioner.toml may set: every create option but the input, --config, --run-id and
+# --force (creating again is a decision for one run, never a standing setting).
+_SETTINGS = [
+    Setting(max(param.opts, key=len).lstrip("-"), param.name, _setting_kind(param))
+    for param in create_command.params
+    if isinstance(param, click.Option)
+    and param.name
+    and param.expose_value
+    and param.name not in ("run_id", "force", "show_traceback")
+]
 
 
 @cli.command("status")
@@ -325,28 +640,149 @@ def _print_summary(summary: Summary) -> None:
     show_default=True,
     help="How many recent runs to list.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @reports_errors
-def status_command(out_dir: Path, ledger_path: Path | None, limit: int) -> None:
-    """Show what the ledger knows: rows created, by account and by run.
+def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json: bool) -> None:
+    """Show what the ledger knows: web chats created, rows unsettled, the last runs.
+
+    Reads the ledger without changing it (a read-only ledger works).
 
     \b
     Example:
       provisioner status --out outputs
     """
     path = ledger_path or out_dir / "ledger.sqlite"
-    runs, by_scope = read_runs(path, limit)
+    status = read_status(path, limit)
+    holder = lock_holder(path)
+    runs = [
+        {
+            **run.__dict__,
+            "state": (
+                f"exit {run.exit_code}"
+                if run.exit_code is not None
+                else "in progress"
+                if holder == run.pid
+                else "did not finish (killed or crashed)"
+            ),
+        }
+        for run in status.runs
+    ]
+    if as_json:
+        document = {
+            "ledger": str(path),
+            "created": status.created,
+            "unsettled": status.unsettled,
+            "runs": runs,
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
     click.echo(f"ledger: {path}")
-    for scope, created in sorted(by_scope.items()):
-        click.echo(f"  {created} web chats created for {scope}")
-    click.echo(f"last {len(runs)} runs:")
-    for run in runs:
-        ended = f"exit {run.exit_code}" if run.exit_code is not None else "did not finish (killed?)"
-        reason = f" ({run.stop_reason})" if run.stop_reason else ""
-        counts = ", ".join(f"{n} {s}" for s, n in run.counts.items() if n)
+    for scope, created in sorted(status.created.items()):
+        click.echo(f"  {plural(created, 'web chat')} created for {scope}")
+    for scope, unsettled in sorted(status.unsettled.items()):
         click.echo(
-            f"  {run.run_id}  {run.started_at}  {ended}{reason}  "
-            f"created {run.created}  [{counts}]  {run.input}"
+            f"  {plural(unsettled, 'row')} unsettled for {scope}: may exist at Twilio "
+            "unrecorded; `provisioner reconcile` looks them up (the next create does too)"
         )
+    click.echo(f"last {plural(len(runs), 'run')}:")
+    for run in runs:
+        reason = f" ({run['stop_reason']})" if run["stop_reason"] else ""
+        counts = ", ".join(f"{n} {s}" for s, n in run["counts"].items() if n)
+        click.echo(
+            f"  {run['run_id']}  {run['started_at']}  {run['state']}{reason}  "
+            f"created {run['created']}  [{counts}]  {run['input']}"
+        )
+
+
+@cli.command("reconcile")
+@click.argument(
+    "input_path",
+    metavar="[INPUT]",
+    required=False,
+    type=click.Path(path_type=Path, allow_dash=True),
+)
+@output_options
+@input_options
+@endpoint_options
+@click.option(
+    "--close-duplicates",
+    is_flag=True,
+    help="Close (State=closed, never delete) the extra web chats of a row that has more than "
+    "one, keeping the one the ledger records.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.01, 600),
+    default=30.0,
+    show_default=True,
+    callback=_finite,
+    help="Seconds for each whole answer.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0),
+    default=DEFAULT_RATE,
+    show_default=True,
+    callback=_finite,
+    help="Requests per second at most; 0 for no limit.",
+)
+@click.pass_obj
+@reports_errors
+def reconcile_command(
+    runtime: Runtime,
+    input_path: Path | None,
+    out_dir: Path,
+    ledger_path: Path | None,
+    columns: dict[str, str],
+    encoding: str | None,
+    delimiter: str | None,
+    sheet: str | None,
+    header_row: int | None,
+    base_url: str | None,
+    sandbox: bool,
+    conversations_url: str | None,
+    close_duplicates: bool,
+    timeout: float,
+    rate: float,
+) -> None:
+    """Settle rows that may exist at Twilio unrecorded, by looking them up; creates nothing.
+
+    Without INPUT: every row the ledger shows in flight, with a lost answer, or with
+    duplicates. With INPUT: every row of the input, recording in the ledger what already
+    exists (rebuilds a lost ledger). Writes OUT/<run-id>/reconcile.csv. Exit 0: all settled,
+    no duplicates; 1 otherwise.
+
+    \b
+    Examples:
+      provisioner reconcile
+      provisioner reconcile customers.xlsx --close-duplicates
+    """
+    if sandbox:
+        raise ConfigError("--sandbox: a sandbox emulator starts empty; nothing to reconcile")
+    resolved_url = resolve_base_url(base_url, runtime.env)
+    options = ReconcileOptions(
+        input_path=input_path,
+        out_dir=out_dir,
+        ledger_path=ledger_path,
+        columns=columns,
+        encoding=encoding,
+        delimiter=delimiter,
+        sheet=sheet,
+        header_row=header_row,
+        base_url=resolved_url,
+        conversations_url=resolve_conversations_url(
+            conversations_url, base_url or runtime.env.get("PROVISIONER_BASE_URL"), runtime.env
+        ),
+        close_duplicates=close_duplicates,
+        timeout=timeout,
+        rate=rate or None,
+    )
+    voice = Voice(isatty=runtime.stderr_isatty)
+    runtime.say = voice
+    result = reconcile(options, runtime, Credentials.from_env(runtime.env))
+    for line in result.lines():
+        voice.always(line)
+    sys.exit(result.exit_code)
 
 
 @cli.command("emulator")
@@ -358,31 +794,56 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int) -> None:
     type=click.IntRange(0, 65535),
     default=8765,
     show_default=True,
-    help="Port (0: any free port).",
+    help="Port (0: any free port; see --url-file).",
+)
+@click.option(
+    "--url-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Once listening, write the URL to this file (atomically); removed when stopped.",
 )
 @click.option(
     "--latency-ms",
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
-    help="Delay before each successful answer.",
+    help="Delay before each successful answer (creates, lookups and closes).",
 )
 @click.option(
     "--error-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Share of requests answered 500/502/503 or dropped, before creating anything.",
+    help="Share of creates answered 500/502/503 or dropped, before creating anything.",
 )
+@click.option("--seed", type=int, help="Seed for --error-rate and the SIDs, to repeat a rehearsal.")
 @click.option(
     "--rate-limit",
     type=click.FloatRange(0, min_open=True),
-    help="Requests per second above which it answers 429 (code 20429).",
+    help="Creates per second above which it answers 429 (code 20429, Retry-After: 1).",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1),
+    help="Requests in flight above which it answers 429 at once (code 20429, no Retry-After).",
+)
+@click.option(
+    "--lookup-lag-s",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before a new conversation shows in GET /v1/ParticipantConversations.",
+)
+@click.option(
+    "--unknown-address",
+    "unknown_addresses",
+    multiple=True,
+    metavar="SID",
+    help="Answer creates for this AddressSid 404 (code 20404); repeatable.",
 )
 @click.option(
     "--record",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="When stopped, write each answer's time and HTTP status to this CSV (for benchmarks).",
+    help="When stopped, write each answer's time, HTTP status and kind to this CSV.",
 )
 @click.pass_obj
 @reports_errors
@@ -390,62 +851,69 @@ def emulator_command(
     runtime: Runtime,
     host: str,
     port: int,
+    url_file: Path | None,
     latency_ms: float,
     error_rate: float,
+    seed: int | None,
     rate_limit: float | None,
+    max_concurrent: int | None,
+    lookup_lag_s: float,
+    unknown_addresses: tuple[str, ...],
     record: Path | None,
 ) -> None:
-    """Serve a local emulator of Twilio's POST /v2/WebChats until stopped.
+    """Serve a local Twilio emulator until stopped.
 
-    It checks HTTP Basic auth: against TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN
-    when they are set, otherwise against the sandbox credentials it prints.
+    It serves POST /v2/WebChats, GET /v1/ParticipantConversations and
+    POST /v1/Conversations/{sid} (State=closed), and checks HTTP Basic auth:
+    against TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN when they are set,
+    otherwise against the sandbox credentials it prints. SIGTERM or Ctrl-C
+    stops it (exit 0) after writing --record.
 
     \b
     Example:
-      provisioner emulator --port 8765 --error-rate 0.1
+      provisioner emulator --port 8765 --error-rate 0.1 --max-concurrent 4 \\
+          --lookup-lag-s 2 --unknown-address IG00000000000000000000000000000001
       # in another terminal, with the same credentials in the environment:
       provisioner create big.csv --base-url http://127.0.0.1:8765
     """
+    # Moves to the module's imports when this file is merged (the lead owns them).
+    from provisioner.emulator import serve_until_stopped, standalone_credentials, summary
+
     if not is_loopback(host):
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
-    account = runtime.env.get("TWILIO_ACCOUNT_SID")
-    token = runtime.env.get("TWILIO_AUTH_TOKEN")
+    username, secret = standalone_credentials(runtime.env)
     try:
         emulator = Emulator(
-            username=account if account and token else SANDBOX_ACCOUNT_SID,
-            secret=token if account and token else EMULATOR_TOKEN,
+            username=username,
+            secret=secret,
             host=host,
             port=port,
             latency=latency_ms / 1000,
             error_rate=error_rate,
             rate_limit=rate_limit,
+            max_concurrent=max_concurrent,
+            lookup_lag=lookup_lag_s,
+            seed=seed,
             record_answers=record is not None,
         )
     except OSError as error:
         raise ConfigError(
             f"cannot listen on {host}:{port} ({error.strerror}); choose another --port"
         ) from error
-    say(f"emulating POST {emulator.url}/v2/WebChats (Ctrl-C to stop)")
-    if account and token:
+    emulator.unknown_addresses.update(unknown_addresses)
+    say(
+        f"emulating POST {emulator.url}/v2/WebChats and GET {emulator.url}"
+        "/v1/ParticipantConversations (Ctrl-C to stop)"
+    )
+    from_env = (runtime.env.get("TWILIO_ACCOUNT_SID"), runtime.env.get("TWILIO_AUTH_TOKEN"))
+    if (username, secret) == from_env:
         say("accepting the credentials in TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
     else:
-        say(
-            f"accepting: export TWILIO_ACCOUNT_SID={SANDBOX_ACCOUNT_SID} "
-            f"TWILIO_AUTH_TOKEN={EMULATOR_TOKEN}"
-        )
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
-    try:
-        emulator.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.shutdown()
-        if record is not None:
-            lines = [f"{moment:.6f},{status}" for moment, status in emulator.answers]
-            record.write_text("seconds,status\n" + "".join(line + "\n" for line in lines))
-        say(f"served {emulator.requests} requests; created {len(emulator.created)} web chats")
+        say(f"accepting: export TWILIO_ACCOUNT_SID={username} TWILIO_AUTH_TOKEN={secret}")
+    serve_until_stopped(emulator, url_file=url_file, record=record)
+    say(summary(emulator))
 
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="provisioner")
+    cli(prog_name="provisioner", obj=Runtime(stderr_isatty=sys.stderr.isatty()))

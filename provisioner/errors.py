@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     ROWS_FAILED = 1  # the run finished; some rows invalid or failed
     NOTHING_SENT = 2  # usage, input or configuration error: nothing was sent
     STOPPED = 3  # the run stopped early: credentials rejected, failures in a row, interrupted
+    INTERNAL = 4  # an unexpected error (a bug); what was created is in the ledger
 
 
 class ProvisionerError(Exception):

@@ -48,6 +48,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX entries_by_run ON entries (run_id, status)",
     ),
+    (
+        "ALTER TABLE entries ADD COLUMN first_sent_at TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE entries ADD COLUMN lookup TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE entries ADD COLUMN duplicate_sids TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE entries ADD COLUMN key_fingerprint TEXT",
+        "CREATE INDEX entries_by_fingerprint ON entries (scope, key_fingerprint)"
+        " WHERE key_fingerprint IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -61,12 +69,31 @@ def utc_now() -> str:
 class Entry:
     """What the ledger knows of one row key."""
 
+    row_key: str
     status: str
     conversation_sid: str
     identity: str
     request_id: str
     run_id: str
     ambiguous_attempts: int
+    first_sent_at: str = ""
+    updated_at: str = ""
+    lookup: str = ""
+    duplicate_sids: str = ""
+
+    @property
+    def updated(self) -> float:
+        """`updated_at` as seconds since the epoch (0 when unknown)."""
+        try:
+            return datetime.fromisoformat(self.updated_at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
+
+
+_ENTRY_COLUMNS = (
+    "row_key, status, conversation_sid, identity, request_id, run_id, ambiguous_attempts,"
+    " first_sent_at, updated_at, lookup, duplicate_sids"
+)
 
 
 @dataclass(frozen=True)
@@ -92,38 +119,80 @@ class Ledger:
     (or start) at the same moment into one commit, which keeps the ledger off the hot path.
     """
 
-    def __init__(self, connection: sqlite3.Connection, scope: str) -> None:
+    def __init__(self, connection: sqlite3.Connection, scope: str, path: Path) -> None:
         self._db = connection
         self.scope = scope
+        self.path = path
+        self._identity = _file_identity(path)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Commit every write made inside at once, or none of them."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """Commit every write made inside at once, or none of them.
+
+        A ledger deleted or replaced under a run would take its writes into nothing: that, a
+        full disk or any other failure to commit is a LedgerError, and nothing is committed.
+        """
+        if _file_identity(self.path) != self._identity:
+            raise LedgerError(
+                f"{self.path}: the ledger was deleted or replaced during the run; "
+                "put it back, then rerun (rows in flight are looked up first)"
+            )
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: cannot write the ledger ({error})") from error
 
     def lookup(self, row_key: str) -> Entry | None:
         """The ledger's entry for `row_key` in this scope, if any."""
         found = self._db.execute(
-            "SELECT status, conversation_sid, identity, request_id, run_id, ambiguous_attempts"
-            " FROM entries WHERE scope = ? AND row_key = ?",
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND row_key = ?",
             (self.scope, row_key),
         ).fetchone()
         return Entry(*found) if found else None
 
-    def mark_in_flight(self, row_key: str, run_id: str) -> None:
-        """Record that a request for `row_key` is about to be sent."""
+    def created_with_fingerprint(self, fingerprint: str) -> list[Entry]:
+        """Created entries whose key has this fingerprint (see cells.key_fingerprint)."""
+        return [
+            Entry(*found)
+            for found in self._db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND key_fingerprint = ?"
+                " AND status = 'created' LIMIT 20",
+                (self.scope, fingerprint),
+            )
+        ]
+
+    def unsettled(self) -> list[Entry]:
+        """Entries that may exist at Twilio unrecorded: in flight, or with lost answers."""
+        return [
+            Entry(*found)
+            for found in self._db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND (status = 'in_flight'"
+                " OR (status = 'failed' AND ambiguous_attempts > 0)"
+                " OR lookup IN ('duplicates', 'failed'))",
+                (self.scope,),
+            )
+        ]
+
+    def mark_in_flight(self, row_key: str, run_id: str, identity: str = "") -> None:
+        """Record that a request for `row_key` (with this identity) is about to be sent."""
+        now = utc_now()
         self._db.execute(
-            "INSERT INTO entries (scope, row_key, status, run_id, updated_at)"
-            " VALUES (?, ?, 'in_flight', ?, ?)"
+            "INSERT INTO entries (scope, row_key, status, run_id, updated_at, first_sent_at,"
+            " identity) VALUES (?, ?, 'in_flight', ?, ?, ?, ?)"
             " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
-            " run_id = excluded.run_id, updated_at = excluded.updated_at",
-            (self.scope, row_key, run_id, utc_now()),
+            " run_id = excluded.run_id, updated_at = excluded.updated_at,"
+            " identity = excluded.identity,"
+            " first_sent_at = CASE WHEN entries.first_sent_at = '' OR entries.status = 'created'"
+            " THEN excluded.first_sent_at ELSE entries.first_sent_at END",
+            (self.scope, row_key, run_id, now, now, identity),
         )
 
     def restore(self, row_key: str, prior: Entry | None) -> None:
@@ -135,9 +204,16 @@ class Ledger:
             )
         else:
             self._db.execute(
-                "UPDATE entries SET status = ?, run_id = ?, updated_at = ?"
+                "UPDATE entries SET status = ?, run_id = ?, updated_at = ?, first_sent_at = ?"
                 " WHERE scope = ? AND row_key = ?",
-                (prior.status, prior.run_id, utc_now(), self.scope, row_key),
+                (
+                    prior.status,
+                    prior.run_id,
+                    prior.updated_at or utc_now(),
+                    prior.first_sent_at,
+                    self.scope,
+                    row_key,
+                ),
             )
 
     def record_created(
@@ -149,18 +225,24 @@ class Ledger:
         identity: str,
         request_id: str,
         ambiguous_attempts: int,
+        lookup: str = "",
+        duplicate_sids: str = "",
+        key_fingerprint: str | None = None,
     ) -> None:
-        """Record a 201: the row exists at Twilio."""
+        """Record a web chat that exists at Twilio (a 201, or found by a lookup)."""
         now = utc_now()
         self._db.execute(
             "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
-            " run_id, ambiguous_attempts, created_at, updated_at)"
-            " VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?)"
+            " run_id, ambiguous_attempts, created_at, updated_at, lookup, duplicate_sids,"
+            " key_fingerprint)"
+            " VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'created',"
             " conversation_sid = excluded.conversation_sid, identity = excluded.identity,"
             " request_id = excluded.request_id, run_id = excluded.run_id,"
             " ambiguous_attempts = excluded.ambiguous_attempts,"
-            " created_at = excluded.created_at, updated_at = excluded.updated_at",
+            " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+            " lookup = excluded.lookup, duplicate_sids = excluded.duplicate_sids,"
+            " key_fingerprint = excluded.key_fingerprint",
             (
                 self.scope,
                 row_key,
@@ -171,18 +253,32 @@ class Ledger:
                 ambiguous_attempts,
                 now,
                 now,
+                lookup,
+                duplicate_sids,
+                key_fingerprint,
             ),
         )
 
-    def record_failed(self, row_key: str, run_id: str, *, ambiguous_attempts: int) -> None:
+    def record_lookup(self, row_key: str, *, lookup: str, duplicate_sids: str) -> None:
+        """Record what a later lookup found for a created row."""
+        self._db.execute(
+            "UPDATE entries SET lookup = ?, duplicate_sids = ?, updated_at = ?"
+            " WHERE scope = ? AND row_key = ?",
+            (lookup, duplicate_sids, utc_now(), self.scope, row_key),
+        )
+
+    def record_failed(
+        self, row_key: str, run_id: str, *, ambiguous_attempts: int, lookup: str = ""
+    ) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
         self._db.execute(
-            "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at)"
-            " VALUES (?, ?, 'failed', ?, ?, ?)"
+            "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at,"
+            " lookup) VALUES (?, ?, 'failed', ?, ?, ?, ?)"
             " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
             " run_id = excluded.run_id, ambiguous_attempts = excluded.ambiguous_attempts,"
-            " updated_at = excluded.updated_at WHERE entries.status != 'created'",
-            (self.scope, row_key, run_id, ambiguous_attempts, utc_now()),
+            " updated_at = excluded.updated_at, lookup = excluded.lookup"
+            " WHERE entries.status != 'created'",
+            (self.scope, row_key, run_id, ambiguous_attempts, utc_now(), lookup),
         )
 
     def in_flight_count(self) -> int:
@@ -215,18 +311,32 @@ class Ledger:
 @contextmanager
 def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
     """Lock, check and migrate the ledger at `path` (created if absent) for one run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise LedgerError(f"{path}: cannot create its folder ({error.strerror})") from error
     with _exclusive_lock(path):
+        if not path.exists():  # customer data: readable by its owner only, whatever the umask
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         connection = _connect(path, read_only=False)
         try:
             _migrate(connection, path)
-            yield Ledger(connection, scope)
+            yield Ledger(connection, scope, path)
         finally:
             connection.close()
 
 
-def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, int]]:
-    """The last runs (newest first) and created rows per scope, read without locking."""
+@dataclass(frozen=True)
+class LedgerStatus:
+    """What `provisioner status` shows: created and unsettled rows per scope, the last runs."""
+
+    runs: list[RunRecord]
+    created: dict[str, int]
+    unsettled: dict[str, int]
+
+
+def read_status(path: Path, limit: int = 10) -> LedgerStatus:
+    """The last runs (newest first), created and unsettled rows per scope; read-only, no lock."""
     if not path.exists():
         raise LedgerError(
             f"{path}: no ledger here yet; it is made by the first `provisioner create`"
@@ -272,24 +382,76 @@ def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, i
                 (limit,),
             )
         ]
-        by_scope = dict(
+        created = dict(
             connection.execute(
                 "SELECT scope, count(*) FROM entries WHERE status = 'created' GROUP BY scope"
+            ).fetchall()
+        )
+        unsettled = dict(
+            connection.execute(
+                "SELECT scope, count(*) FROM entries WHERE status = 'in_flight'"
+                " OR (status = 'failed' AND ambiguous_attempts > 0)"
+                " OR lookup IN ('duplicates', 'failed') GROUP BY scope"
             ).fetchall()
         )
     except sqlite3.DatabaseError as error:
         raise LedgerError(f"{path}: cannot read the ledger ({error})") from error
     finally:
         connection.close()
-    return runs, by_scope
+    return LedgerStatus(runs, created, unsettled)
+
+
+def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, int]]:
+    """The last runs (newest first) and created rows per scope, read without locking."""
+    status = read_status(path, limit)
+    return status.runs, status.created
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the run holding the ledger's lock now, or None when no run holds it."""
+    lock_path = _lock_path(path)
+    try:
+        stream = lock_path.open("r", encoding="utf-8")
+    except OSError:
+        return None
+    with stream:
+        try:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = stream.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
+        return None
+
+
+def _lock_path(path: Path) -> Path:
+    """The lock file beside the real ledger, so two paths to one ledger share one lock."""
+    real = path.resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (stat.st_dev, stat.st_ino)
 
 
 def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
     try:
         connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        if read_only:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as error:
-        raise LedgerError(f"{path}: cannot open the ledger ({error})") from error
+        if not read_only:
+            raise LedgerError(f"{path}: cannot open the ledger ({error})") from error
+        # A ledger the user may read but not write (nor its folder): read it as it is on disk.
+        try:
+            connection = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+        except sqlite3.Error as retry_error:
+            raise LedgerError(f"{path}: cannot open the ledger ({retry_error})") from error
     return connection
 
 
@@ -338,8 +500,9 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
 @contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
     """Hold `<ledger>.lock` for the run; the kernel frees it even if the process is killed."""
-    lock_path = path.with_name(path.name + ".lock")
-    stream: IO[str] = lock_path.open("a+", encoding="utf-8")
+    lock_path = _lock_path(path)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    stream: IO[str] = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         try:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,121 +1,213 @@
-"""What a run writes: one Outcome per row into results.csv and errors.csv, in input order."""
+"""What a run writes: one Outcome per row into the result files, in input order; the tally."""
 
 from __future__ import annotations
 
+import csv
 import heapq
 import json
 import logging
+import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS, Row
-from provisioner.table import CsvWriter, write_atomically
+from provisioner.causes import CauseTally, explain
+from provisioner.cells import unescape_cell
+from provisioner.outcome import (
+    ERROR_STATUSES,
+    RESULT_COLUMNS,
+    RESULT_SCHEMA,
+    ROW_KEY,
+    LookupResult,
+    Outcome,
+    Status,
+)
+from provisioner.rows import Row
+from provisioner.writers import write_atomically
 
 REORDER_LIMIT = 10_000  # outcomes held back waiting for an earlier, slower row
 
 
-class Status(StrEnum):
-    """A row's final status; the values are a contract (results.csv, errors.csv, exit codes)."""
+class TableWriter(Protocol):
+    """A result table written row by row (CSV or xlsx)."""
 
-    CREATED = "created"
-    EXISTING = "existing"
-    INVALID = "invalid"
-    FAILED = "failed"
-    NOT_ATTEMPTED = "not_attempted"
+    def write(self, cells: Sequence[str]) -> None:
+        """Append one row."""
+
+    def flush(self) -> None:
+        """Hand what was written to the operating system."""
+
+    def close(self) -> None:
+        """Finish the file."""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one row."""
+WriterFactory = Callable[[Path, Sequence[str]], TableWriter]
 
-    status: Status
-    conversation_sid: str = ""
-    identity: str = ""
-    attempts: int = 0
-    ambiguous_attempts: int = 0
-    http_status: int | None = None
-    error_code: str = ""
-    error_message: str = ""
-    request_id: str = ""
-    # Failed after exhausting retries on errors Twilio calls transient (counts towards stopping).
-    exhausted: bool = False
+
+class Tally:
+    """Counts of a run's outcomes: statuses, reasons, lookups, causes; nothing written here."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[Status] = Counter()
+        self.invalid_reasons: Counter[str] = Counter()
+        self.lookups: Counter[LookupResult] = Counter()
+        self.ambiguous_rows = 0
+        self.causes = CauseTally()
+
+    def add(self, row: Row, outcome: Outcome) -> None:
+        """Count one finished row."""
+        self.counts[outcome.status] += 1
+        if outcome.status is Status.INVALID:
+            self.invalid_reasons[outcome.error_code] += 1
+        if outcome.ambiguous_attempts:
+            self.ambiguous_rows += 1
+        if outcome.lookup is not LookupResult.NONE:
+            self.lookups[outcome.lookup] += 1
+        if outcome.is_error:
+            cause = explain(
+                outcome.error_code,
+                outcome.status.value,
+                outcome.error_message,
+                http_status=outcome.http_status,
+            )
+            self.causes.add(
+                row.number,
+                cause,
+                key=row.key,
+                status=outcome.status.value,
+                message=outcome.error_message,
+            )
+
+    def amend(self, before: Outcome, after: Outcome) -> None:
+        """A row's lookup changed after it was counted (the final check)."""
+        if before.lookup is not LookupResult.NONE:
+            self.lookups[before.lookup] -= 1
+        if after.lookup is not LookupResult.NONE:
+            self.lookups[after.lookup] += 1
+
+    @property
+    def done(self) -> int:
+        """Rows finished."""
+        return sum(self.counts.values())
+
+    @property
+    def errors(self) -> int:
+        """Rows in errors.csv."""
+        return sum(n for status, n in self.counts.items() if status in ERROR_STATUSES)
+
+    def status_counts(self) -> dict[str, int]:
+        """Counts for every status, zeros included, in the contract's order."""
+        return status_counts(self.counts)
+
+    def lookup_counts(self) -> dict[str, int]:
+        """summary.json's lookups: a count for each result."""
+        return {
+            result.value: self.lookups.get(result, 0)
+            for result in LookupResult
+            if result is not LookupResult.NONE
+        }
 
 
 class ResultFiles:
-    """results.csv and errors.csv, written as rows finish but always in input order."""
+    """results and errors tables, written as rows finish but always in input order."""
 
-    def __init__(self, run_dir: Path, carried_headers: Sequence[str]) -> None:
-        self.results_path = run_dir / "results.csv"
-        self.errors_path = run_dir / "errors.csv"
-        self._results = CsvWriter(self.results_path, [*carried_headers, *RESULT_COLUMNS])
-        self._errors = CsvWriter(self.errors_path, [*carried_headers, *ERROR_COLUMNS])
+    def __init__(
+        self,
+        run_dir: Path,
+        carried_headers: Sequence[str],
+        writer_factories: Mapping[str, WriterFactory],
+    ) -> None:
+        results_header = [*carried_headers, *(c.name for c in RESULT_SCHEMA)]
+        errors_header = [*carried_headers, *(c.name for c in RESULT_SCHEMA if c.in_errors)]
+        self.paths: dict[str, Path] = {}
+        self._results: list[TableWriter] = []
+        self._errors: list[TableWriter] = []
+        for suffix, factory in writer_factories.items():
+            self.paths[f"results{suffix}"] = run_dir / f"results{suffix}"
+            self.paths[f"errors{suffix}"] = run_dir / f"errors{suffix}"
+            self._results.append(factory(run_dir / f"results{suffix}", results_header))
+            self._errors.append(factory(run_dir / f"errors{suffix}", errors_header))
         self._waiting: list[tuple[int, int, Row, Outcome]] = []
         self._next = 0
-        self.counts: Counter[Status] = Counter()
-        self.invalid_reasons: Counter[str] = Counter()
-        self.ambiguous_rows = 0
+        self._factories = dict(writer_factories)
+
+    @property
+    def results_path(self) -> Path:
+        """results.csv."""
+        return self.paths["results.csv"]
+
+    @property
+    def errors_path(self) -> Path:
+        """errors.csv."""
+        return self.paths["errors.csv"]
 
     @property
     def waiting(self) -> int:
         """Outcomes held back until the rows before them finish."""
         return len(self._waiting)
 
-    def add(self, sequence: int, row: Row, outcome: Outcome) -> None:
-        """Accept the outcome of the `sequence`-th row (0-based); write whatever is now in order."""
+    def add(self, sequence: int, row: Row, outcome: Outcome) -> list[tuple[Row, Outcome]]:
+        """Accept the `sequence`-th row's outcome (0-based); returns the rows now written."""
         heapq.heappush(self._waiting, (sequence, row.number, row, outcome))
-        written = False
+        written = []
         while self._waiting and self._waiting[0][0] == self._next:
             _, _, ready_row, ready = heapq.heappop(self._waiting)
             self._write(ready_row, ready)
+            written.append((ready_row, ready))
             self._next += 1
-            written = True
         if written:
-            self._results.flush()
-            self._errors.flush()
+            for writer in (*self._results, *self._errors):
+                writer.flush()
+        return written
 
     def _write(self, row: Row, outcome: Outcome) -> None:
-        self.counts[outcome.status] += 1
-        if outcome.status is Status.INVALID:
-            self.invalid_reasons[outcome.error_code] += 1
-        if outcome.ambiguous_attempts:
-            self.ambiguous_rows += 1
-        http_status = "" if outcome.http_status is None else str(outcome.http_status)
-        self._results.write(
-            [
-                *row.cells,
-                str(row.number),
-                outcome.status.value,
-                outcome.conversation_sid,
-                outcome.identity,
-                str(outcome.attempts),
-                str(outcome.ambiguous_attempts),
-                http_status,
-                outcome.error_code,
-                outcome.error_message,
-                outcome.request_id,
-                row.key,
+        cells = [column.fill(row, outcome) for column in RESULT_SCHEMA]
+        for writer in self._results:
+            writer.write([*row.cells, *cells])
+        if outcome.is_error:
+            in_errors = [
+                cell for cell, column in zip(cells, RESULT_SCHEMA, strict=True) if column.in_errors
             ]
-        )
-        if outcome.status not in (Status.CREATED, Status.EXISTING):
-            self._errors.write(
-                [
-                    *row.cells,
-                    str(row.number),
-                    outcome.status.value,
-                    outcome.error_code,
-                    outcome.error_message,
-                    row.key,
-                ]
-            )
+            for writer in self._errors:
+                writer.write([*row.cells, *in_errors])
 
     def close(self) -> None:
-        """Close both files; every accepted outcome has been written."""
+        """Close every file; every accepted outcome has been written."""
         assert not self._waiting, "outcomes still waiting for earlier rows"
-        self._results.close()
-        self._errors.close()
+        for writer in (*self._results, *self._errors):
+            writer.close()
+
+    def amend(self, amended: Mapping[str, Outcome]) -> None:
+        """After close(): rewrite the results tables with what the final check found.
+
+        Only created rows are amended, so errors tables never change. The CSV is read back
+        (it is this tool's own file) and every results table is written again from it.
+        """
+        csv_path = self.paths["results.csv"]
+        with csv_path.open(encoding="utf-8-sig", newline="") as stream:
+            records = [[unescape_cell(cell) for cell in record] for record in csv.reader(stream)]
+        header, rows = records[0], records[1:]
+        key_at = len(header) - len(RESULT_SCHEMA) + RESULT_COLUMNS.index(ROW_KEY)
+        changed = {
+            name: len(header) - len(RESULT_SCHEMA) + RESULT_COLUMNS.index(name)
+            for name in ("lookup", "duplicate_sids", "error_message")
+        }
+        for cells in rows:
+            outcome = amended.get(cells[key_at])
+            if outcome is not None:
+                cells[changed["lookup"]] = outcome.lookup.value
+                cells[changed["duplicate_sids"]] = " ".join(outcome.duplicate_sids)
+                cells[changed["error_message"]] = outcome.error_message
+        for name, factory in self._factories.items():
+            path = self.paths[f"results{name}"]
+            temporary = path.with_name(f".{path.name}.amend")
+            writer = factory(temporary, header)
+            for cells in rows:
+                writer.write(cells)
+            writer.close()
+            os.replace(temporary, path)
 
 
 @dataclass(frozen=True)
@@ -143,10 +235,24 @@ class Summary:
     ledger: str
     files: Mapping[str, str]
     rerun_command: str
+    conversations_url: str = ""
+    lookups: Mapping[str, int] = field(default_factory=dict)
+    lookups_refused: str = ""
+    duplicates: Sequence[Mapping[str, Any]] = ()
+    causes: Sequence[Mapping[str, Any]] = ()
+    failing_rows: Sequence[Mapping[str, Any]] = ()
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    timeline: Sequence[Mapping[str, Any]] = ()
+    columns: Sequence[str] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The summary as JSON text."""
+        return json.dumps(asdict(self), indent=2) + "\n"
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""
-        write_atomically(path, json.dumps(asdict(self), indent=2) + "\n")
+        write_atomically(path, self.to_json())
 
 
 class RedactingFilter(logging.Filter):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from provisioner.cells import unescape_formula
 from provisioner.errors import InputError
+from provisioner.outcome import (
+    ERROR_COLUMNS,
+    RESULT_COLUMNS,
+    ROW_KEY,
+    SOURCE_ROW,
+    TOOL_COLUMN_SUFFIXES,
+)
+
+__all__ = ["ERROR_COLUMNS", "RESULT_COLUMNS", "ROW_KEY", "Columns", "Row", "RowBuilder"]
 
 ADDRESS_SID = "AddressSid"
 PARAMETERS = (
@@ -20,25 +30,10 @@ PARAMETERS = (
     "PreEngagementData",
     "Identity",
 )
+IDENTITY = "Identity"
 CUSTOMER_ID = "customer_id"
-ROW_KEY = "row_key"
 PRE_ENGAGEMENT_PREFIX = "pre_engagement."
-
-# Columns the tool appends to its outputs; an input carrying them is a fed-back output file.
-RESULT_COLUMNS = (
-    "row",
-    "status",
-    "conversation_sid",
-    "identity",
-    "attempts",
-    "ambiguous_attempts",
-    "http_status",
-    "error_code",
-    "error_message",
-    "request_id",
-    ROW_KEY,
-)
-ERROR_COLUMNS = ("row", "status", "error_code", "error_message", ROW_KEY)
+IDENTITY_PREFIX = "prv-"  # derived identities; Twilio takes any string, ours are ASCII <= 64
 
 _ADDRESS_SID_PATTERN = re.compile(r"IG[0-9a-fA-F]{32}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -47,6 +42,16 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def normalize_header(header: str) -> str:
     """Fold a header so that `Address SID`, `address_sid` and `AddressSid` compare equal."""
     return re.sub(r"[\s_\-]+", "", header).casefold()
+
+
+def derive_identity(scope: str, row_key: str) -> str:
+    """The identity a row's web chat gets when the input names none: stable, ASCII, 36 chars.
+
+    Derived from the ledger scope (account and API host) and the row key, so the same row gets
+    the same identity on every run and machine, and a lookup at Twilio finds its web chat.
+    """
+    digest = hashlib.blake2b(f"{scope}\0{row_key}".encode(), digest_size=16).hexdigest()
+    return IDENTITY_PREFIX + digest
 
 
 @dataclass(frozen=True)
@@ -58,52 +63,40 @@ class Columns:
     pre_engagement: Mapping[str, int]
     customer_id: int | None
     row_key: int | None
+    source_row: int | None  # a fed-back file's pointer to the original sheet's row
     carried: tuple[int, ...]
-    fed_back: bool  # a file this tool wrote (its `row` and `status` columns are there)
+    fed_back: bool  # a file this tool wrote: its headers end with the tool's columns
 
     @property
     def carried_headers(self) -> list[str]:
         """The original headers that outputs repeat, in input order."""
         return [self.headers[index] for index in self.carried]
 
+    def describe(self) -> list[str]:
+        """Which column is sent as which parameter, and which are only carried through."""
+        lines = [
+            f"{self.headers[index]!r} -> {name}" for name, index in self.parameters.items()
+        ] + [
+            f"{self.headers[index]!r} -> PreEngagementData.{key}"
+            for key, index in self.pre_engagement.items()
+        ]
+        used = {*self.parameters.values(), *self.pre_engagement.values()}
+        if self.customer_id is not None:
+            lines.append(f"{self.headers[self.customer_id]!r} -> the row key (not sent)")
+            used.add(self.customer_id)
+        others = [self.headers[index] for index in self.carried if index not in used]
+        if others:
+            lines.append(f"carried to the outputs only, not sent: {_listing(others)}")
+        return lines
+
     @classmethod
     def resolve(cls, headers: Sequence[str], mapping: Mapping[str, str] | None = None) -> Columns:
         """Match headers to parameters; `mapping` (parameter -> header) overrides the matching."""
         headers = tuple(headers)
         tool_added = _tool_added_columns(headers)
-        by_name: dict[str, list[int]] = {}
-        for index, header in enumerate(headers):
-            if index not in tool_added:
-                by_name.setdefault(normalize_header(header), []).append(index)
-
-        def find(name: str, explicit: str | None) -> int | None:
-            if explicit is not None:
-                positions = [
-                    i for i, h in enumerate(headers) if h == explicit or h.strip() == explicit
-                ]
-                if not positions:
-                    raise InputError(
-                        f"--column {name}={explicit}: no such header; found: {_listing(headers)}"
-                    )
-                return positions[0]
-            positions = by_name.get(normalize_header(name), [])
-            if len(positions) > 1:
-                raise InputError(
-                    f"columns {_listing([headers[i] for i in positions])} all mean {name}; "
-                    f"keep one, or pick one with --column {name}=HEADER"
-                )
-            return positions[0] if positions else None
-
-        mapping = dict(mapping or {})
-        known = {normalize_header(n): n for n in (*PARAMETERS, CUSTOMER_ID, ROW_KEY)}
-        for name in mapping:
-            if normalize_header(name) not in known:
-                raise InputError(
-                    f"--column {name}=...: unknown parameter; use one of {_listing(known.values())}"
-                )
-        mapping = {known[normalize_header(n)]: h for n, h in mapping.items()}
-
-        found = {name: find(name, mapping.get(name)) for name in PARAMETERS}
+        finder = _HeaderFinder(headers, tool_added)
+        mapping = _canonical_mapping(mapping or {})
+        found = {name: finder.find(name, mapping.get(name)) for name in PARAMETERS}
         parameters = {name: index for name, index in found.items() if index is not None}
         if ADDRESS_SID not in parameters:
             raise InputError(
@@ -115,12 +108,21 @@ class Columns:
             for index, header in enumerate(headers)
             if header.strip().casefold().startswith(PRE_ENGAGEMENT_PREFIX)
             and header.strip()[len(PRE_ENGAGEMENT_PREFIX) :]
+            and index not in tool_added
         }
+        for name, header in mapping.items():
+            if name.startswith(PRE_ENGAGEMENT_PREFIX):
+                index = finder.find(name, header)
+                assert index is not None  # an explicit header is found or raises
+                pre_engagement[name[len(PRE_ENGAGEMENT_PREFIX) :]] = index
         if pre_engagement and "PreEngagementData" in parameters:
             raise InputError(
                 "both a PreEngagementData column and pre_engagement.* columns; use one or the other"
             )
-        row_key = find(ROW_KEY, mapping.get(ROW_KEY))
+        row_key = _tool_column(headers, tool_added, ROW_KEY)
+        if row_key is None:
+            row_key = finder.find(ROW_KEY, mapping.get(ROW_KEY))
+        source_row = _tool_column(headers, tool_added, SOURCE_ROW)
         carried = tuple(
             index for index in range(len(headers)) if index not in tool_added and index != row_key
         )
@@ -128,19 +130,88 @@ class Columns:
             headers=headers,
             parameters=parameters,
             pre_engagement=pre_engagement,
-            customer_id=find(CUSTOMER_ID, mapping.get(CUSTOMER_ID)),
+            customer_id=finder.find(CUSTOMER_ID, mapping.get(CUSTOMER_ID)),
             row_key=row_key,
+            source_row=source_row,
             carried=carried,
             fed_back=bool(tool_added),
         )
 
 
+def names_address_column(cells: Sequence[str], mapping: Mapping[str, str] | None = None) -> bool:
+    """True for a row that could be the header: it names the AddressSid column."""
+    explicit = _canonical_mapping(mapping or {}).get(ADDRESS_SID)
+    wanted = normalize_header(explicit if explicit is not None else ADDRESS_SID)
+    return any(normalize_header(cell) == wanted for cell in cells)
+
+
+def _canonical_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    """--column names folded onto the parameter names; unknown names are an error."""
+    known = {normalize_header(n): n for n in (*PARAMETERS, CUSTOMER_ID, ROW_KEY)}
+    canonical = {}
+    for name, header in mapping.items():
+        stripped = name.strip()
+        if stripped.casefold().startswith(PRE_ENGAGEMENT_PREFIX):
+            key = stripped[len(PRE_ENGAGEMENT_PREFIX) :]
+            if not key:
+                raise InputError(f"--column {name}=...: name the key, e.g. pre_engagement.email")
+            canonical[PRE_ENGAGEMENT_PREFIX + key] = header
+            continue
+        if normalize_header(name) not in known:
+            raise InputError(
+                f"--column {name}=...: unknown parameter; use one of "
+                f"{_listing(known.values())} or pre_engagement.KEY"
+            )
+        canonical[known[normalize_header(name)]] = header
+    return canonical
+
+
+class _HeaderFinder:
+    """Finds a parameter's column: by an explicit header, else by the usual matching."""
+
+    def __init__(self, headers: tuple[str, ...], tool_added: set[int]) -> None:
+        self.headers = headers
+        self.by_name: dict[str, list[int]] = {}
+        for index, header in enumerate(headers):
+            if index not in tool_added:
+                self.by_name.setdefault(normalize_header(header), []).append(index)
+
+    def find(self, name: str, explicit: str | None) -> int | None:
+        if explicit is not None:
+            positions = self.by_name.get(normalize_header(explicit), [])
+            exact = [i for i in positions if self.headers[i].strip() == explicit.strip()]
+            positions = exact or positions
+            if not positions:
+                raise InputError(
+                    f"--column {name}={explicit}: no such header{_closest(explicit, self.headers)}"
+                    f"; found: {_listing(self.headers)}"
+                )
+            return positions[0]
+        positions = self.by_name.get(normalize_header(name), [])
+        if len(positions) > 1:
+            raise InputError(
+                f"columns {_listing([self.headers[i] for i in positions])} all mean {name}; "
+                f"keep one, or pick one with --column {name}=HEADER"
+            )
+        return positions[0] if positions else None
+
+
+def _closest(header: str, headers: Sequence[str]) -> str:
+    by_fold = {normalize_header(h): h for h in headers}
+    close = difflib.get_close_matches(normalize_header(header), list(by_fold), n=3, cutoff=0.5)
+    return f" (closest: {_listing(by_fold[c] for c in close)})" if close else ""
+
+
 def _tool_added_columns(headers: tuple[str, ...]) -> set[int]:
-    """Positions of columns a previous run appended, recognised by its `row` and `status` pair."""
-    if "row" not in headers or "status" not in headers:
-        return set()
-    added = set(RESULT_COLUMNS) - {ROW_KEY}
-    return {index for index, header in enumerate(headers) if header in added}
+    """Positions of the columns a previous run appended: the headers end with exactly them."""
+    for suffix in TOOL_COLUMN_SUFFIXES:
+        if len(headers) >= len(suffix) and headers[len(headers) - len(suffix) :] == suffix:
+            return set(range(len(headers) - len(suffix), len(headers)))
+    return set()
+
+
+def _tool_column(headers: tuple[str, ...], tool_added: set[int], name: str) -> int | None:
+    return next((index for index in tool_added if headers[index] == name), None)
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -157,6 +228,38 @@ class Row:
     key: str
     problem: str | None = None
     problem_code: str = ""
+    source: int = 0  # the original sheet's row, for a fed-back file; else `number`
+
+    @property
+    def source_row(self) -> int:
+        """The row of the sheet this row first came from."""
+        return self.source or self.number
+
+    @property
+    def identity(self) -> str:
+        """The identity sent with the row (rows get one before sending; see with_identity)."""
+        return self.parameters.get(IDENTITY, "")
+
+    def with_identity(self, scope: str) -> Row:
+        """The row with an Identity to send: its own, else one derived from scope and key."""
+        if self.identity or self.problem is not None:
+            return self
+        identity = derive_identity(scope, self.key)
+        return replace(self, parameters={**self.parameters, IDENTITY: identity})
+
+    def pre_engagement_warning(self) -> str | None:
+        """Twilio takes any text, but its web chat expects JSON: a warning when it is not."""
+        text = self.parameters.get("PreEngagementData")
+        if text is None:
+            return None
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return (
+                f"row {self.number}: PreEngagementData is not valid JSON ({error.msg}); "
+                "it would be sent as written"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -168,16 +271,19 @@ class Repeats:
     candidates: the second pass compares the real values, so a hash collision costs nothing.
     """
 
-    customer_ids: frozenset[int]
-    contents: frozenset[int]
-    duplicate_rows: int  # rows whose customer_id an earlier row already has
+    by_kind: Mapping[str, frozenset[int]]
+    duplicate_rows: int  # rows whose customer id, row key or identity an earlier row has
 
     @classmethod
-    def of(cls, customer_ids: array[int], contents: array[int]) -> Repeats:
-        """Find the repeated hashes among those collected."""
-        repeated_ids, duplicate_rows = _repeated(customer_ids)
-        repeated_contents, _ = _repeated(contents)
-        return cls(frozenset(repeated_ids), frozenset(repeated_contents), duplicate_rows)
+    def of(cls, hashes: Mapping[str, array[int]]) -> Repeats:
+        """Find the repeated hashes among those collected, per kind of value."""
+        by_kind, duplicate_rows = {}, 0
+        for kind, collected in hashes.items():
+            repeated, extra = _repeated(collected)
+            by_kind[kind] = frozenset(repeated)
+            if kind != _CONTENT:
+                duplicate_rows += extra
+        return cls(by_kind, duplicate_rows)
 
 
 def _repeated(hashes: array[int]) -> tuple[set[int], int]:
@@ -195,25 +301,33 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest())
 
 
+# The values that must not repeat, with the problem code a repeat gets; and row contents.
+_UNIQUE = {
+    ROW_KEY: "duplicate_row_key",
+    CUSTOMER_ID: "duplicate_customer_id",
+    IDENTITY: "duplicate_identity",
+}
+_CONTENT = "content"
+
+
 class RowBuilder:
     """Turns raw cells into Rows.
 
     Made twice per run: the first pass (`repeats=None`) collects hashes so that `repeats()`
-    can say which customer ids and row contents repeat; the second pass uses that to flag
-    duplicate customer ids and to number identical rows, keeping state only for repeats.
+    can say which row keys, customer ids, identities and row contents repeat; the second pass
+    uses that to flag repeats and to number identical rows, keeping state only for repeats.
     """
 
     def __init__(self, columns: Columns, repeats: Repeats | None = None) -> None:
         self.columns = columns
         self._repeats = repeats
-        self._id_hashes: array[int] = array("Q")
-        self._content_hashes: array[int] = array("Q")
-        self._first_row_of_customer: dict[str, int] = {}
+        self._hashes: dict[str, array[int]] = {kind: array("Q") for kind in (*_UNIQUE, _CONTENT)}
+        self._first_row: dict[tuple[str, str], int] = {}
         self._occurrences: dict[str, int] = {}
 
     def repeats(self) -> Repeats:
         """After a first pass: the repeated values, for the second pass."""
-        return Repeats.of(self._id_hashes, self._content_hashes)
+        return Repeats.of(self._hashes)
 
     def build(self, number: int, cells: Sequence[str]) -> Row:
         """Validate one row of trimmed cells (padded to the header width) and give it a key."""
@@ -235,21 +349,29 @@ class RowBuilder:
         problem, code = _problem(parameters)
         given_key = cells[columns.row_key] if columns.row_key is not None else ""
         customer_id = cells[columns.customer_id] if columns.customer_id is not None else ""
-        if customer_id and problem is None:
-            first = self._first_row(customer_id, number)
-            if first != number:
-                problem = f"duplicate customer_id {customer_id!r} (first at row {first})"
-                code = "duplicate_customer_id"
+        unique = {
+            ROW_KEY: given_key,
+            CUSTOMER_ID: customer_id,
+            IDENTITY: parameters.get(IDENTITY, ""),
+        }
+        for kind, value in unique.items():
+            if value and problem is None:
+                first = self._first_row_of(kind, value, number)
+                if first != number:
+                    name = "Identity" if kind == IDENTITY else kind
+                    problem = f"duplicate {name} {value!r} (first at row {first})"
+                    code = _UNIQUE[kind]
         key = given_key or customer_id or self._derived_key(parameters)
-        return Row(number, carried, parameters, key, problem, code)
+        source = _source_row(cells, columns)
+        return Row(number, carried, parameters, key, problem, code, source)
 
-    def _first_row(self, customer_id: str, number: int) -> int:
+    def _first_row_of(self, kind: str, value: str, number: int) -> int:
         if self._repeats is None:
-            self._id_hashes.append(_hash64(customer_id))
+            self._hashes[kind].append(_hash64(value))
             return number
-        if _hash64(customer_id) not in self._repeats.customer_ids:
+        if _hash64(value) not in self._repeats.by_kind[kind]:
             return number
-        return self._first_row_of_customer.setdefault(customer_id, number)
+        return self._first_row.setdefault((kind, value), number)
 
     def _derived_key(self, parameters: Mapping[str, str]) -> str:
         """A key from what the row asks for; the n-th identical row gets suffix `:n`."""
@@ -258,13 +380,20 @@ class RowBuilder:
         base = "auto:" + digest.hex()
         prefix = int.from_bytes(digest[:8])
         if self._repeats is None:
-            self._content_hashes.append(prefix)
+            self._hashes[_CONTENT].append(prefix)
             return base
-        if prefix not in self._repeats.contents:
+        if prefix not in self._repeats.by_kind[_CONTENT]:
             return base
         count = self._occurrences.get(base, 0) + 1
         self._occurrences[base] = count
         return base if count == 1 else f"{base}:{count}"
+
+
+def _source_row(cells: Sequence[str], columns: Columns) -> int:
+    if columns.source_row is None:
+        return 0
+    text = cells[columns.source_row]
+    return int(text) if text.isdigit() else 0
 
 
 def _problem(parameters: Mapping[str, str]) -> tuple[str | None, str]:

@@ -1,44 +1,51 @@
-"""One run of `provisioner create`: plan, send, record, report; signals and stopping."""
+"""One run of `provisioner create`: file -> rows -> plan -> dispatch -> send -> ledger and files."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import signal
-import threading
+import shlex
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from types import FrameType
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from provisioner.client import Attempt, Credentials, FlexClient
+from provisioner.cells import key_fingerprint, spreadsheet_changed
+from provisioner.client import Credentials, TwilioClient
+from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
-from provisioner.errors import ConfigError, ExitCode, InputError
+from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
+from provisioner.limits import AccountLimits
+from provisioner.outcome import ROW_KEY, LookupResult, Outcome, Status
+from provisioner.plan import Decision, plan
 from provisioner.report import (
     REORDER_LIMIT,
-    Outcome,
     RedactingFilter,
     ResultFiles,
-    Status,
     Summary,
-    status_counts,
+    Tally,
+    WriterFactory,
 )
-from provisioner.retry import Clock, RateLimiter, Sleep, retry_policy
-from provisioner.rows import Columns, Repeats, Row, RowBuilder
-from provisioner.table import Table, open_table
+from provisioner.report_html import write_report
+from provisioner.retry import Clock, Sleep
+from provisioner.rows import Columns, Repeats, Row, RowBuilder, names_address_column
+from provisioner.send import RowSender, SendSettings
+from provisioner.stopping import Stopping
+from provisioner.table import Table, open_table, snapshot_input
+from provisioner.writers import CsvWriter, XlsxWriter
 
 log = logging.getLogger("provisioner")
 
-MAX_FAILURES_IN_A_ROW = 20
-PREVIEW_ROWS = 10
+MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
+PREVIEW_ROWS = 10  # rows and warnings shown before "and so on"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -50,10 +57,11 @@ class RunOptions:
     out_dir: Path = Path("outputs")
     run_id: str | None = None
     concurrency: int = 8
-    rate: float | None = 20.0
+    rate: float | None = 5.0
     max_attempts: int = 5
     timeout: float = 30.0
     base_url: str = ""
+    conversations_url: str = ""
     dry_run: bool = False
     sandbox: bool = False
     force: bool = False
@@ -63,6 +71,17 @@ class RunOptions:
     encoding: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
+    header_row: int | None = None
+    lookups: bool = True
+    lookup_lag: float = 10.0
+    xlsx: bool = False
+    rerun_options: tuple[str, ...] = ()  # the options a rerun repeats, as command-line words
+    settings: Mapping[str, object] = field(default_factory=dict)  # value and source, per option
+
+    @property
+    def ledger_file(self) -> Path:
+        """The ledger: --ledger, else OUT/ledger.sqlite."""
+        return self.ledger_path or self.out_dir / "ledger.sqlite"
 
 
 @dataclass(frozen=True)
@@ -74,17 +93,24 @@ class Progress:
     counts: Mapping[Status, int]
     requests: int
     elapsed: float
+    throttled: int = 0
+    rate: float | None = None
+    concurrency: int = 0
+    stopped: bool = False
 
 
 @dataclass
 class Runtime:
-    """What tests replace: sleeping, the clock, the environment, what people are told."""
+    """What tests replace: sleeping, the clocks, the environment, streams, what people see."""
 
     sleep: Sleep | None = None  # None: a real sleep that a stop interrupts
     clock: Clock = time.monotonic
+    wall_clock: Clock = time.time
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     say: Callable[[str], None] = lambda line: None
     progress: Callable[[Progress], None] = lambda progress: None
+    stderr_isatty: bool = False
+    stdin: BinaryIO | None = None
 
 
 def check_run_id(run_id: str) -> str:
@@ -96,53 +122,76 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
-    """Run `provisioner create` from options to written outputs; returns the summary."""
-    table = open_table(
-        options.input_path,
-        encoding=options.encoding,
-        delimiter=options.delimiter,
-        sheet=options.sheet,
-    )
-    columns = Columns.resolve(table.headers, options.columns)
-    planned = _check_every_row(table, columns)
-    if options.strict and planned.invalid:
-        raise InputError(
-            f"--strict: {planned.invalid} invalid rows; nothing was sent. "
-            "--dry-run lists them, with the reasons, in errors.csv"
-        )
-    with ExitStack() as stack:
-        base_url, credentials = _endpoint(options, runtime, credentials, stack)
-        ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
-        ledger = (
-            stack.enter_context(open_ledger(ledger_path, _scope(options, base_url, credentials)))
-            if credentials is not None
-            else None
-        )
-        run_id, run_dir = _run_folder(options)
-        stack.enter_context(_run_log(run_dir / "run.log", credentials))
-        run = _Run(options, runtime, table, columns, planned, ledger, run_id, run_dir)
-        if credentials is None:
-            runtime.say("dry run without credentials: the ledger was not consulted")
-        if credentials is None or options.dry_run:
-            return run.execute(None, base_url, ledger_path)
-        client = FlexClient(
-            base_url, credentials, timeout=options.timeout, pool_size=options.concurrency
-        )
-        stack.callback(client.close)
-        return run.execute(client, base_url, ledger_path)
-    raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow)
+@dataclass(frozen=True)
+class _Endpoint:
+    base_url: str
+    conversations_url: str
+    credentials: Credentials | None
+    scope: str
 
 
 @dataclass(frozen=True)
 class _Checked:
+    table: Table
+    columns: Columns
     rows: int
     invalid: int
     repeats: Repeats
 
 
-def _check_every_row(table: Table, columns: Columns) -> _Checked:
-    """Read the whole input once before sending, so a broken file sends nothing."""
+def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
+    """Run `provisioner create` from options to written outputs; returns the summary."""
+    with ExitStack() as stack:
+        endpoint = _endpoint(options, runtime, credentials, stack)
+        ledger = None
+        if endpoint.credentials is not None:
+            ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
+        run_id, run_dir = _run_folder(options)
+        try:
+            checked = _check_input(options, runtime, run_dir)
+        except BaseException:
+            _remove_run_folder(run_dir)
+            raise
+        stack.enter_context(_run_log(run_dir / "run.log", endpoint.credentials))
+        run = _Run(options, runtime, checked, endpoint, ledger, run_id, run_dir)
+        if endpoint.credentials is None:
+            runtime.say("dry run without credentials: the ledger was not consulted")
+        if endpoint.credentials is None or options.dry_run:
+            return run.plan_only()
+        assert endpoint.credentials is not None
+        client = TwilioClient(
+            endpoint.base_url,
+            endpoint.conversations_url,
+            endpoint.credentials,
+            timeout=options.timeout,
+            pool_size=options.concurrency,
+            env=runtime.env,
+        )
+        stack.callback(client.close)
+        return run.send_all(client)
+    raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow)
+
+
+def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> _Checked:
+    """Snapshot the input into the run folder and read it whole before sending anything."""
+    source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
+    try:
+        return _read_whole(options, source)
+    except InputError as error:
+        # The snapshot is what is read; the operator knows the file by the name they gave.
+        raise InputError(str(error).replace(str(source), str(options.input_path))) from error
+
+
+def _read_whole(options: RunOptions, source: Path) -> _Checked:
+    table = open_table(
+        source,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        sheet=options.sheet,
+        header_row=options.header_row,
+        looks_like_header=lambda cells: names_address_column(cells, options.columns),
+    )
+    columns = Columns.resolve(table.headers, options.columns)
     builder = RowBuilder(columns)
     rows = invalid = 0
     for number, cells in table.rows():
@@ -150,31 +199,32 @@ def _check_every_row(table: Table, columns: Columns) -> _Checked:
         if builder.build(number, cells).problem is not None:
             invalid += 1
     if not rows:
-        raise InputError(f"{table.path}: has a header row but no data rows")
+        raise InputError(f"{options.input_path}: has a header row but no data rows")
     repeats = builder.repeats()
-    return _Checked(rows, invalid + repeats.duplicate_rows, repeats)
+    checked = _Checked(table, columns, rows, invalid + repeats.duplicate_rows, repeats)
+    if options.strict and checked.invalid:
+        raise InputError(
+            f"--strict: {checked.invalid} invalid rows; nothing was sent. "
+            "--dry-run lists them, with the reasons, in errors.csv"
+        )
+    return checked
 
 
 def _endpoint(
     options: RunOptions, runtime: Runtime, credentials: Credentials | None, stack: ExitStack
-) -> tuple[str, Credentials | None]:
-    """The API root and credentials to use; starts the in-process emulator for --sandbox."""
+) -> _Endpoint:
+    """The API roots and credentials to use; starts the in-process emulator for --sandbox."""
     if options.sandbox:
         emulator = stack.enter_context(Emulator())
         runtime.say(
             f"sandbox: sending to a local emulator at {emulator.url}; nothing reaches Twilio"
         )
-        return emulator.url, Credentials(emulator.username, emulator.secret, "sandbox")
+        sandbox = Credentials(emulator.username, emulator.secret, "sandbox")
+        return _Endpoint(emulator.url, emulator.url, sandbox, "sandbox")
     if credentials is None and not options.dry_run:
         raise ConfigError("no credentials")  # the CLI checks first; this guards other callers
-    return options.base_url, credentials
-
-
-def _scope(options: RunOptions, base_url: str, credentials: Credentials) -> str:
-    """Ledger entries belong to an account on an API host; a sandbox never counts as real."""
-    if options.sandbox:
-        return "sandbox"
-    return f"{credentials.account}@{urlsplit(base_url).netloc}"
+    scope = f"{credentials.account}@{urlsplit(options.base_url).netloc}" if credentials else ""
+    return _Endpoint(options.base_url, options.conversations_url, credentials, scope)
 
 
 def _run_folder(options: RunOptions) -> tuple[str, Path]:
@@ -193,14 +243,25 @@ def _run_folder(options: RunOptions) -> tuple[str, Path]:
             run_id = f"{base}-{number}"
         run_dir = options.out_dir / run_id
     try:
-        run_dir.mkdir(parents=True)
+        options.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run_dir.mkdir(mode=0o700)
+        run_dir.chmod(0o700)  # whatever the umask: customer data is the owner's only
     except OSError as error:
         raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror})") from error
     return run_id, run_dir
 
 
+def _remove_run_folder(run_dir: Path) -> None:
+    """A run refused before it started leaves no folder behind."""
+    for path in sorted(run_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    run_dir.rmdir()
+
+
 @contextmanager
 def _run_log(path: Path, credentials: Credentials | None) -> Iterator[None]:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(descriptor)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(RedactingFilter([credentials.secret] if credentials else []))
@@ -216,232 +277,193 @@ def _run_log(path: Path, credentials: Credentials | None) -> Iterator[None]:
 
 
 class _Run:
-    """The sending phase: one instance per run, shared by the worker threads."""
+    """The state of one run: its parts, and the pipeline from decisions to written files."""
 
     def __init__(
         self,
         options: RunOptions,
         runtime: Runtime,
-        table: Table,
-        columns: Columns,
-        planned: _Checked,
+        checked: _Checked,
+        endpoint: _Endpoint,
         ledger: Ledger | None,
         run_id: str,
         run_dir: Path,
     ) -> None:
         self.options = options
         self.runtime = runtime
-        self.table = table
-        self.columns = columns
-        self.total = planned.rows
-        self.repeats = planned.repeats
+        self.checked = checked
+        self.endpoint = endpoint
         self.ledger = ledger
         self.run_id = run_id
         self.run_dir = run_dir
-        self.stopping = threading.Event()
-        self.stop_reason = ""
-        self.limiter = RateLimiter(options.rate, runtime.clock)
-        self.sleep: Sleep = runtime.sleep or self._interruptible_sleep
-        # One policy for all workers: tenacity keeps each call's state thread-local.
-        self.policy = retry_policy(options.max_attempts, self.sleep, self.stopping)
-        self.requests = 0
-        self.forced = 0
+        self.stopping = Stopping(runtime.say)
+        self.limits = AccountLimits(options.rate, options.concurrency, runtime.clock)
+        self.tally = Tally()
+        self.started_at, self.started = utc_now(), runtime.clock()
+        self.started_wall = runtime.wall_clock()
         self.warnings: list[str] = []
-        self._requests_lock = threading.Lock()
+        self.forced = 0
+        self.duplicates: list[dict[str, object]] = []
+        self.lookups_refused = ""
+        self.files = ResultFiles(
+            run_dir,
+            checked.columns.carried_headers,
+            _writer_factories(options, checked.table, checked.columns),
+        )
+        self.in_flight_before = len(ledger.unsettled()) if ledger else 0
+        self._describe()
 
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self.stopping.wait(seconds)
-
-    def stop(self, reason: str) -> None:
-        """Stop taking new rows; requests in flight finish."""
-        if not self.stopping.is_set():
-            self.stop_reason = reason
-            self.stopping.set()
-            log.warning("stopping: %s", reason)
-            self.runtime.say(f"stopping: {reason}; finishing requests in flight")
-
-    def execute(self, client: FlexClient | None, base_url: str, ledger_path: Path) -> Summary:
-        """Send every row that needs it and write the outputs; returns the summary."""
+    def _describe(self) -> None:
         options = self.options
-        started_at, started = utc_now(), self.runtime.clock()
-        in_flight_before = self.ledger.in_flight_count() if self.ledger else 0
         log.info(
             "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s, max attempts %d%s",
             self.run_id,
             options.input_path,
-            self.total,
-            base_url,
+            self.checked.rows,
+            self.endpoint.base_url,
             options.concurrency,
             options.rate or "unlimited",
             options.max_attempts,
             ", dry run" if options.dry_run else "",
         )
-        if in_flight_before:
-            log.warning(
-                "%d rows were in flight when an earlier run ended abruptly", in_flight_before
-            )
+        for line in self.checked.columns.describe():
+            log.info("column %s", line)
+            self.runtime.say(f"column {line}")
+        if self.in_flight_before:
+            log.warning("%d rows of earlier runs are unsettled", self.in_flight_before)
             self.runtime.say(
-                f"warning: {in_flight_before} rows were in flight when an earlier run was killed; "
-                "they may exist at Twilio and are flagged in ambiguous_attempts"
+                f"{_rows(self.in_flight_before)} of earlier runs may exist at Twilio unrecorded "
+                "(a run was killed, or an answer was lost); they are looked up before any is "
+                "sent again"
             )
-        if self.ledger and not options.dry_run:
-            self.ledger.begin_run(self.run_id, str(options.input_path), forced=options.force)
-        files = ResultFiles(self.run_dir, self.columns.carried_headers)
-        with _signals_stop(self):
-            if client is None:
-                self._plan_only(files, started)
-            else:
-                self._send_all(client, files, started)
-        files.close()
-        counts = status_counts(files.counts)
-        exit_code = self._exit_code(files.counts)
-        if self.ledger and not options.dry_run:
-            self.ledger.end_run(
-                self.run_id, exit_code=exit_code, counts=counts, stop_reason=self.stop_reason
-            )
-        summary_path = self.run_dir / "summary.json"
-        summary = Summary(
-            run_id=self.run_id,
-            input=str(options.input_path),
-            started_at=started_at,
-            ended_at=utc_now(),
-            duration_seconds=round(self.runtime.clock() - started, 3),
-            rows=self.total,
-            counts=counts,
-            invalid_reasons=dict(files.invalid_reasons.most_common()),
-            requests_sent=self.requests,
-            exit_code=int(exit_code),
-            stop_reason=self.stop_reason,
-            dry_run=options.dry_run,
-            warnings=self.warnings,
-            forced_rows=self.forced,
-            ambiguous_rows=files.ambiguous_rows,
-            in_flight_from_earlier_runs=in_flight_before,
-            rate={
-                "requested": options.rate,
-                "settled": self.limiter.settled_rate,
-                "final": self.limiter.rate,
-                "lowest": self.limiter.lowest_rate,
-                "throttled_429": self.limiter.throttled,
-            },
-            base_url=base_url,
-            ledger=str(ledger_path) if self.ledger else "",
-            files={
-                "results": str(files.results_path),
-                "errors": str(files.errors_path),
-                "log": str(self.run_dir / "run.log"),
-                "summary": str(summary_path),
-            },
-            rerun_command=self._rerun_command(files),
-        )
-        summary.write(summary_path)
-        log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
-        return summary
 
-    def _exit_code(self, counts: Mapping[Status, int]) -> ExitCode:
-        if self.stopping.is_set():
-            return ExitCode.STOPPED
-        if counts.get(Status.INVALID) or counts.get(Status.FAILED):
-            return ExitCode.ROWS_FAILED
-        return ExitCode.OK
+    def decisions(self) -> Iterator[tuple[int, Decision]]:
+        """Every row of the input, in order, with what to do with it."""
+        builder = RowBuilder(self.checked.columns, self.checked.repeats)
+        for sequence, (number, cells) in enumerate(self.checked.table.rows()):
+            row = builder.build(number, cells).with_identity(self.endpoint.scope or "dry-run")
+            entry = self.ledger.lookup(row.key) if self.ledger else None
+            changed_from = self._changed_from(row) if entry is None else None
+            decision = plan(row, entry, force=self.options.force, changed_from=changed_from)
+            if decision.forced:
+                self.forced += 1
+                log.info("row %d (%s): creating again (--force)", row.number, row.key)
+            yield sequence, decision
 
-    def _rerun_command(self, files: ResultFiles) -> str:
-        if all(
-            files.counts.get(s, 0) == 0
-            for s in (Status.FAILED, Status.NOT_ATTEMPTED, Status.INVALID)
-        ):
-            return ""
-        out = "" if self.options.out_dir == Path("outputs") else f" --out {self.options.out_dir}"
-        sandbox = " --sandbox" if self.options.sandbox else ""
-        return f"provisioner create {files.errors_path}{out}{sandbox}"
+    def _changed_from(self, row: Row) -> Entry | None:
+        fingerprint = key_fingerprint(row.key)
+        if self.ledger is None or fingerprint is None or row.problem is not None:
+            return None
+        for entry in self.ledger.created_with_fingerprint(fingerprint):
+            if spreadsheet_changed(entry.row_key, row.key):
+                return entry
+        return None
 
-    def _rows(self) -> Iterator[tuple[int, Row]]:
-        builder = RowBuilder(self.columns, self.repeats)
-        for sequence, (number, cells) in enumerate(self.table.rows()):
-            yield sequence, builder.build(number, cells)
-
-    def _plan_only(self, files: ResultFiles, started: float) -> None:
+    def plan_only(self) -> Summary:
         """--dry-run: every row's outcome as far as it can be known without sending."""
         previews = 0
-        for sequence, row in self._rows():
-            outcome, _ = self._plan(row)
+        for sequence, decision in self.decisions():
+            outcome = decision.outcome
             if outcome is None:
-                self._check_pre_engagement(row)
+                self._warn(decision.row.pre_engagement_warning())
                 if previews < PREVIEW_ROWS:
                     previews += 1
-                    fields = " ".join(f"{k}={v!r}" for k, v in row.parameters.items())
-                    self.runtime.say(f"would send row {row.number}: {fields}")
+                    fields = " ".join(f"{k}={v!r}" for k, v in decision.row.parameters.items())
+                    self.runtime.say(f"would send row {decision.row.number}: {fields}")
                 outcome = Outcome(Status.NOT_ATTEMPTED, error_message="dry run: would be sent")
-            files.add(sequence, row, outcome)
+            self._write(sequence, decision.row, outcome)
         if previews == PREVIEW_ROWS:
-            self.runtime.say(f"... and so on: every row is in {files.results_path}")
-        self._report(files, started)
+            self.runtime.say(f"... and so on: every row is in {self.files.results_path}")
+        return self._finish()
 
-    def _send_all(self, client: FlexClient, files: ResultFiles, started: float) -> None:
-        """Send the rows that need it on worker threads; the ledger is written here only.
-
-        Rows are marked in flight in small batches as they are handed to the workers, and
-        outcomes are recorded in one commit per wake-up, before they are written anywhere
-        else: a handful of commits a second instead of two per row.
-        """
+    def send_all(self, client: TwilioClient) -> Summary:
+        """Send every row that needs it, recording each outcome before writing it."""
         assert self.ledger is not None
         ledger = self.ledger
-        concurrency = self.options.concurrency
-        window, refill_below = 2 * concurrency, concurrency + (concurrency + 1) // 2
-        pending: dict[Future[Outcome], tuple[int, Row, Entry | None]] = {}
-        batch: list[tuple[int, Row, Entry | None]] = []
-        failures_in_a_row = 0
+        sleep = self.runtime.sleep or self.stopping.sleep
+        sender = RowSender(
+            client,
+            self.limits,
+            self.stopping,
+            SendSettings(self.options.max_attempts, self.options.lookups, self.options.lookup_lag),
+            sleep=sleep,
+            clock=self.runtime.clock,
+            wall_clock=self.runtime.wall_clock,
+        )
+        ledger.begin_run(self.run_id, str(self.options.input_path), forced=self.options.force)
+        dispatcher: Dispatcher[tuple[int, Decision], Outcome] = Dispatcher(
+            lambda job: sender.send(job[1]),
+            concurrency=self.options.concurrency,
+            stopping=self.stopping,
+            ready=lambda job: job[1].outcome,
+            not_sent=lambda job: self._not_sent(job[1]),
+            cut_off=lambda job: self._cut_off(job[1]),
+            on_start=lambda jobs: self._mark_in_flight([decision for _, decision in jobs]),
+            backlog=lambda: self.files.waiting,
+            backlog_limit=REORDER_LIMIT,
+        )
+        streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
+        rechecks: list[tuple[Row, Outcome]] = []
+        with self.stopping.on_signals():
+            for finished in dispatcher.run(self.decisions()):
+                with ledger.transaction():
+                    for (_, decision), outcome in finished:
+                        self._record(decision, outcome)
+                for (sequence, decision), outcome in finished:
+                    self._write(sequence, decision.row, outcome)
+                    reason = streak.add(outcome)
+                    if reason:
+                        self.stopping.stop(reason)
+                    if outcome.status is Status.CREATED and outcome.ambiguous_attempts:
+                        rechecks.append((decision.row, outcome))
+                self._progress()
+            if rechecks and self.options.lookups and not self.stopping.abandoned.is_set():
+                self._final_check(sender, rechecks)
+        self.lookups_refused = sender.lookups_refused
+        return self._finish()
 
-        def submit(executor: ThreadPoolExecutor) -> None:
-            with ledger.transaction():
-                for _, row, _ in batch:
-                    ledger.mark_in_flight(row.key, self.run_id)
-            for sequence, row, prior in batch:
-                future = executor.submit(self._provision, client, row, prior)
-                pending[future] = (sequence, row, prior)
-            batch.clear()
+    def _final_check(self, sender: RowSender, rechecks: list[tuple[Row, Outcome]]) -> None:
+        """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
+        sleep = self.runtime.sleep or self.stopping.sleep
+        sleep(self.options.lookup_lag)  # the index has seen the last creation by then
+        assert self.ledger is not None
+        amended: dict[str, Outcome] = {}
+        for row, outcome in rechecks:
+            checked = sender.recheck(row, outcome, since=self.started_wall)
+            if checked != outcome:
+                amended[row.key] = checked
+                self.tally.amend(outcome, checked)
+                with self.ledger.transaction():
+                    self.ledger.record_lookup(
+                        row.key,
+                        lookup=checked.lookup.value,
+                        duplicate_sids=" ".join(checked.duplicate_sids),
+                    )
+        if amended:
+            self.files.amend(amended)
+        self.duplicates = [
+            {"row_key": key, "conversation_sid": o.conversation_sid, "others": o.duplicate_sids}
+            for key, o in amended.items()
+            if o.lookup is LookupResult.DUPLICATES
+        ]
 
-        def collect() -> None:
-            nonlocal failures_in_a_row
-            done, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
-            finished = [(pending.pop(future), future.result()) for future in done]
-            with ledger.transaction():
-                for (_, row, prior), outcome in finished:
-                    self._record(row, prior, outcome)
-            for (sequence, row, _), outcome in finished:
-                files.add(sequence, row, outcome)
-                if outcome.status is Status.CREATED:
-                    failures_in_a_row = 0
-                elif outcome.exhausted:
-                    failures_in_a_row += 1
-                    if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-                        self.stop(f"{failures_in_a_row} rows in a row failed after every retry")
-            self._report(files, started)
+    def _mark_in_flight(self, decisions: Sequence[Decision]) -> bool:
+        """Mark rows in flight before they are sent; a ledger that cannot say so stops the run."""
+        assert self.ledger is not None
+        try:
+            with self.ledger.transaction():
+                for decision in decisions:
+                    row = decision.row
+                    self.ledger.mark_in_flight(row.key, self.run_id, row.identity)
+        except LedgerError as error:
+            self.stopping.stop(str(error))
+            return False
+        return True
 
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="send") as executor:
-            for sequence, row in self._rows():
-                outcome, prior = self._plan(row)
-                if outcome is None and self.stopping.is_set():
-                    outcome = Outcome(Status.NOT_ATTEMPTED, error_message=self._not_sent_message())
-                if outcome is not None:
-                    files.add(sequence, row, outcome)
-                    continue
-                batch.append((sequence, row, prior))
-                if len(pending) + len(batch) >= window:
-                    submit(executor)
-                    while pending and (
-                        len(pending) >= refill_below or files.waiting >= REORDER_LIMIT
-                    ):
-                        collect()
-            if batch:
-                submit(executor)
-            while pending:
-                collect()
-        self._report(files, started)
-
-    def _record(self, row: Row, prior: Entry | None, outcome: Outcome) -> None:
+    def _record(self, decision: Decision, outcome: Outcome) -> None:
         """Write one finished row to the ledger (inside the caller's transaction)."""
         assert self.ledger is not None
+        row = decision.row
         if outcome.status is Status.CREATED:
             self.ledger.record_created(
                 row.key,
@@ -450,170 +472,203 @@ class _Run:
                 identity=outcome.identity,
                 request_id=outcome.request_id,
                 ambiguous_attempts=outcome.ambiguous_attempts,
+                lookup=outcome.lookup.value,
+                duplicate_sids=" ".join(outcome.duplicate_sids),
+                key_fingerprint=key_fingerprint(row.key),
             )
         elif outcome.status is Status.FAILED:
             self.ledger.record_failed(
-                row.key, self.run_id, ambiguous_attempts=outcome.ambiguous_attempts
+                row.key,
+                self.run_id,
+                ambiguous_attempts=outcome.ambiguous_attempts,
+                lookup=outcome.lookup.value,
             )
-        else:  # never sent: the run stopped before its turn
-            self.ledger.restore(row.key, prior)
+        elif (
+            outcome.status is Status.NOT_ATTEMPTED
+            and decision.to_send
+            and outcome.error_code != "cut_off"  # cut off in flight: it stays in flight
+        ):
+            self.ledger.restore(row.key, decision.prior)
 
-    def _check_pre_engagement(self, row: Row) -> None:
-        """Twilio takes any text, but its web chat expects JSON: warn before it is sent."""
-        text = row.parameters.get("PreEngagementData")
-        if text is None:
+    def _not_sent(self, decision: Decision) -> Outcome:
+        return Outcome(
+            Status.NOT_ATTEMPTED,
+            identity=decision.row.identity,
+            ambiguous_attempts=decision.prior_ambiguous,
+            error_message=self.stopping.not_sent_message,
+        )
+
+    def _cut_off(self, decision: Decision) -> Outcome:
+        return Outcome(
+            Status.NOT_ATTEMPTED,
+            identity=decision.row.identity,
+            ambiguous_attempts=decision.prior_ambiguous + 1,
+            error_code="cut_off",
+            error_message="the run stopped at once with this request in flight; the next run "
+            "looks it up before sending it again",
+        )
+
+    def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
+        for written_row, written in self.files.add(sequence, row, outcome):
+            self.tally.add(written_row, written)
+
+    def _warn(self, warning: str | None) -> None:
+        if warning is None:
             return
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as error:
-            warning = (
-                f"row {row.number}: PreEngagementData is not valid JSON ({error.msg}); "
-                "it would be sent as written"
-            )
-            self.warnings.append(warning)
-            if len(self.warnings) <= PREVIEW_ROWS:
-                self.runtime.say(f"warning: {warning}")
+        self.warnings.append(warning)
+        if len(self.warnings) <= PREVIEW_ROWS:
+            self.runtime.say(f"warning: {warning}")
 
-    def _not_sent_message(self) -> str:
-        return f"not sent: the run stopped ({self.stop_reason})"
-
-    def _report(self, files: ResultFiles, started: float) -> None:
-        done = sum(files.counts.values())
+    def _progress(self) -> None:
+        state = self.limits.state()
         self.runtime.progress(
             Progress(
-                done, self.total, dict(files.counts), self.requests, self.runtime.clock() - started
+                self.tally.done,
+                self.checked.rows,
+                dict(self.tally.counts),
+                state.sent,
+                self.runtime.clock() - self.started,
+                throttled=state.throttled,
+                rate=state.rate,
+                concurrency=state.concurrency,
+                stopped=self.stopping.is_set,
             )
         )
 
-    def _plan(self, row: Row) -> tuple[Outcome | None, Entry | None]:
-        """The outcome known without sending (invalid, existing), and the ledger's entry."""
-        if row.problem is not None:
-            return Outcome(
-                Status.INVALID, error_code=row.problem_code, error_message=row.problem
-            ), None
-        entry = self.ledger.lookup(row.key) if self.ledger else None
-        if entry is not None and entry.status == "created":
-            if not self.options.force:
-                return Outcome(
-                    Status.EXISTING,
-                    conversation_sid=entry.conversation_sid,
-                    identity=entry.identity,
-                    ambiguous_attempts=entry.ambiguous_attempts,
-                    request_id=entry.request_id,
-                    error_message=f"created earlier, by run {entry.run_id}",
-                ), entry
-            self.forced += 1
-            log.info(
-                "row %d (%s): created by run %s; creating again (--force)",
-                row.number,
-                row.key,
-                entry.run_id,
-            )
-        return None, entry
+    def _exit_code(self) -> ExitCode:
+        if self.stopping.is_set:
+            return ExitCode.STOPPED
+        if self.tally.errors:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.OK
 
-    def _provision(self, client: FlexClient, row: Row, prior: Entry | None) -> Outcome:
-        """Send one row with retries; runs on a worker thread and touches no file."""
-        # A row left in flight by a killed run may exist at Twilio: that try counts as ambiguous.
-        ambiguous = 0
-        if prior is not None and prior.status != "created":
-            ambiguous = prior.ambiguous_attempts + (1 if prior.status == "in_flight" else 0)
-        attempts = 0
-        last: Attempt | None = None
-
-        def one_try() -> Attempt | None:
-            nonlocal attempts, ambiguous, last
-            if self.stopping.is_set():
-                return None
-            delay = self.limiter.reserve()
-            if delay > 0:
-                self.sleep(delay)
-                if self.stopping.is_set():
-                    return None
-            attempts += 1
-            with self._requests_lock:
-                self.requests += 1
-            attempt = client.create_web_chat(row.parameters)
-            last = attempt
-            if attempt.ambiguous:
-                ambiguous += 1
-            if attempt.created:
-                self.limiter.accepted()
-                return attempt
-            if attempt.http_status == 429:
-                self.limiter.throttle(attempt.retry_after)
-            elif attempt.http_status is not None:
-                self.limiter.accepted()
-            log.info(
-                "row %d (%s) try %d: %s %s %s%s",
-                row.number,
-                row.key,
-                attempts,
-                attempt.http_status or "no answer",
-                attempt.error_code,
-                attempt.error_message,
-                f" [{attempt.request_id}]" if attempt.request_id else "",
-            )
-            if attempt.credentials_rejected:
-                self.stop(
-                    f"Twilio rejected the credentials (HTTP {attempt.http_status}); check them"
+    def _finish(self) -> Summary:
+        self.files.close()
+        self._progress()
+        exit_code = self._exit_code()
+        counts = self.tally.status_counts()
+        if self.ledger and not self.options.dry_run:
+            with self.ledger.transaction():
+                self.ledger.end_run(
+                    self.run_id,
+                    exit_code=exit_code,
+                    counts=counts,
+                    stop_reason=self.stopping.reason,
                 )
-            return attempt
+        summary = self._summary(exit_code, counts)
+        summary.write(self.run_dir / "summary.json")
+        write_report(self.run_dir / "report.html", asdict(summary))
+        log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
+        return summary
 
-        self.policy(one_try)
-        if last is None:
-            return Outcome(
-                Status.NOT_ATTEMPTED,
-                ambiguous_attempts=ambiguous,
-                error_message=self._not_sent_message(),
-            )
-        if last.created:
-            return Outcome(
-                Status.CREATED,
-                conversation_sid=last.conversation_sid,
-                identity=last.identity,
-                attempts=attempts,
-                ambiguous_attempts=ambiguous,
-                http_status=last.http_status,
-                error_message=last.error_message,
-                request_id=last.request_id,
-            )
-        exhausted = last.retryable
-        message = last.error_message
-        if exhausted and attempts < self.options.max_attempts:
-            message += " (the run stopped before the next try)"
-            exhausted = False
-        elif exhausted:
-            message += f" (gave up after {attempts} tries)"
-        return Outcome(
-            Status.FAILED,
-            attempts=attempts,
-            ambiguous_attempts=ambiguous,
-            http_status=last.http_status,
-            error_code=last.error_code,
-            error_message=message,
-            request_id=last.request_id,
-            exhausted=exhausted,
+    def _summary(self, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
+        state = self.limits.state()
+        files = {name: str(path) for name, path in self.files.paths.items()}
+        files.update(
+            log=str(self.run_dir / "run.log"),
+            summary=str(self.run_dir / "summary.json"),
+            report=str(self.run_dir / "report.html"),
+        )
+        return Summary(
+            run_id=self.run_id,
+            input=str(self.options.input_path),
+            started_at=self.started_at,
+            ended_at=utc_now(),
+            duration_seconds=round(self.runtime.clock() - self.started, 3),
+            rows=self.checked.rows,
+            counts=counts,
+            invalid_reasons=dict(self.tally.invalid_reasons.most_common()),
+            requests_sent=state.sent,
+            exit_code=int(exit_code),
+            stop_reason=self.stopping.reason,
+            dry_run=self.options.dry_run,
+            warnings=self.warnings,
+            forced_rows=self.forced,
+            ambiguous_rows=self.tally.ambiguous_rows,
+            in_flight_from_earlier_runs=self.in_flight_before,
+            rate={
+                "requested": self.options.rate,
+                "settled": state.settled_rate,
+                "final": state.rate,
+                "lowest": state.lowest_rate,
+                "throttled_429": state.throttled,
+            },
+            limits={
+                "concurrency_requested": self.options.concurrency,
+                "concurrency_settled": state.settled_concurrency,
+                "concurrency_final": state.concurrency,
+                "concurrency_lowest": state.lowest_concurrency,
+            },
+            base_url=self.endpoint.base_url,
+            conversations_url=self.endpoint.conversations_url,
+            ledger=str(self.options.ledger_file) if self.ledger else "",
+            files=files,
+            rerun_command=self._rerun_command(),
+            lookups=self.tally.lookup_counts(),
+            duplicates=self.duplicates,
+            lookups_refused=self.lookups_refused,
+            causes=self.tally.causes.causes(),
+            failing_rows=self.tally.causes.failing_rows(),
+            timeline=self.limits.timeline(),
+            columns=self.checked.columns.describe(),
+            settings=self.options.settings,
+        )
+
+    def _rerun_command(self) -> str:
+        if not self.tally.errors or self.options.dry_run:
+            return ""
+        return shlex.join(
+            ["provisioner", "create", str(self.files.errors_path), *self.options.rerun_options]
         )
 
 
-@contextmanager
-def _signals_stop(run: _Run) -> Iterator[None]:
-    """SIGINT and SIGTERM stop the run gracefully; a second signal ends it at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class FailureStreak:
+    """Rows that failed one after another; too many mean every row will (a dead endpoint)."""
 
-    def handle(number: int, frame: FrameType | None) -> None:
-        name = signal.Signals(number).name
-        if run.stopping.is_set():
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-            return
-        run.stop(f"interrupted by {name}")
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.last_kind = ""
 
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    def add(self, outcome: Outcome) -> str:
+        """Count one finished row; returns why to stop, or ''."""
+        if outcome.status is Status.CREATED:
+            self.count = 0
+            return ""
+        if outcome.status is not Status.FAILED or outcome.error_code == "lookup_failed":
+            return ""
+        # Retryable failures that exhausted their tries count together, whatever the code;
+        # a refusal counts only with the rows refused the same way before it.
+        kind = "exhausted" if outcome.exhausted else outcome.error_code
+        if kind != self.last_kind:
+            self.count = 0
+        self.count += 1
+        self.last_kind = kind
+        if self.count < self.limit:
+            return ""
+        if outcome.exhausted:
+            return f"{self.count} rows in a row failed after every retry"
+        return (
+            f"{self.count} rows in a row failed with the same error "
+            f"({outcome.error_code or outcome.http_status}: {outcome.error_message})"
+        )
+
+
+def _writer_factories(
+    options: RunOptions, table: Table, columns: Columns
+) -> dict[str, WriterFactory]:
+    """CSV always; xlsx too when the input is a workbook or --xlsx asks for it.
+
+    In the CSVs, keys are written so that a spreadsheet keeps them as text (`'00123`).
+    """
+    keys = [ROW_KEY]  # row numbers survive a spreadsheet as numbers; keys must stay text
+    if columns.customer_id is not None:
+        keys.append(columns.headers[columns.customer_id])
+    factories: dict[str, WriterFactory] = {".csv": partial(CsvWriter, key_columns=keys)}
+    if options.xlsx or table.is_workbook:
+        factories[".xlsx"] = XlsxWriter
+    return factories
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
+from provisioner.cells import unescape_cell
+from provisioner.cli import cli
 from provisioner.emulator import Fault
-from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS
+from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS, derive_identity
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,
     Cli,
+    SleepsUntilReady,
     customers,
     read_csv,
     read_header,
     read_summary,
     sid,
+    without_derived_identity,
     write_csv,
 )
 
@@ -47,7 +53,7 @@ def test_every_row_is_created_once_with_exactly_its_values(
     results = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert read_header(provisioner.run_dir("r1") / "results.csv") == [*header, *RESULT_COLUMNS]
     sent = sorted(
-        (dict(chat.parameters) for chat in provisioner.emulator.created),
+        (without_derived_identity(chat.parameters) for chat in provisioner.emulator.created),
         key=lambda p: p["AddressSid"],
     )
     assert sent == [
@@ -62,19 +68,26 @@ def test_every_row_is_created_once_with_exactly_its_values(
         {"AddressSid": sid(3), "ChatFriendlyName": "Chat three"},
     ]
     by_sid = {chat.conversation_sid: chat for chat in provisioner.emulator.created}
-    assert [r["row"] for r in results] == ["1", "2", "3"]
+    assert [r["row"] for r in results] == ["2", "3", "4"]  # the header is the sheet's row 1
     assert [r["Notes"] for r in results] == ["keep me", "", "'=1+2"]  # formula-escaped on output
     for result_row in results:
         chat = by_sid[result_row["conversation_sid"]]
         assert result_row["status"] == "created"
         assert result_row["Address SID"] == chat.parameters["AddressSid"]
         assert result_row["request_id"] == chat.request_id
-        assert result_row["identity"] == chat.identity
+        assert result_row["identity"] == chat.identity == chat.parameters["Identity"]
         assert (
             result_row["attempts"],
             result_row["ambiguous_attempts"],
             result_row["http_status"],
         ) == ("1", "0", "201")
+    # Rows without an Identity of their own were sent the one derived from scope and row key.
+    derived = [
+        derive_identity(provisioner.scope, unescape_cell(r["row_key"])) for r in results[1:]
+    ]
+    assert [r["identity"] for r in results] == ["ana", *derived]
+    assert all(identity.startswith("prv-") and len(identity) == 36 for identity in derived)
+    assert len(set(derived)) == 2
     assert read_csv(provisioner.run_dir("r1") / "errors.csv") == []
     summary = read_summary(provisioner.run_dir("r1"))
     assert summary["counts"] == {
@@ -95,7 +108,7 @@ def test_invalid_rows_are_reported_and_the_others_go_on(provisioner: Cli, tmp_pa
         [[sid(1), "a"], ["IG123", "b"], ["", "c"], [sid(2), "d"]],
     )
 
-    result = provisioner("create", str(source), "--run-id", "r1")
+    result = provisioner("create", str(source), "--run-id", "r1", expect=1)
 
     assert result.exit_code == 1
     assert len(provisioner.emulator.created) == 2
@@ -106,8 +119,8 @@ def test_invalid_rows_are_reported_and_the_others_go_on(provisioner: Cli, tmp_pa
         *ERROR_COLUMNS,
     ]
     assert [(e["row"], e["status"], e["error_code"]) for e in errors] == [
-        ("2", "invalid", "invalid_address_sid"),
-        ("3", "invalid", "missing_address_sid"),
+        ("3", "invalid", "invalid_address_sid"),
+        ("4", "invalid", "missing_address_sid"),
     ]
     assert "IG followed by 32 hex digits" in errors[0]["error_message"]
 
@@ -115,7 +128,7 @@ def test_invalid_rows_are_reported_and_the_others_go_on(provisioner: Cli, tmp_pa
 def test_missing_address_column_lists_the_columns_found(provisioner: Cli, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", ["Address", "Name"], [[sid(1), "a"]])
 
-    result = provisioner("create", str(source))
+    result = provisioner("create", str(source), expect=2)
 
     assert result.exit_code == 2
     assert "no AddressSid column; found: Address, Name" in result.stderr
@@ -128,7 +141,7 @@ def test_missing_credentials_name_the_variables_and_send_nothing(
 ) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
 
-    result = provisioner("create", str(source), env={})
+    result = provisioner("create", str(source), env={}, expect=2)
 
     assert result.exit_code == 2
     assert "TWILIO_ACCOUNT_SID" in result.stderr
@@ -171,13 +184,17 @@ def test_503_is_retried_with_backoff_until_it_succeeds(provisioner: Cli, tmp_pat
     )
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
 
-    result = provisioner("create", str(source), "--run-id", "r1")
+    # --rate 0: the default rate's waits would be recorded among the backoffs (sleep is injected)
+    result = provisioner("create", str(source), "--run-id", "r1", "--rate", "0")
 
     assert result.exit_code == 0
     (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert (row["status"], row["attempts"]) == ("created", "3")
     backoffs = [s for s in provisioner.sleeps.calls if s >= 0.25]
     assert len(backoffs) == 2
+    # full jitter, at least 0.25 s: up to 0.5 s before the second try, up to 1 s before the third
+    assert 0.25 <= backoffs[0] <= 0.5
+    assert 0.25 <= backoffs[1] <= 1.0
 
 
 def test_a_row_that_keeps_failing_gives_up_after_max_attempts(
@@ -186,7 +203,7 @@ def test_a_row_that_keeps_failing_gives_up_after_max_attempts(
     provisioner.emulator.script(sid(2), *[Fault(status=503, code=20503)] * 3)
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
 
-    result = provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "3")
+    result = provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "3", expect=1)
 
     assert result.exit_code == 1
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
@@ -197,10 +214,10 @@ def test_a_row_that_keeps_failing_gives_up_after_max_attempts(
     assert "gave up after 3 tries" in rows[0]["error_message"]
     assert rows[0]["request_id"].startswith("RQ")
     (error,) = read_csv(provisioner.run_dir("r1") / "errors.csv")
-    assert (error["row"], error["status"]) == ("1", "failed")
+    assert (error["row"], error["status"]) == ("2", "failed")
 
 
-def test_a_dropped_connection_is_retried_and_flagged_ambiguous(
+def test_a_dropped_connection_is_looked_up_before_sending_again(
     provisioner: Cli, tmp_path: Path
 ) -> None:
     provisioner.emulator.script(sid(2), Fault(drop=True))
@@ -211,33 +228,50 @@ def test_a_dropped_connection_is_retried_and_flagged_ambiguous(
 
     assert result.exit_code == 0
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
-    assert [(r["status"], r["attempts"], r["ambiguous_attempts"]) for r in rows] == [
-        ("created", "2", "1"),
-        ("created", "2", "1"),
+    assert [
+        (r["status"], r["attempts"], r["ambiguous_attempts"], r["lookup"]) for r in rows
+    ] == [
+        ("created", "2", "1", "absent"),  # dropped before creating: sent again
+        ("created", "1", "1", "found"),  # dropped after creating: found, never sent again
     ]
-    # The second drop happened after Twilio created the chat: the flag is how an operator finds it.
-    assert provisioner.emulator.creations("AddressSid", sid(3)) == 2
-    assert "may have a duplicate" in result.stderr
+    assert provisioner.emulator.creations("AddressSid", sid(2)) == 1
+    assert provisioner.emulator.creations("AddressSid", sid(3)) == 1
+    (found,) = provisioner.emulator.conversations_for(rows[1]["identity"])
+    assert rows[1]["conversation_sid"] == found.conversation_sid
+    assert found.parameters["AddressSid"] == sid(3)
 
 
-def test_an_answer_slower_than_timeout_is_retried_and_flagged(
+def test_an_answer_slower_than_timeout_is_looked_up_and_not_sent_again(
     provisioner: Cli, tmp_path: Path
 ) -> None:
     provisioner.emulator.script(sid(2), Fault(delay=1.0))
+    # The lag wait lasts until the slow request has created its web chat, as 10 s would.
+    provisioner.sleeps = SleepsUntilReady(
+        ready=lambda: provisioner.emulator.creations("AddressSid", sid(2)) > 0
+    )
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
 
     result = provisioner("create", str(source), "--run-id", "r1", "--timeout", "0.2")
 
     assert result.exit_code == 0
     (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
-    assert (row["status"], row["attempts"], row["ambiguous_attempts"]) == ("created", "2", "1")
+    assert (row["status"], row["attempts"], row["ambiguous_attempts"], row["lookup"]) == (
+        "created",
+        "1",
+        "1",
+        "found",
+    )
+    # The slow answer's web chat was created: the lookup found it, nothing was sent again.
+    assert provisioner.emulator.creations("AddressSid", sid(2)) == 1
+    (chat,) = provisioner.emulator.created
+    assert row["conversation_sid"] == chat.conversation_sid
 
 
 def test_rejected_credentials_stop_the_run_at_once(provisioner: Cli, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(200))
     env = {"TWILIO_ACCOUNT_SID": provisioner.emulator.username, "TWILIO_AUTH_TOKEN": "wrong"}
 
-    result = provisioner("create", str(source), "--run-id", "r1", "--rate", "0", env=env)
+    result = provisioner("create", str(source), "--run-id", "r1", "--rate", "0", env=env, expect=3)
 
     assert result.exit_code == 3
     assert "rejected the credentials" in result.stderr
@@ -256,7 +290,7 @@ def test_unknown_address_is_not_retried(provisioner: Cli, tmp_path: Path) -> Non
     provisioner.emulator.unknown_addresses.add(sid(2))
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
 
-    result = provisioner("create", str(source), "--run-id", "r1")
+    result = provisioner("create", str(source), "--run-id", "r1", expect=1)
 
     assert result.exit_code == 1
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
@@ -282,6 +316,7 @@ def test_many_failures_in_a_row_stop_the_run(provisioner: Cli, tmp_path: Path) -
         "2",
         "--rate",
         "0",
+        expect=3,
     )
 
     assert result.exit_code == 3
@@ -297,7 +332,7 @@ def test_errors_csv_feeds_straight_back_in(provisioner: Cli, tmp_path: Path) -> 
     source = write_csv(
         tmp_path / "in.csv", [*CUSTOMER_HEADER, "Region"], [[*r, "EMEA"] for r in customers(4)]
     )
-    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 1
+    assert provisioner("create", str(source), "--run-id", "r1", expect=1).exit_code == 1
     provisioner.emulator.unknown_addresses.clear()
 
     errors = provisioner.run_dir("r1") / "errors.csv"
@@ -314,11 +349,11 @@ def test_errors_csv_feeds_straight_back_in(provisioner: Cli, tmp_path: Path) -> 
 def test_dry_run_sends_nothing_and_writes_the_plan(provisioner: Cli, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [*customers(2), ["C9", "bad", "x"]])
 
-    result = provisioner("create", str(source), "--run-id", "r1", "--dry-run")
+    result = provisioner("create", str(source), "--run-id", "r1", "--dry-run", expect=1)
 
     assert result.exit_code == 1
     assert provisioner.emulator.requests == 0
-    assert f"would send row 1: AddressSid='{sid(2)}'" in result.stderr
+    assert f"would send row 2: AddressSid='{sid(2)}'" in result.stderr
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert [r["status"] for r in rows] == ["not_attempted", "not_attempted", "invalid"]
     assert read_summary(provisioner.run_dir("r1"))["dry_run"] is True
@@ -356,7 +391,7 @@ def test_bad_options_exit_2_before_sending(
 ) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
 
-    result = provisioner("create", str(source), *args, base_url=False)
+    result = provisioner("create", str(source), *args, base_url=False, expect=2)
 
     assert result.exit_code == 2
     assert message in result.stderr
@@ -367,7 +402,7 @@ def test_an_existing_run_folder_is_not_overwritten(provisioner: Cli, tmp_path: P
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
     assert provisioner("create", str(source), "--run-id", "r1").exit_code == 0
 
-    result = provisioner("create", str(source), "--run-id", "r1")
+    result = provisioner("create", str(source), "--run-id", "r1", expect=2)
 
     assert result.exit_code == 2
     assert "choose another --run-id" in result.stderr
@@ -378,8 +413,8 @@ def test_the_secret_never_appears_in_any_output(provisioner: Cli, tmp_path: Path
     provisioner.emulator.unknown_addresses.add(sid(3))
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
 
-    result = provisioner("create", str(source), "--run-id", "r1", "--traceback")
-    broken = provisioner("create", str(tmp_path / "missing.csv"), "--traceback")
+    result = provisioner("create", str(source), "--run-id", "r1", "--traceback", expect=1)
+    broken = provisioner("create", str(tmp_path / "missing.csv"), "--traceback", expect=2)
 
     assert result.exit_code == 1
     assert broken.exit_code == 2
@@ -400,8 +435,21 @@ def test_sandbox_needs_no_credentials(provisioner: Cli) -> None:
     assert provisioner.emulator.requests == 0  # the sandbox's own emulator answered
 
 
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command under `group`, as the words that name it, the group itself included."""
+    paths = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
 def test_every_command_help_has_an_example(provisioner: Cli) -> None:
-    for command in ([], ["create"], ["status"], ["emulator"]):
+    commands = _command_paths(cli)
+    assert {("create",), ("status",), ("emulator",)} <= set(commands)  # the walk found them
+    for command in commands:
         result = provisioner(*command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.output, command
@@ -461,6 +509,9 @@ def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> N
                 url,
                 "--rate",
                 "0",
+                # the emulator's index has no lag: waiting 10 s per dropped answer tests nothing
+                "--lookup-lag",
+                "0",
             ],
             env=env,
             capture_output=True,
@@ -484,24 +535,24 @@ def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> N
 def test_a_refused_connection_is_retried_and_never_ambiguous(
     provisioner: Cli, tmp_path: Path
 ) -> None:
-    from provisioner.emulator import Emulator
-
-    closed = Emulator()
-    url = closed.url
-    closed.shutdown()  # nothing listens there any more
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
-
-    result = provisioner(
-        "create",
-        str(source),
-        "--run-id",
-        "r1",
-        "--base-url",
-        url,
-        "--max-attempts",
-        "3",
-        base_url=False,
-    )
+    # A socket bound but never listening refuses every connection, and holding it for the whole
+    # test keeps the port ours: a port just closed could be taken by anything meanwhile.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        result = provisioner(
+            "create",
+            str(source),
+            "--run-id",
+            "r1",
+            "--base-url",
+            url,
+            "--max-attempts",
+            "3",
+            base_url=False,
+            expect=1,
+        )
 
     assert result.exit_code == 1
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")

@@ -9,6 +9,7 @@ import pytest
 
 from provisioner.emulator import Fault
 from provisioner.ledger import MIGRATIONS, SCHEMA_VERSION, open_ledger
+from provisioner.rows import derive_identity
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, sid, write_csv
 
 
@@ -34,7 +35,7 @@ def test_fixed_errors_csv_sends_only_those_rows_then_the_original_sends_nothing(
     rows = customers(4)
     rows[1][1] = "IG-typo"
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
-    assert provisioner("create", str(source), "--run-id", "r1").exit_code == 1
+    assert provisioner("create", str(source), "--run-id", "r1", expect=1).exit_code == 1
     errors = provisioner.run_dir("r1") / "errors.csv"
     fixed = errors.read_text(encoding="utf-8-sig").replace("IG-typo", sid(9))
     errors.write_text(fixed, encoding="utf-8-sig")
@@ -44,7 +45,7 @@ def test_fixed_errors_csv_sends_only_those_rows_then_the_original_sends_nothing(
     assert provisioner.emulator.requests == before + 1
     assert provisioner.emulator.creations("AddressSid", sid(9)) == 1
 
-    rerun = provisioner("create", str(source), "--run-id", "r3")
+    rerun = provisioner("create", str(source), "--run-id", "r3", expect=1)
     statuses = [r["status"] for r in read_csv(provisioner.run_dir("r3") / "results.csv")]
     assert statuses == [
         "existing",
@@ -95,7 +96,7 @@ def test_a_second_run_on_a_locked_ledger_refuses_at_once(provisioner: Cli, tmp_p
 
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
     with open_ledger(provisioner.out / "ledger.sqlite", "someone-else"):
-        result = provisioner("create", str(source), "--run-id", "r1")
+        result = provisioner("create", str(source), "--run-id", "r1", expect=2)
 
     assert result.exit_code == 2
     assert f"another run (pid {os.getpid()})" in result.stderr
@@ -121,7 +122,7 @@ def test_a_ledger_that_is_not_one_is_left_untouched(
     before = ledger.read_bytes()
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
 
-    result = provisioner("create", str(source))
+    result = provisioner("create", str(source), expect=2)
 
     assert result.exit_code == 2
     assert {
@@ -138,7 +139,7 @@ def test_an_older_ledger_is_migrated_forward_and_keeps_its_rows(
 ) -> None:
     ledger = provisioner.out / "ledger.sqlite"
     ledger.parent.mkdir(parents=True)
-    scope = f"{provisioner.emulator.username}@{provisioner.emulator.url.split('//')[1]}"
+    scope = provisioner.scope
     db = sqlite3.connect(ledger)
     for statement in MIGRATIONS[0]:
         db.execute(statement)
@@ -199,10 +200,11 @@ def test_another_account_on_the_same_ledger_is_not_existing(
     ] * 2
 
 
-def test_a_row_left_in_flight_is_sent_again_and_flagged(provisioner: Cli, tmp_path: Path) -> None:
+def test_a_row_left_in_flight_is_looked_up_then_sent_again(
+    provisioner: Cli, tmp_path: Path
+) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
-    scope = f"{provisioner.emulator.username}@{provisioner.emulator.url.split('//')[1]}"
-    with open_ledger(provisioner.out / "ledger.sqlite", scope) as ledger:
+    with open_ledger(provisioner.out / "ledger.sqlite", provisioner.scope) as ledger:
         ledger.mark_in_flight("C2", "killed-run")
 
     result = provisioner("create", str(source), "--run-id", "r1")
@@ -213,6 +215,15 @@ def test_a_row_left_in_flight_is_sent_again_and_flagged(provisioner: Cli, tmp_pa
         ("created", "0"),
         ("created", "1"),
     ]
+    # The killed run's request never reached the emulator: the lookup found nothing, so the row
+    # was sent again, once, with the identity derived for it.
+    identity = derive_identity(provisioner.scope, "C2")
+    assert rows[1]["identity"] == identity
+    assert rows[1]["lookup"] != ""
+    assert provisioner.emulator.lookups >= 1
+    (chat,) = provisioner.emulator.conversations_for(identity)
+    assert chat.conversation_sid == rows[1]["conversation_sid"]
+    assert provisioner.emulator.creations("CustomerFriendlyName", "Customer 2") == 1
     summary = read_summary(provisioner.run_dir("r1"))
     assert (summary["in_flight_from_earlier_runs"], summary["ambiguous_rows"]) == (1, 1)
     assert "were in flight when an earlier run was killed" in result.stderr
@@ -222,7 +233,8 @@ def test_failed_rows_are_sent_again_on_rerun(provisioner: Cli, tmp_path: Path) -
     provisioner.emulator.script(sid(2), *[Fault(status=503)] * 2)
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
     assert (
-        provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "2").exit_code == 1
+        provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "2", expect=1).exit_code
+        == 1
     )
 
     assert provisioner("create", str(source), "--run-id", "r2").exit_code == 0
@@ -252,7 +264,7 @@ def test_status_shows_what_the_ledger_knows(provisioner: Cli, tmp_path: Path) ->
 
 
 def test_status_without_a_ledger_says_so(provisioner: Cli) -> None:
-    result = provisioner("status", "--out", str(provisioner.out))
+    result = provisioner("status", "--out", str(provisioner.out), expect=2)
 
     assert result.exit_code == 2
     assert "no ledger here yet" in result.stderr

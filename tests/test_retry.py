@@ -11,7 +11,8 @@ import pytest
 from provisioner.client import Attempt, Credentials, parse_retry_after, resolve_base_url
 from provisioner.emulator import TokenBucket
 from provisioner.errors import ConfigError
-from provisioner.retry import RateLimiter, retry_policy
+from provisioner.limits import RateLimiter
+from provisioner.retry import retry_policy
 
 
 class FakeClock:

@@ -1,0 +1,204 @@
+"""Settings from provisioner.toml and PROVISIONER_* variables, checked before anything runs.
+
+Precedence is the command line, then the environment, then the file, then the default. cli.py
+carries it out with Click's own machinery: the file's values become the context's `default_map`
+(so Click converts and range-checks them like typed values), each option reads its
+`env_name(...)` variable, and `ctx.get_parameter_source(name)` tells where a value came from.
+This module stays free of Click: it is given the options it may set and their types.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.errors import ConfigError
+
+ENV_PREFIX = "PROVISIONER_"
+CONFIG_NAME = "provisioner.toml"  # looked for in the working directory when --config is absent
+SECTION = "create"  # the table holding create's options; top-level keys work too
+LIST_SEPARATOR = ";"  # between items of a repeatable option in one variable (headers hold spaces)
+MAX_CONFIG_BYTES = 1_000_000  # a settings file is a few hundred bytes; refuse anything absurd
+SUGGESTION_CUTOFF = (
+    0.6  # difflib's similarity above which a known name is offered as "did you mean"
+)
+CREDENTIAL_WORDS = ("token", "secret", "password", "passwd", "credential")
+CREDENTIAL_NAMES = frozenset({"account-sid", "api-key", "auth", "username", "user", "sid"})
+CREDENTIALS_STAY = (
+    "credentials stay in the environment: TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, "
+    "or TWILIO_API_KEY + TWILIO_API_SECRET"
+)
+# What each accepted Python type is called in an error message, and the TOML that gives it.
+TYPE_NAMES: Mapping[type, str] = {
+    str: "text in quotes",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    Path: "a path in quotes",
+    list: 'a list of texts, e.g. ["A=B"], or a table of NAME = "TEXT"',
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An option the file and the environment may set: its command-line name, the parameter
+    it fills, and the Python type of its value (`list` for a repeatable text option)."""
+
+    name: str  # as on the command line without the dashes: "max-attempts"
+    dest: str  # the parameter's name, the key of Click's default_map: "max_attempts"
+    kind: type
+
+
+def option_key(name: str) -> str:
+    """The one spelling of an option name: lower case, dashes (`max_attempts` -> `max-attempts`)."""
+    return name.strip().lstrip("-").replace("_", "-").lower()
+
+
+def env_name(option_name: str) -> str:
+    """The environment variable of an option: `max-attempts` -> `PROVISIONER_MAX_ATTEMPTS`."""
+    return ENV_PREFIX + option_key(option_name).replace("-", "_").upper()
+
+
+def split_list(value: str) -> list[str]:
+    """The items of a repeatable option given in one variable: `;`-separated, blanks dropped."""
+    return [item.strip() for item in value.split(LIST_SEPARATOR) if item.strip()]
+
+
+def find_config(explicit: Path | None, cwd: Path) -> Path | None:
+    """The settings file: --config PATH when given (it must exist), else ./provisioner.toml."""
+    if explicit is not None:
+        path = explicit if explicit.is_absolute() else cwd / explicit
+        if not path.is_file():
+            raise ConfigError(f"--config {explicit}: no such file")
+        return path
+    default = cwd / CONFIG_NAME
+    return default if default.is_file() else None
+
+
+def load_config(
+    path: Path,
+    settings: Collection[Setting],
+    *,
+    section: str = SECTION,
+    other_sections: Collection[str] = (),
+) -> dict[str, object]:
+    """The file's settings for one command, keyed by parameter name (Click's default_map)."""
+    document = _read_toml(path)
+    by_key = {option_key(setting.name): setting for setting in settings}
+    values: dict[str, object] = {}
+    given_at: dict[str, str] = {}
+    for key, value in _entries(path, document, section, other_sections):
+        name = option_key(key)
+        if _is_credential(name) and name not in by_key:
+            raise ConfigError(f"{path}: {key!r} is not allowed in a file; {CREDENTIALS_STAY}")
+        setting = by_key.get(name)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{_closest(name, by_key)}")
+        if setting.dest in values:
+            raise ConfigError(
+                f"{path}: {key!r} is set twice ({given_at[setting.dest]!r} and {key!r}); keep one"
+            )
+        values[setting.dest] = _typed(path, key, value, setting.kind)
+        given_at[setting.dest] = key
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a settings file")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+
+
+def _entries(
+    path: Path, document: Mapping[str, object], section: str, other_sections: Collection[str]
+) -> list[tuple[str, object]]:
+    """Top-level keys and the [section] table's keys; other commands' tables are skipped."""
+    entries: list[tuple[str, object]] = []
+    for key, value in document.items():
+        if key == section:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {section!r} must be a table: [{section}]")
+            entries.extend(value.items())
+        elif key in other_sections:
+            continue
+        else:
+            entries.append((key, value))
+    return entries
+
+
+def _is_credential(name: str) -> bool:
+    bare = name.removeprefix("twilio-")
+    return bare in CREDENTIAL_NAMES or any(word in bare for word in CREDENTIAL_WORDS)
+
+
+def _closest(name: str, known: Collection[str]) -> str:
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=SUGGESTION_CUTOFF)
+    if matches:
+        return f"; did you mean {matches[0]!r}?"
+    return f"; known settings: {', '.join(sorted(known))}"
+
+
+def _typed(path: Path, key: str, value: object, kind: type) -> object:
+    """The value as the option's type, or a ConfigError naming the key and the type expected."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)  # TOML's `rate = 5` is an integer; the option takes any number
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = False
+    elif kind in (str, Path):
+        ok = isinstance(value, str)
+    elif kind is list:
+        return _text_list(path, key, value)
+    else:
+        raise TypeError(f"setting {key!r}: unsupported type {kind!r}")
+    if not ok:
+        got = type(value).__name__
+        raise ConfigError(f"{path}: {key!r} must be {TYPE_NAMES[kind]}, not {got} {value!r}")
+    return value
+
+
+def _text_list(path: Path, key: str, value: object) -> list[str]:
+    """A repeatable option: a list of texts, or a table NAME = "TEXT" read as `NAME=TEXT`."""
+    if isinstance(value, dict) and all(isinstance(item, str) for item in value.values()):
+        return [f"{name}={text}" for name, text in value.items()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ConfigError(f"{path}: {key!r} must be {TYPE_NAMES[list]}")
+
+
+def unknown_env(env: Mapping[str, str], option_names: Collection[str]) -> list[str]:
+    """PROVISIONER_* variables no option reads (typos), each with the closest known name."""
+    known = {env_name(name) for name in option_names}
+    problems = []
+    for variable in sorted(env):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            hint = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=SUGGESTION_CUTOFF)
+            problems.append(f"{variable}{f' (did you mean {hint[0]}?)' if hint else ''}")
+    return problems
+
+
+def source_label(source: str, option_name: str, config_path: Path | None) -> str:
+    """Where a setting came from, in words; `source` is a Click ParameterSource's name."""
+    if source == "COMMANDLINE":
+        return "command line"
+    if source == "ENVIRONMENT":
+        return f"environment ({env_name(option_name)})"
+    if source == "DEFAULT_MAP":
+        return f"file ({config_path})" if config_path is not None else "file"
+    return "default"

@@ -1,0 +1,108 @@
+"""The window of rows in flight: hands rows to worker threads and gives back what finished.
+
+No ledger and no files in here: the caller marks rows in flight (`on_start`) and records what
+finishes, so that this part can be tested with a fake sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Generic, TypeVar
+
+from provisioner.stopping import Stopping
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+COLLECT_EVERY = 0.2  # seconds between checks for a stop while every worker is busy
+# Rows handed out ahead of the workers: enough that none waits, few enough that a hard kill
+# leaves few rows marked in flight (the ledger marks a whole batch at once).
+WINDOW_PER_WORKER = 2
+
+
+class Dispatcher(Generic[Job, Result]):
+    """Runs `work` on at most `concurrency` jobs at once; yields finished jobs in batches.
+
+    Jobs whose result is known without work (`ready`) pass straight through. Once `stopping` is
+    set, jobs not yet handed out get `not_sent(job)`; once it is abandoned, jobs still running
+    get `cut_off(job)` and are no longer waited for.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Job], Result],
+        *,
+        concurrency: int,
+        stopping: Stopping,
+        ready: Callable[[Job], Result | None],
+        not_sent: Callable[[Job], Result],
+        cut_off: Callable[[Job], Result],
+        on_start: Callable[[list[Job]], bool] = lambda jobs: True,
+        backlog: Callable[[], int] = lambda: 0,
+        backlog_limit: int = 10_000,
+    ) -> None:
+        self.work = work
+        self.concurrency = concurrency
+        self.stopping = stopping
+        self.ready = ready
+        self.not_sent = not_sent
+        self.cut_off = cut_off
+        self.on_start = on_start
+        self.backlog = backlog
+        self.backlog_limit = backlog_limit
+        self._pending: dict[Future[Result], Job] = {}
+        self._batch: list[Job] = []
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[list[tuple[Job, Result]]]:
+        """Yield every job with its result, in batches that finished together."""
+        window = WINDOW_PER_WORKER * self.concurrency
+        refill_below = self.concurrency + (self.concurrency + 1) // 2
+        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="send")
+        try:
+            for job in jobs:
+                known = self.ready(job)
+                if known is None and self.stopping.is_set:
+                    known = self.not_sent(job)
+                if known is not None:
+                    yield [(job, known)]
+                    continue
+                self._batch.append(job)
+                if len(self._pending) + len(self._batch) >= window:
+                    refused = self._submit(executor)
+                    if refused:
+                        yield refused
+                    while self._pending and (
+                        len(self._pending) >= refill_below or self.backlog() >= self.backlog_limit
+                    ):
+                        yield from self._collect()
+            if self._batch:
+                if self.stopping.is_set:
+                    yield [(job, self.not_sent(job)) for job in self._batch]
+                    self._batch.clear()
+                else:
+                    refused = self._submit(executor)
+                    if refused:
+                        yield refused
+            while self._pending:
+                yield from self._collect()
+        finally:
+            executor.shutdown(wait=not self.stopping.abandoned.is_set(), cancel_futures=True)
+
+    def _submit(self, executor: ThreadPoolExecutor) -> list[tuple[Job, Result]]:
+        """Hand the batch to the workers, unless `on_start` refuses (then none is sent)."""
+        batch, self._batch = self._batch, []
+        if not self.on_start(list(batch)):
+            return [(job, self.not_sent(job)) for job in batch]
+        for job in batch:
+            self._pending[executor.submit(self.work, job)] = job
+        return []
+
+    def _collect(self) -> Iterator[list[tuple[Job, Result]]]:
+        done, _ = wait(list(self._pending), timeout=COLLECT_EVERY, return_when=FIRST_COMPLETED)
+        finished = [(self._pending.pop(future), future.result()) for future in done]
+        if self.stopping.abandoned.is_set():
+            finished += [(job, self.cut_off(job)) for job in self._pending.values()]
+            self._pending.clear()
+        if finished:
+            yield finished

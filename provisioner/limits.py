@@ -1,0 +1,652 @@
+"""What the account allows: a request rate and a number of requests in flight, learnt from answers.
+
+The model. Twilio limits an account twice, and a 429 does not say which limit it hit: web chat
+creation at 5 requests a second, and error 20429, too many requests in flight on the account
+(shared by every application on it, no Retry-After). The run holds one limit of each kind:
+
+- a rate (`RateLimit`), enforced by booking slots 1/rate apart (`SlotSchedule`, GCRA): each
+  caller books the next slot and sleeps once until it, nothing polls. A pause (Retry-After, else
+  `DEFAULT_PAUSE`) moves the next slot to the pause's end and spaces the slots after it again.
+- a concurrency limit (`ConcurrencyLimit`), enforced by a condition variable.
+
+A 429 is blamed on concurrency when it went out at the concurrency limit, or with more in flight
+than the server has lately accepted (the server refuses that level); on the rate when concurrency
+is not suspected, or when the rate was what held the run back just before (then both are lowered,
+and the wrong one climbs back). Each limit is lowered once per episode: answers to requests sent
+before the last decrease say nothing about the new limit. A 429 on the rate pauses everyone for
+its Retry-After (else `DEFAULT_PAUSE`); one on concurrency alone pauses nobody, as the lower limit
+already holds requests back until answers drain. Each limit climbs back after a stretch of clean
+answers, never above what was asked, never below `MIN_RATE` or one request in flight.
+
+The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
+thin, thread-facing shell over them. Libraries considered: pyrate-limiter and limits enforce a
+fixed rate and learn nothing from answers; aiolimiter is asyncio-only and fixed too; the small
+AIMD packages on PyPI adapt one limit, a rate or a concurrency, never both from one signal.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+# Pauses and floors.
+DEFAULT_PAUSE = 0.5  # a 429 on the rate without Retry-After: the server's bucket refills a little
+MIN_RATE = 0.5  # one request every two seconds still makes progress; a lower rate is a stall
+MIN_CONCURRENCY = 1  # one request in flight is always allowed, or nothing is ever sent
+
+# Measuring what the server accepted before a 429.
+ACCEPTED_WINDOW = 10.0  # seconds of accepted answers measured: evens out a token bucket's burst
+MIN_MEASURE_SPAN = 3.0  # fewer seconds than this measure mostly the server's burst, not its rate
+MEASURED_SHARE = 0.9  # settle under what the server accepted, so its bucket refills between bursts
+PROVEN_ANSWERS = 2  # accepted answers at an in-flight level or above: the server allows it
+
+# Lowering and raising the rate (AIMD with BIC's binary search back to the last rate that was cut).
+RATE_BACKOFF = 0.9  # every rate decrease is at least 10 %: AIMDLimit's default backoff ratio
+EARLY_RATE_BACKOFF = 0.5  # too little data to measure: halve, as TCP does (BIC climbs back fast)
+RATE_PROBE_INTERVAL = 1.0  # seconds of answers without a 429 before the rate climbs a step
+RATE_PROBE_STEP = 0.01  # past what the server took, climb 1 % a step: each overshoot costs 429s
+RATE_LOOKBACK = 1.0  # seconds of sends that tell whether the rate is what holds the run back
+RATE_QUEUED_SHARE = 0.5  # most sends waited for their slot: the rate binds, and is worth growing
+
+# Lowering and raising the concurrency limit (AIMD on 429s, Gradient2's latency signal).
+CONCURRENCY_BACKOFF = 0.9  # AIMDLimit's default backoff ratio
+CONCURRENCY_PROBE_INTERVAL = 5.0  # seconds between tries of one more in flight: a try that finds
+# the account's cap costs a 429 and a retry, so tries must be rare to keep 429s under 3 %
+CONCURRENCY_PROBE_ANSWERS = 50  # and at least this many answers between tries: < 2 % are 429s
+SHORT_LATENCY_SAMPLES = 10  # the recent latency: an average over about the last 10 answers
+LONG_LATENCY_SAMPLES = 200  # the baseline (Gradient2Limit keeps 600 samples; our runs are shorter)
+LATENCY_SPIKE = 2.0  # answers twice as slow as the baseline: the account is queueing us
+LATENCY_CALM = 1.3  # add concurrency only while answers stay within 30 % of the baseline
+
+TIMELINE_POINTS = 2000  # points kept for report.html's chart; adjacent seconds merge beyond this
+
+
+class Answer(Enum):
+    """What came back for one request, as far as the account's limits are concerned."""
+
+    ACCEPTED = "accepted"  # any HTTP answer but 429
+    THROTTLED = "throttled"  # 429
+    NO_ANSWER = "no_answer"  # a transport failure: says nothing about the account's limits
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A concurrency slot held and a rate slot booked, not yet sent."""
+
+    start: float  # when the request may be sent
+    epoch: int  # the schedule's pause count when booked: a pause since voids the booking
+    queued: bool  # it waited for its slot, not for a pause: the rate held it back
+
+
+@dataclass(frozen=True)
+class Permit:
+    """A request being sent: when, and how many were in flight with it (itself included)."""
+
+    sent_at: float
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class LimitsState:
+    """The limits now, where they settled (the values to pass next time), and the lowest."""
+
+    rate: float | None
+    concurrency: int
+    settled_rate: float | None
+    settled_concurrency: int
+    lowest_rate: float | None
+    lowest_concurrency: int
+    throttled: int  # 429s so far
+    sent: int  # requests sent so far
+
+
+def prune(entries: deque[Any], horizon: float) -> None:
+    """Drop entries older than `horizon`; each entry is a time or a tuple starting with one."""
+    while entries:
+        first = entries[0]
+        if (first[0] if isinstance(first, tuple) else first) >= horizon:
+            return
+        entries.popleft()
+
+
+class AcceptedWindow:
+    """The accepted answers of the last `ACCEPTED_WINDOW` seconds: when, and at what in flight."""
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, in_flight: int) -> None:
+        """Record one accepted answer."""
+        self._entries.append((now, in_flight))
+        prune(self._entries, now - ACCEPTED_WINDOW)
+
+    def rate(self, now: float, since: float) -> float | None:
+        """Accepted answers a second since `since`; None if that is too short to tell."""
+        prune(self._entries, now - ACCEPTED_WINDOW)
+        since = max(since, now - ACCEPTED_WINDOW)
+        if now - since < MIN_MEASURE_SPAN:
+            return None
+        return sum(1 for at, _ in self._entries if at >= since) / (now - since)
+
+    def proven(self, in_flight: int, now: float) -> bool:
+        """Whether the server lately accepted requests sent with this many in flight, or more."""
+        prune(self._entries, now - ACCEPTED_WINDOW)
+        accepted = (1 for _, level in self._entries if level >= in_flight)
+        return sum(accepted) >= PROVEN_ANSWERS
+
+
+class SlotSchedule:
+    """GCRA slot booking: each booking takes the next free slot, spaced by the given gap.
+
+    A pause moves the next slot to its end and bumps `epoch`, which voids earlier bookings, so
+    requests resume one gap apart instead of all at once.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.next_slot = now
+        self.paused_until = now
+        self.epoch = 0
+        self._spaced = 0  # bookings after a pause spaced even without a rate (the resume ramp)
+        self._resume_gap = 0.0
+
+    def book(self, now: float, gap: float | None) -> float:
+        """The start of the next slot; `gap` None means no rate, spaced only just after a pause."""
+        start = max(now, self.paused_until)
+        if gap is None:
+            if self._spaced <= 0:
+                return start
+            self._spaced -= 1
+            gap = self._resume_gap
+        start = max(start, self.next_slot)
+        self.next_slot = start + gap
+        return start
+
+    def pause(self, until: float, ramp: int, resume_gap: float) -> None:
+        """Nothing starts before `until`; then `ramp` rate-less bookings are `resume_gap` apart."""
+        if until <= self.paused_until:
+            return
+        self.paused_until = until
+        self.next_slot = until
+        self.epoch += 1
+        self._spaced = ramp
+        self._resume_gap = resume_gap
+
+
+class RateLimit:
+    """The rate the run allows itself: cut on a 429 blamed on it, probed up after clean answers.
+
+    AIMD with BIC's recovery: a cut is at least `RATE_BACKOFF` and goes under what the server
+    accepted before the 429 (or `EARLY_RATE_BACKOFF` with too little data); the climb back
+    halves the distance to what the server took (BIC's binary search), then probes past it
+    `RATE_PROBE_STEP` at a time. With no ceiling (`--rate 0`), a learnt rate that climbs past
+    what the concurrency limit allows anyway is dropped again.
+    """
+
+    def __init__(self, ceiling: float | None, now: float) -> None:
+        self.ceiling = ceiling if ceiling and ceiling > 0 else None  # --rate 0: no ceiling
+        self.rate = self.ceiling
+        self.settled = self.ceiling
+        self.lowest = self.ceiling
+        self.cut_at = -math.inf  # answers to requests sent before this say nothing new
+        self._tested = True  # a request sent since the last cut was accepted: cut again if need be
+        self._goal: float | None = None  # what the server took before the last cut
+        self._stretch_start = now  # no change and no pause since
+        self._recent: deque[tuple[float, bool]] = deque()  # sends of the last RATE_LOOKBACK s
+
+    def gap(self) -> float | None:
+        """Seconds between two slots; None with no rate."""
+        return None if self.rate is None else 1.0 / self.rate
+
+    def sent(self, now: float, queued: bool) -> None:
+        """Note one request sent, and whether it had to wait for its rate slot."""
+        self._recent.append((now, queued))
+
+    def bound(self, now: float) -> bool:
+        """Whether most requests lately waited for their rate slot: the rate held the run back.
+
+        Not the send rate: a run held back by concurrency can send at nearly the rate too.
+        """
+        prune(self._recent, now - RATE_LOOKBACK)
+        queued = sum(1 for _, waited in self._recent if waited)
+        return self.rate is not None and queued > RATE_QUEUED_SHARE * len(self._recent)
+
+    def restart(self, at: float) -> None:
+        """A change or a pause: the stretch of clean answers starts again at `at`."""
+        self._stretch_start = at
+
+    def fresh(self, permit: Permit) -> bool:
+        """Whether a 429 to this request is news: sent after the last cut, and the cut tested.
+
+        A cut is tested once a request sent after it is accepted. Until then, more 429s (a
+        server refusing everything for a while) pause the run but cut no further: each cut
+        would halve a rate that was never tried.
+        """
+        return permit.sent_at > self.cut_at and self._tested
+
+    def cut(self, now: float, accepted_rate: float | None, usable: float | None) -> None:
+        """A 429 blamed on the rate; `usable` is what the concurrency allows without a rate."""
+        current = self.rate if self.rate is not None else usable
+        if current is None:
+            return  # no rate and no latency known yet: the pause alone must do
+        if accepted_rate is None:
+            self._goal = current
+            target = current * EARLY_RATE_BACKOFF
+        else:
+            self._goal = min(current, accepted_rate)
+            target = min(current * RATE_BACKOFF, accepted_rate * MEASURED_SHARE)
+        self.rate = max(MIN_RATE, target)
+        if accepted_rate is not None:
+            self.settled = self.rate  # measured: what to pass next time (a guess is not)
+        self.lowest = self.rate if self.lowest is None else min(self.lowest, self.rate)
+        self.cut_at = now
+        self._tested = False
+        self.restart(now)
+
+    def answered(self, permit: Permit, now: float, usable: float | None) -> None:
+        """An accepted answer: the last cut is tested; after a clean stretch, climb a step."""
+        self._tested = self._tested or permit.sent_at > self.cut_at
+        self._climb(now, usable)
+
+    def _climb(self, now: float, usable: float | None) -> None:
+        """After a clean stretch in which the rate held the run back, raise it one step."""
+        if self.rate is None or self.rate == self.ceiling:
+            return
+        if now - self._stretch_start < RATE_PROBE_INTERVAL:
+            return
+        if self.ceiling is None and usable is not None and self.rate >= usable:
+            self.rate = None  # the concurrency limit holds the run back anyway: no rate needed
+            self.settled = None
+            return
+        if not self.bound(now):
+            return
+        step = self.rate * RATE_PROBE_STEP
+        if self._goal is not None and self.rate < self._goal:
+            step = max(step, (self._goal - self.rate) / 2)
+        self.rate += step
+        if self.ceiling is not None and self.rate >= self.ceiling:
+            self.rate = self.settled = self.ceiling  # back where it was asked to be: that held
+        self.restart(now)
+
+
+class _Average:
+    """An exponential moving average over about `samples` values, a plain mean until then."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self.count = 0
+        self.value = 0.0
+
+    def add(self, value: float) -> None:
+        """Take in one value."""
+        self.count += 1
+        weight = max(2.0 / (self.samples + 1), 1.0 / self.count)
+        self.value += weight * (value - self.value)
+
+
+class ConcurrencyLimit:
+    """How many requests may be in flight: AIMD on 429s, lowered too when answers slow down.
+
+    Follows Netflix's AIMDLimit for the 429s, the loss signal Twilio gives (its 20429 answers at
+    once, so the cap shows in no latency), with Gradient2Limit's comparison of recent latency to
+    a long baseline as a second signal, for a server that queues instead. On a 429 the limit drops
+    to one under the in-flight level that was refused (the cap is below it), and at least by
+    `CONCURRENCY_BACKOFF`; it grows by one after a long clean stretch that reached the limit
+    (AIMD's additive increase, paced like TCP's congestion avoidance, but slower: a probe that
+    finds the cap costs a 429). Vegas was not chosen: it needs a no-load latency that a shared
+    account never shows.
+    """
+
+    def __init__(self, ceiling: int, now: float) -> None:
+        self.ceiling = max(MIN_CONCURRENCY, ceiling)
+        self.limit = self.ceiling
+        self.settled = self.ceiling
+        self.lowest = self.ceiling
+        self.cut_at = -math.inf  # answers to requests sent before this say nothing new
+        self.recent = _Average(SHORT_LATENCY_SAMPLES)
+        self.baseline = _Average(LONG_LATENCY_SAMPLES)
+        self._changed_at = now
+        self._answers = 0  # clean answers since the last change
+        self._reached = False  # whether a request went out at the limit since the last change
+
+    def latency(self) -> float | None:
+        """The baseline latency of an accepted answer, if any was measured."""
+        return self.baseline.value if self.baseline.count else None
+
+    def answered(self, permit: Permit, latency: float, now: float) -> None:
+        """An accepted answer: learn its latency; lower on a spike, or climb after a stretch."""
+        if latency > 0:  # 0 means not measured (lookups)
+            self.recent.add(latency)
+            self.baseline.add(latency)
+        self._answers += 1
+        self._reached = self._reached or permit.in_flight >= self.limit
+        settled = self.baseline.count >= SHORT_LATENCY_SAMPLES
+        ratio = self.recent.value / self.baseline.value if settled else 1.0
+        if ratio >= LATENCY_SPIKE and permit.sent_at > self.cut_at:
+            self._lower(int(self.limit * CONCURRENCY_BACKOFF), now)
+        elif (
+            self.limit < self.ceiling
+            and self._reached
+            and ratio <= LATENCY_CALM
+            and self._answers >= CONCURRENCY_PROBE_ANSWERS
+            and now - self._changed_at >= CONCURRENCY_PROBE_INTERVAL
+        ):
+            self._set(self.limit + 1, now)
+            if self.limit == self.ceiling:
+                self.settled = self.limit
+
+    def refused(self, permit: Permit, now: float) -> None:
+        """A 429 blamed on concurrency: below the refused level, and at least one step down."""
+        if permit.sent_at <= self.cut_at:
+            return
+        self._lower(min(int(self.limit * CONCURRENCY_BACKOFF), permit.in_flight - 1), now)
+
+    def _lower(self, limit: int, now: float) -> None:
+        self._set(max(MIN_CONCURRENCY, limit), now)
+        self.cut_at = now
+        self.settled = self.limit
+        self.lowest = min(self.lowest, self.limit)
+
+    def _set(self, limit: int, now: float) -> None:
+        self.limit = limit
+        self._changed_at = now
+        self._answers = 0
+        self._reached = False
+
+
+class Timeline:
+    """Requests sent and 429s per second, with the limits at the end of each second."""
+
+    def __init__(self, start: float) -> None:
+        self._start = start
+        self._width = 1.0  # seconds per bucket; doubles when the buckets would pass the cap
+        self._buckets: list[list[Any]] = []  # [sent, throttled, rate, concurrency]
+
+    def count(self, now: float, sent: int, throttled: int, rate: float | None, limit: int) -> None:
+        """Add to the bucket of `now`, and note the limits as they are now."""
+        index = max(0, int((now - self._start) / self._width))
+        while index >= TIMELINE_POINTS:
+            self._merge()
+            index = int((now - self._start) / self._width)
+        while len(self._buckets) <= index:
+            self._buckets.append([0, 0, rate, limit])
+        bucket = self._buckets[index]
+        bucket[0] += sent
+        bucket[1] += throttled
+        bucket[2], bucket[3] = rate, limit
+
+    def _merge(self) -> None:
+        """Halve the points: pairs of buckets add up, and keep the later limits."""
+        pairs = (self._buckets[index : index + 2] for index in range(0, len(self._buckets), 2))
+        self._buckets = [
+            [sum(b[0] for b in pair), sum(b[1] for b in pair), *pair[-1][2:]] for pair in pairs
+        ]
+        self._width *= 2
+
+    def points(self) -> list[dict[str, Any]]:
+        """One dict a bucket: t (seconds since the start), sent, throttled, rate, concurrency."""
+        return [
+            {
+                "t": index * self._width,
+                "sent": sent,
+                "throttled": throttled,
+                "rate": None if rate is None else round(rate, 3),
+                "concurrency": limit,
+            }
+            for index, (sent, throttled, rate, limit) in enumerate(self._buckets)
+        ]
+
+
+class Limits:
+    """Both limits and the requests they admit, driven by an explicit `now`: no threads, no sleep.
+
+    A request goes book() -> (sleep until the booking's start) -> begin() -> finish(); cancel()
+    gives a booking back unsent. begin() refuses (None, slot given back) a booking that a pause
+    or a lower concurrency limit has voided since: the caller books again.
+    """
+
+    def __init__(self, rate: float | None, concurrency: int, now: float) -> None:
+        self.rate = RateLimit(rate, now)
+        self.concurrency = ConcurrencyLimit(concurrency, now)
+        self.schedule = SlotSchedule(now)
+        self.accepted = AcceptedWindow()
+        self.timeline = Timeline(now)
+        self.held = 0  # concurrency slots taken: booked, or sent and not yet answered
+        self.in_flight = 0  # sent and not yet answered
+        self.sent = 0
+        self.throttled = 0
+        self._resumed_at = now  # when the last pause ended: what came before it is not measured
+        self._last_latency: float | None = None  # of any answer: until a baseline exists
+
+    def room(self) -> int:
+        """How many more requests the concurrency limit lets in now."""
+        return self.concurrency.limit - self.held
+
+    def book(self, now: float) -> Booking:
+        """Take a concurrency slot (the caller checked room()) and the next rate slot."""
+        self.held += 1
+        earliest = max(now, self.schedule.paused_until)
+        start = self.schedule.book(now, self.rate.gap())
+        return Booking(start, self.schedule.epoch, queued=start > earliest)
+
+    def cancel(self, booking: Booking) -> None:
+        """Give back a booking that will not be sent."""
+        self.held -= 1
+
+    def begin(self, booking: Booking, now: float) -> Permit | None:
+        """The request goes out now; None if its booking was voided (the slot is given back)."""
+        if booking.epoch != self.schedule.epoch or self.held > self.concurrency.limit:
+            self.held -= 1
+            return None
+        self.in_flight += 1
+        self.sent += 1
+        self.rate.sent(now, booking.queued)
+        self._count(now, sent=1)
+        return Permit(now, self.in_flight)
+
+    def finish(
+        self, permit: Permit, answer: Answer, latency: float, retry_after: float | None, now: float
+    ) -> None:
+        """The answer came: free the slot, and learn from it."""
+        self.held -= 1
+        self.in_flight -= 1
+        if answer is not Answer.NO_ANSWER and latency > 0:  # a timeout's latency is the timeout
+            self._last_latency = latency
+        if answer is Answer.ACCEPTED:
+            self.accepted.add(now, permit.in_flight)
+            self.concurrency.answered(permit, latency, now)
+            self.rate.answered(permit, now, self._usable())
+        elif answer is Answer.THROTTLED:
+            self.throttled += 1
+            if self._blame(permit, now) or retry_after is not None:
+                self._pause(now, DEFAULT_PAUSE if retry_after is None else retry_after)
+        self._count(now, throttled=int(answer is Answer.THROTTLED))
+
+    def _blame(self, permit: Permit, now: float) -> bool:
+        """Lower the limit(s) the 429 may have hit; whether the rate may be at fault.
+
+        Concurrency, if the request went out with more in flight than the server has lately
+        accepted (it refuses that level), or at the concurrency limit; the rate, if concurrency
+        is not suspected or the rate was what held the run back just before (then both are
+        lowered: the wrong one climbs back). A 429 blamed on concurrency alone pauses nobody:
+        the lower limit makes requests wait for answers, the pause a concurrency cap asks for.
+        """
+        level = permit.in_flight
+        crowded = level > MIN_CONCURRENCY and (
+            level >= self.concurrency.limit or not self.accepted.proven(level, now)
+        )
+        if crowded:
+            self.concurrency.refused(permit, now)
+            if not self.rate.bound(now):
+                return False
+        if self.rate.fresh(permit):
+            since = self.schedule.paused_until
+            if since > now:  # a 429 during a pause: measure up to the pause before
+                since = self._resumed_at
+            self.rate.cut(now, self.accepted.rate(now, since), self._usable())
+        return True
+
+    def _pause(self, now: float, seconds: float) -> None:
+        """Nothing is sent for `seconds`; then requests resume spaced, not all at once."""
+        if self.schedule.paused_until <= now:
+            self._resumed_at = self.schedule.paused_until
+        latency = self.concurrency.latency() or self._last_latency or 0.0
+        limit = self.concurrency.limit
+        self.schedule.pause(now + seconds, limit, latency / limit)
+        self.rate.restart(self.schedule.paused_until)
+
+    def _usable(self) -> float | None:
+        """Requests a second the concurrency limit allows at the latency measured, if known."""
+        latency = self.concurrency.latency() or self._last_latency
+        return self.concurrency.limit / latency if latency else None
+
+    def _count(self, now: float, sent: int = 0, throttled: int = 0) -> None:
+        self.timeline.count(now, sent, throttled, self.rate.rate, self.concurrency.limit)
+
+    def state(self) -> LimitsState:
+        """The limits now, where they settled, and the lowest."""
+        return LimitsState(
+            rate=self.rate.rate,
+            concurrency=self.concurrency.limit,
+            settled_rate=self.rate.settled,
+            settled_concurrency=self.concurrency.settled,
+            lowest_rate=self.rate.lowest,
+            lowest_concurrency=self.concurrency.lowest,
+            throttled=self.throttled,
+            sent=self.sent,
+        )
+
+
+class AccountLimits:
+    """The account's limits for worker threads: acquire() before each request, release() after."""
+
+    def __init__(self, rate: float | None, concurrency: int, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._limits = Limits(rate, concurrency, clock())
+        self._changed = threading.Condition()  # notified whenever a concurrency slot frees
+
+    def acquire(self, sleep: Sleep, stopping: threading.Event) -> Permit | None:
+        """Wait for a concurrency slot, then sleep until the next rate slot; None if stopping."""
+        while True:
+            with self._changed:
+                while not stopping.is_set() and self._limits.room() <= 0:
+                    self._changed.wait()  # a release() wakes it: no polling
+                if stopping.is_set():
+                    self._changed.notify()  # pass the wake-up on: the next waiter sees the stop
+                    return None
+                booking = self._limits.book(self._clock())
+            delay = booking.start - self._clock()
+            if delay > 0:
+                sleep(delay)
+            with self._changed:
+                if stopping.is_set():
+                    self._limits.cancel(booking)
+                    self._changed.notify()
+                    return None
+                permit = self._limits.begin(booking, self._clock())
+            if permit is not None:
+                return permit
+            # A pause or a lower limit came while sleeping: queue again for a slot after it.
+
+    def release(
+        self, permit: Permit, answer: Answer, latency: float, retry_after: float | None
+    ) -> None:
+        """Report how the request went (latency in seconds, 0 if unmeasured); frees its slot."""
+        with self._changed:
+            self._limits.finish(permit, answer, latency, retry_after, self._clock())
+            room = self._limits.room()
+            if room > 0:
+                self._changed.notify(room)
+
+    def state(self) -> LimitsState:
+        """The limits now, where they settled, and the lowest, for progress and summary.json."""
+        with self._changed:
+            return self._limits.state()
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Per-second points (t, sent, throttled, rate, concurrency), at most ~2000."""
+        with self._changed:
+            return self._limits.timeline.points()
+
+
+LEGACY_CLIMB_ANSWERS = 20  # RateLimiter climbs after at least this many successes...
+LEGACY_CLIMB_SECONDS = 2.0  # ...and at least this many seconds' worth at its rate
+LEGACY_STEP = 0.5  # RateLimiter's smallest climb, in requests a second
+LEGACY_STEP_SHARE = 0.01  # or 1 % of the ceiling, whichever is more
+LEGACY_COOLDOWN = 1.0  # seconds after a pause in which further 429s belong to the same episode
+LEGACY_MIN_SPAN = 1.0  # RateLimiter measures the accepted rate over at least this many seconds
+
+
+class RateLimiter:
+    """The rate-only limiter from before AccountLimits, kept for its tests (test_retry.py).
+
+    Each caller reserves the next slot and sleeps until it. A 429 pauses every caller and lowers
+    the rate to just under what was accepted lately, however little was measured: issue 11
+    replaces that reaction (see Limits); do not use this class for new code.
+    """
+
+    def __init__(self, rate: float | None, clock: Clock = time.monotonic) -> None:
+        self.ceiling = rate
+        self.rate = rate
+        self.throttled = 0
+        self.lowest_rate = rate
+        self.settled_rate = rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_slot = clock()
+        self._paused_until = 0.0
+        self._cooldown_until = 0.0
+        self._successes = 0
+        self._accepted: deque[float] = deque()
+
+    def reserve(self) -> float:
+        """Claim the next sending slot; returns the seconds to sleep before sending."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._paused_until)
+            if self.rate is not None:
+                start = max(start, self._next_slot)
+                self._next_slot = start + 1.0 / self.rate
+            return start - now
+
+    def accepted(self) -> None:
+        """The server took a request (any answer but 429): maybe climb back towards the ceiling."""
+        with self._lock:
+            now = self._clock()
+            self._accepted.append(now)
+            prune(self._accepted, now - ACCEPTED_WINDOW)
+            if self.rate is None or self.ceiling is None or self.rate >= self.ceiling:
+                return
+            self._successes += 1
+            if self._successes >= max(LEGACY_CLIMB_ANSWERS, LEGACY_CLIMB_SECONDS * self.rate):
+                step = max(LEGACY_STEP, self.ceiling * LEGACY_STEP_SHARE)
+                self.rate = min(self.ceiling, self.rate + step)
+                self._successes = 0
+
+    def throttle(self, retry_after: float | None) -> None:
+        """The server answered 429: pause every caller, and lower the rate once per episode."""
+        with self._lock:
+            now = self._clock()
+            self.throttled += 1
+            pause = DEFAULT_PAUSE if retry_after is None else retry_after
+            self._paused_until = max(self._paused_until, now + pause)
+            if now < self._cooldown_until:
+                return
+            prune(self._accepted, now - ACCEPTED_WINDOW)
+            span = max(now - self._accepted[0], LEGACY_MIN_SPAN) if self._accepted else 1.0
+            accepted_rate = len(self._accepted) / span
+            current = self.rate if self.rate is not None else max(accepted_rate, 1.0)
+            target = max(MEASURED_SHARE * accepted_rate, MIN_RATE)
+            self.rate = max(MIN_RATE, min(RATE_BACKOFF * current, target))
+            self.settled_rate = self.rate
+            self.lowest_rate = min(self.lowest_rate or self.rate, self.rate)
+            self._successes = 0
+            self._cooldown_until = now + pause + LEGACY_COOLDOWN

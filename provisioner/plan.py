@@ -1,0 +1,82 @@
+"""What to do with a row, given what the ledger knows of it: a value, with no side effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provisioner.ledger import Entry
+from provisioner.outcome import Outcome, Status
+from provisioner.rows import Row
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One row's plan: an outcome known without sending, or a row to send."""
+
+    row: Row
+    prior: Entry | None = None  # the ledger's entry before this run
+    outcome: Outcome | None = None  # known without sending (invalid, existing, key changed)
+    forced: bool = False  # created before; --force creates it again
+    changed_from: Entry | None = None  # a created key this key is a spreadsheet-mangled copy of
+
+    @property
+    def to_send(self) -> bool:
+        """The row goes to the workers."""
+        return self.outcome is None
+
+    @property
+    def unsettled(self) -> bool:
+        """An earlier run may have created it: look its identity up before sending."""
+        prior = self.prior
+        if prior is None or self.forced:
+            return False
+        return prior.status == "in_flight" or prior.ambiguous_attempts > 0
+
+    @property
+    def prior_ambiguous(self) -> int:
+        """Lost answers of earlier runs; a row left in flight by a killed run counts one more."""
+        prior = self.prior
+        if prior is None or prior.status == "created":
+            return 0
+        return prior.ambiguous_attempts + (1 if prior.status == "in_flight" else 0)
+
+
+def plan(
+    row: Row, entry: Entry | None, *, force: bool, changed_from: Entry | None = None
+) -> Decision:
+    """Decide what to do with `row`; `entry` is the ledger's entry for its key, if any."""
+    if row.problem is not None:
+        return Decision(
+            row,
+            outcome=Outcome(Status.INVALID, error_code=row.problem_code, error_message=row.problem),
+        )
+    if entry is not None and entry.status == "created":
+        if force:
+            return Decision(row, entry, forced=True)
+        return Decision(
+            row,
+            entry,
+            outcome=Outcome(
+                Status.EXISTING,
+                conversation_sid=entry.conversation_sid,
+                identity=entry.identity,
+                ambiguous_attempts=entry.ambiguous_attempts,
+                request_id=entry.request_id,
+                error_message=f"created earlier, by run {entry.run_id}",
+            ),
+        )
+    if changed_from is not None and entry is None and not force:
+        return Decision(
+            row,
+            changed_from=changed_from,
+            outcome=Outcome(
+                Status.INVALID,
+                error_code="key_changed",
+                error_message=(
+                    f"row key {row.key!r} looks like {changed_from.row_key!r} changed by a "
+                    f"spreadsheet, which run {changed_from.run_id} created; restore the "
+                    "original ID (keep it as text), or pass --force to create it anyway"
+                ),
+            ),
+        )
+    return Decision(row, entry)

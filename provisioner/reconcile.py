@@ -1,0 +1,249 @@
+"""`provisioner reconcile`: settle rows by looking them up at Twilio; never creates anything.
+
+Without an input it settles what the ledger shows unsettled (in flight, lost answers,
+duplicates). With an input it looks up every row, recording what already exists, so that a lost
+or deleted ledger is rebuilt without a duplicate.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provisioner.causes import plural
+from provisioner.client import Credentials, TwilioClient
+from provisioner.errors import ExitCode, InputError
+from provisioner.ledger import Entry, Ledger, open_ledger
+from provisioner.limits import AccountLimits, Answer
+from provisioner.outcome import LookupResult
+from provisioner.rows import Columns, RowBuilder, derive_identity, names_address_column
+from provisioner.run import Runtime
+from provisioner.send import LOOKUP_BACKOFF, LOOKUP_TRIES, Settlement, settlement_of
+from provisioner.stopping import Stopping
+from provisioner.table import open_table, snapshot_input
+from provisioner.writers import CsvWriter
+
+RECONCILE_COLUMNS = ("row_key", "identity", "lookup", "conversation_sid", "other_sids", "closed")
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """What `provisioner reconcile` was asked to do."""
+
+    input_path: Path | None
+    out_dir: Path
+    ledger_path: Path | None
+    base_url: str
+    conversations_url: str
+    columns: Mapping[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    header_row: int | None = None
+    close_duplicates: bool = False
+    timeout: float = 30.0
+    rate: float | None = 5.0
+
+
+@dataclass
+class ReconcileResult:
+    """What reconcile found, for the closing lines and the exit code."""
+
+    path: Path
+    counts: Counter[str] = field(default_factory=Counter)
+    closed: int = 0
+
+    def lines(self) -> list[str]:
+        """The end of a reconcile, for people."""
+        found = ", ".join(f"{n} {name}" for name, n in sorted(self.counts.items())) or "nothing"
+        lines = [f"looked up {plural(sum(self.counts.values()), 'row')}: {found}"]
+        if self.closed:
+            lines.append(f"closed {plural(self.closed, 'extra web chat')}")
+        elif self.counts[LookupResult.DUPLICATES]:
+            lines.append("rows with duplicates: pass --close-duplicates to close the extra ones")
+        if self.counts[LookupResult.FAILED]:
+            lines.append("some lookups failed: see the lookup column; run reconcile again later")
+        lines.append(f"reconcile: {self.path}")
+        return lines
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 when every row is settled with no duplicates left."""
+        duplicates = self.counts[LookupResult.DUPLICATES] and not self.closed
+        if self.counts[LookupResult.FAILED] or duplicates:
+            return ExitCode.ROWS_FAILED
+        return ExitCode.OK
+
+
+def reconcile(
+    options: ReconcileOptions, runtime: Runtime, credentials: Credentials
+) -> ReconcileResult:
+    """Look rows up and record what exists; close extra web chats when asked."""
+    scope = f"{credentials.account}@{urlsplit(options.base_url).netloc}"
+    ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
+    with ExitStack() as stack:
+        ledger = stack.enter_context(open_ledger(ledger_path, scope))
+        run_dir = _run_folder(options.out_dir)
+        client = TwilioClient(
+            options.base_url,
+            options.conversations_url,
+            credentials,
+            timeout=options.timeout,
+            pool_size=1,
+            env=runtime.env,
+        )
+        stack.callback(client.close)
+        stopping = Stopping(runtime.say)
+        limits = AccountLimits(options.rate, 1, runtime.clock)
+        sleep = runtime.sleep or stopping.sleep
+        result = ReconcileResult(run_dir / "reconcile.csv")
+        writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
+        try:
+            with stopping.on_signals():
+                for key, identity, entry in _targets(options, ledger, runtime, run_dir, scope):
+                    if stopping.is_set:
+                        break
+                    settlement = _look_up(client, limits, stopping, sleep, identity)
+                    closed = _settle(ledger, client, key, identity, entry, settlement, options)
+                    result.counts[settlement.result] += 1
+                    result.closed += len(closed)
+                    writer.write(_line(key, identity, entry, settlement, closed))
+        finally:
+            writer.close()
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _targets(
+    options: ReconcileOptions, ledger: Ledger, runtime: Runtime, run_dir: Path, scope: str
+) -> Iterator[tuple[str, str, Entry | None]]:
+    """(row key, identity, ledger entry) of every row to look up."""
+    if options.input_path is None:
+        for entry in ledger.unsettled():
+            yield entry.row_key, entry.identity or derive_identity(scope, entry.row_key), entry
+        return
+    source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
+    table = open_table(
+        source,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        sheet=options.sheet,
+        header_row=options.header_row,
+        looks_like_header=lambda cells: names_address_column(cells, options.columns),
+    )
+    columns = Columns.resolve(table.headers, options.columns)
+    first = RowBuilder(columns)
+    for number, cells in table.rows():
+        first.build(number, cells)
+    builder = RowBuilder(columns, first.repeats())
+    seen = False
+    for number, cells in table.rows():
+        row = builder.build(number, cells).with_identity(scope)
+        seen = True
+        if row.problem is None:
+            yield row.key, row.identity, ledger.lookup(row.key)
+    if not seen:
+        raise InputError(f"{options.input_path}: has a header row but no data rows")
+
+
+def _look_up(
+    client: TwilioClient,
+    limits: AccountLimits,
+    stopping: Stopping,
+    sleep: object,
+    identity: str,
+) -> Settlement:
+    backoff = LOOKUP_BACKOFF
+    message = "the run stopped"
+    for _ in range(LOOKUP_TRIES):
+        permit = limits.acquire(sleep, stopping.event)  # type: ignore[arg-type]
+        if permit is None:
+            break
+        lookup = client.find_conversations(identity)
+        answer = Answer.THROTTLED if lookup.throttled else Answer.ACCEPTED
+        limits.release(permit, answer, 0.0, None)
+        if lookup.ok:
+            return settlement_of(lookup.conversations, None)
+        message = lookup.error_message
+        if not lookup.retryable:
+            break
+        sleep(backoff)  # type: ignore[operator]
+        backoff *= 2
+    return Settlement(LookupResult.FAILED, message=message)
+
+
+def _settle(
+    ledger: Ledger,
+    client: TwilioClient,
+    key: str,
+    identity: str,
+    entry: Entry | None,
+    settlement: Settlement,
+    options: ReconcileOptions,
+) -> list[str]:
+    """Record what the lookup found; close the extra web chats when asked. Returns those closed."""
+    found = [conversation.sid for conversation in settlement.conversations]
+    if settlement.result is LookupResult.FAILED:
+        return []
+    if settlement.result is LookupResult.ABSENT:
+        if entry is not None and entry.status == "in_flight":
+            with ledger.transaction():
+                ledger.record_failed(
+                    key,
+                    entry.run_id,
+                    ambiguous_attempts=entry.ambiguous_attempts + 1,
+                    lookup="absent",
+                )
+        return []
+    kept = entry.conversation_sid if entry and entry.conversation_sid in found else found[0]
+    others = [sid for sid in found if sid != kept]
+    closed = []
+    if options.close_duplicates:
+        for sid in others:
+            if client.close_conversation(sid).http_status == 200:
+                closed.append(sid)
+    with ledger.transaction():
+        ledger.record_created(
+            key,
+            entry.run_id if entry else "reconcile",
+            conversation_sid=kept,
+            identity=identity,
+            request_id=entry.request_id if entry else "",
+            ambiguous_attempts=entry.ambiguous_attempts if entry else 0,
+            lookup=settlement.result.value if len(others) > len(closed) else "found",
+            duplicate_sids=" ".join(sid for sid in others if sid not in closed),
+        )
+    return closed
+
+
+def _line(
+    key: str, identity: str, entry: Entry | None, settlement: Settlement, closed: list[str]
+) -> list[str]:
+    found = [conversation.sid for conversation in settlement.conversations]
+    kept = entry.conversation_sid if entry and entry.conversation_sid in found else ""
+    kept = kept or (found[0] if found else "")
+    others = [sid for sid in found if sid != kept]
+    return [
+        key,
+        identity,
+        settlement.result.value if settlement.result.value else "",
+        kept,
+        " ".join(others),
+        " ".join(closed),
+    ]
+
+
+def _run_folder(out_dir: Path) -> Path:
+    base = "reconcile-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir, number = out_dir / base, 1
+    while run_dir.exists():
+        number += 1
+        run_dir = out_dir / f"{base}-{number}"
+    run_dir.mkdir(parents=True, mode=0o700)
+    return run_dir

@@ -1,0 +1,637 @@
+"""report.html: one self-contained page a person opens to see how a run went and what to do.
+
+No script, no font, no image and no style from anywhere else: the page's Content-Security-Policy
+allows inline styles and data: images only, so a browser opening it makes no request. Every value
+is escaped, since customer data and servers' messages are untrusted. The sending rate over time
+is an inline SVG chart drawn here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+EXIT_WORDS = {
+    0: ("every row is created or existing", "ok"),
+    1: ("the run finished; some rows are invalid or failed", "warn"),
+    2: ("nothing was sent (usage, input or configuration)", "bad"),
+    3: ("the run stopped early", "bad"),
+}
+UNKNOWN_EXIT = ("unknown exit code", "bad")
+STATUS_WORDS = {
+    "created": "created by this run",
+    "existing": "created by an earlier run; not sent again",
+    "invalid": "not sent: the row itself is wrong",
+    "failed": "sent, and refused or failed on every try",
+    "not_attempted": "not sent: the run stopped first (or a dry run)",
+}
+LOOKUP_WORDS = {
+    "found": "the web chat existed at Twilio: recorded, not sent again",
+    "absent": "not at Twilio: sending again was safe",
+    "duplicates": "more than one conversation at Twilio for the row",
+    "failed": "the lookup could not answer: flagged, not sent again",
+}
+FAILING_ROWS_PER_CAUSE = 10  # rows listed under each cause; errors.csv has them all
+WARNINGS_SHOWN = 50  # warnings listed on the page; summary.json has them all
+MESSAGE_CHARS = 300  # a server's message is cut here in the page's tables
+ROUND_ABOVE = 100  # rates from here on are shown as whole numbers
+BAR_WIDTH = 200  # pixels of the bar that shows a status's share of all rows
+
+# The chart's geometry in SVG user units; the SVG scales to the page's width.
+CHART_WIDTH, CHART_HEIGHT = 960, 320
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 64, 16, 48
+PLOT_WIDTH = CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+PLOT_HEIGHT = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+Y_TICKS = 5  # about this many gridlines on the vertical axes
+X_TICKS = 8  # about this many time labels
+MAX_CHART_POINTS = 400  # about two pixels a point: more is a zigzag no one can read
+MIN_BAR_WIDTH = 1.0  # a 429 in a narrow bucket still shows as a visible bar
+NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)  # axis steps people read at a glance
+TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+COLOURS = {"sent": "#1f5fbf", "throttled": "#d03030", "rate": "#e08000", "concurrency": "#208040"}
+
+STYLE = """
+:root { color-scheme: light; --muted: #555; --line: #d8d8d8; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: #1a1a1a; background: #fff; margin: 0 auto; max-width: 1100px; padding: 0 20px 40px; }
+h1 { font-size: 1.6em; margin: 24px 0 4px; } h2 { font-size: 1.2em; margin: 32px 0 8px;
+  border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+.verdict { display: inline-block; padding: 4px 10px; border-radius: 4px; font-weight: 600; }
+.ok { background: #e3f4e6; color: #14532d; } .warn { background: #fff3d6; color: #6b4500; }
+.bad { background: #fde2e2; color: #7f1d1d; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0; }
+th, td { text-align: left; vertical-align: top; padding: 5px 8px;
+  border-bottom: 1px solid var(--line); }
+th { background: #f4f4f4; font-weight: 600; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
+dt { color: var(--muted); } dd { margin: 0; }
+code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
+  font-size: 0.92em; }
+pre { background: #f6f6f6; padding: 10px; overflow-x: auto; white-space: pre-wrap;
+  word-break: break-all; }
+.msg { word-break: break-word; max-width: 480px; } .muted { color: var(--muted); }
+td.url { word-break: break-all; max-width: 220px; font-size: 0.9em; }
+table.rows { table-layout: fixed; } table.rows th:nth-child(1) { width: 8%; }
+table.rows th:nth-child(2) { width: 24%; } table.rows th:nth-child(3) { width: 14%; }
+table.rows td { word-break: break-word; }
+.bar { display: inline-block; height: 10px; background: #1f5fbf; vertical-align: middle; }
+.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 6px 20px;
+  margin: 4px 0; }
+.swatch { display: inline-block; width: 22px; height: 0; border-top: 3px solid; margin-right: 6px;
+  vertical-align: middle; } .swatch.box { height: 10px; border-top: 0; }
+svg.chart { width: 100%; height: auto; border: 1px solid var(--line); background: #fff; }
+svg.chart text { font: 12px system-ui, sans-serif; fill: #333; }
+h3 { font-size: 1em; margin: 18px 0 4px; }
+"""
+
+
+def render_report(
+    summary: Mapping[str, Any], failing_rows: Sequence[Mapping[str, Any]] | None = None
+) -> str:
+    """The whole page for one run's summary (summary.json's keys); every value escaped."""
+    rows = failing_rows if failing_rows is not None else summary.get("failing_rows") or ()
+    run_id = str(summary.get("run_id", ""))
+    sections = [
+        _run_section(summary),
+        _counts_section(summary),
+        _causes_section(summary.get("causes") or ()),
+        _failing_section(summary.get("causes") or (), rows),
+        _lookups_section(summary.get("lookups") or {}),
+        _rate_section(summary),
+        _warnings_section(summary.get("warnings") or ()),
+        _rerun_section(str(summary.get("rerun_command") or "")),
+        _settings_section(summary.get("settings") or {}, summary.get("files") or {}),
+    ]
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>provisioner run {_e(run_id)}</title>\n<style>{STYLE}</style></head>\n<body>\n"
+        + "\n".join(section for section in sections if section)
+        + "\n</body></html>\n"
+    )
+
+
+def write_report(
+    path: Path, summary: Mapping[str, Any], failing_rows: Sequence[Mapping[str, Any]] | None = None
+) -> None:
+    """Write report.html atomically, readable by its owner only (it holds customer data)."""
+    text = render_report(summary, failing_rows)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:  # mkstemp makes it 0600
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _e(value: object) -> str:
+    """Text of any value, escaped for HTML text and attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def _number(value: object) -> str:
+    """12,345 for counts; one decimal for rates; a dash when there is no value."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= ROUND_ABOVE:
+            return f"{value:,.0f}"
+        text = f"{value:,.2f}".rstrip("0")  # 4.5, 0.25, 5.0: no noise digits
+        return text + "0" if text.endswith(".") else text
+    return _e(value)
+
+
+def _duration(seconds: object) -> str:
+    value = _finite(seconds)
+    if value is None:
+        return "—"
+    whole = int(value)
+    if whole >= 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m{whole % 60:02d}s"
+    if whole >= 60:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{value:.1f}s"
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _words(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def _run_section(summary: Mapping[str, Any]) -> str:
+    exit_code = summary.get("exit_code")
+    words, tone = UNKNOWN_EXIT
+    if isinstance(exit_code, int):
+        words, tone = EXIT_WORDS.get(exit_code, UNKNOWN_EXIT)
+    facts = [
+        ("input", f"<code>{_e(summary.get('input', ''))}</code>"),
+        ("started", _e(summary.get("started_at", ""))),
+        ("ended", _e(summary.get("ended_at", ""))),
+        ("duration", _duration(summary.get("duration_seconds"))),
+        ("rows in the input", _number(summary.get("rows"))),
+        ("requests sent", _number(summary.get("requests_sent"))),
+        ("exit code", f"{_e(exit_code)}: {_e(words)}"),
+    ]
+    if summary.get("stop_reason"):
+        facts.append(("stopped because", _e(summary["stop_reason"])))
+    if summary.get("dry_run"):
+        facts.append(("dry run", "yes: nothing was sent"))
+    listing = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
+    return (
+        f"<header><h1>Run {_e(summary.get('run_id', ''))}</h1>"
+        f'<p class="verdict {tone}">Exit {_e(exit_code)}: {_e(words)}</p></header>\n'
+        f'<section id="run"><h2>The run</h2><dl>{listing}</dl></section>'
+    )
+
+
+def _counts_section(summary: Mapping[str, Any]) -> str:
+    counts: Mapping[str, Any] = summary.get("counts") or {}
+    total = sum(n for n in counts.values() if isinstance(n, int)) or 1
+    lines = []
+    for status, count in counts.items():
+        share = count / total if isinstance(count, int) else 0.0
+        lines.append(
+            f'<tr><td><strong>{_e(status)}</strong></td><td class="n">{_number(count)}</td>'
+            f'<td class="n">{share:.1%}</td>'
+            f'<td><span class="bar" style="width:{share * BAR_WIDTH:.0f}px">'
+            f'</span></td><td class="muted">{_e(STATUS_WORDS.get(status, ""))}</td></tr>'
+        )
+    return (
+        '<section id="counts"><h2>Rows by status</h2><table><thead><tr><th>status</th>'
+        '<th class="n">rows</th><th class="n">share</th><th></th><th>meaning</th></tr></thead>'
+        f"<tbody>{''.join(lines)}</tbody></table></section>"
+    )
+
+
+def _link(url: object) -> str:
+    """An https link (a person's click, never a load); anything else stays text."""
+    text = str(url or "")
+    if text.startswith("https://"):
+        shown = text.removeprefix("https://").removeprefix("www.")
+        return f'<a href="{_e(text)}" rel="noreferrer noopener">{_e(shown)}</a>'
+    return _e(text)
+
+
+def _causes_section(causes: Sequence[Mapping[str, Any]]) -> str:
+    if not causes:
+        return (
+            '<section id="causes"><h2>Why rows were not created</h2>'
+            "<p>Every row was created or already existed.</p></section>"
+        )
+    lines = []
+    for cause in causes:
+        examples = ", ".join(_e(row) for row in cause.get("example_rows") or ())
+        lines.append(
+            f'<tr><td class="n">{_number(cause.get("count"))}</td>'
+            f"<td><code>{_e(cause.get('code', ''))}</code></td>"
+            f'<td class="msg">{_e(cause.get("meaning", ""))}</td>'
+            f'<td class="msg">{_e(cause.get("next_step", ""))}</td>'
+            f'<td>{examples}</td><td class="url">{_link(cause.get("more_info"))}</td></tr>'
+        )
+    return (
+        '<section id="causes"><h2>Why rows were not created, and what to do</h2><table><thead>'
+        '<tr><th class="n">rows</th><th>code</th><th>what it means</th><th>next step</th>'
+        "<th>e.g. rows</th><th>more</th></tr></thead>"
+        f"<tbody>{''.join(lines)}</tbody></table></section>"
+    )
+
+
+def _failing_section(
+    causes: Sequence[Mapping[str, Any]], failing_rows: Iterable[Mapping[str, Any]]
+) -> str:
+    by_code: dict[str, list[Mapping[str, Any]]] = {}
+    for row in failing_rows:
+        listed = by_code.setdefault(str(row.get("code", "")), [])
+        if len(listed) < FAILING_ROWS_PER_CAUSE:
+            listed.append(row)
+    if not by_code:
+        return ""
+    order = [str(cause.get("code", "")) for cause in causes]
+    order += [code for code in by_code if code not in order]
+    parts = ['<section id="failing"><h2>First failing rows of each cause</h2>']
+    for code in order:
+        if code not in by_code:
+            continue
+        lines = "".join(
+            f'<tr><td class="n">{_e(row.get("row", ""))}</td><td><code>{_e(row.get("key", ""))}'
+            f"</code></td><td>{_e(row.get('status', ''))}</td>"
+            f'<td class="msg">{_e(_cut(row.get("message", "")))}</td></tr>'
+            for row in by_code[code]
+        )
+        parts.append(
+            f'<h3>{_e(code or "no code")}</h3><table class="rows"><thead><tr><th class="n">row</th>'
+            "<th>row key</th><th>status</th><th>message</th></tr></thead>"
+            f"<tbody>{lines}</tbody></table>"
+        )
+    parts.append('<p class="muted">errors.csv lists every row that was not created.</p></section>')
+    return "".join(parts)
+
+
+def _cut(value: object) -> str:
+    text = str(value or "")
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def _lookups_section(lookups: Mapping[str, Any]) -> str:
+    if not lookups or not any(lookups.values()):
+        return (
+            '<section id="lookups"><h2>Lookups at Twilio</h2><p>No answer was lost: '
+            "no row needed looking up.</p></section>"
+        )
+    lines = "".join(
+        f'<tr><td><strong>{_e(name)}</strong></td><td class="n">{_number(count)}</td>'
+        f'<td class="muted">{_e(LOOKUP_WORDS.get(name, ""))}</td></tr>'
+        for name, count in lookups.items()
+    )
+    return (
+        '<section id="lookups"><h2>Lookups at Twilio (rows whose answer was lost)</h2><table>'
+        '<thead><tr><th>result</th><th class="n">rows</th><th>meaning</th></tr></thead>'
+        f"<tbody>{lines}</tbody></table></section>"
+    )
+
+
+def _values_table(title: str, values: Mapping[str, Any]) -> str:
+    if not values:
+        return ""
+    lines = "".join(
+        f'<tr><td>{_e(_words(name))}</td><td class="n">{_number(value)}</td></tr>'
+        for name, value in values.items()
+        if not isinstance(value, (Mapping, list, tuple))
+    )
+    return (
+        f'<table class="values"><thead><tr><th>{_e(title)}</th><th></th></tr></thead>'
+        f"<tbody>{lines}</tbody></table>"
+    )
+
+
+def _rate_section(summary: Mapping[str, Any]) -> str:
+    timeline = [point for point in summary.get("timeline") or () if isinstance(point, Mapping)]
+    return (
+        '<section id="rate"><h2>Sending rate over time</h2>'
+        + _chart(timeline)
+        + _values_table("rate (requests per second)", summary.get("rate") or {})
+        + _values_table(
+            "limits learnt (pass the settled values next time)", summary.get("limits") or {}
+        )
+        + "</section>"
+    )
+
+
+def _warnings_section(warnings: Sequence[Any]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{_e(_cut(warning))}</li>" for warning in warnings[:WARNINGS_SHOWN])
+    more = len(warnings) - WARNINGS_SHOWN
+    tail = f'<p class="muted">… and {more:,} more in summary.json.</p>' if more > 0 else ""
+    return f'<section id="warnings"><h2>Warnings</h2><ul>{items}</ul>{tail}</section>'
+
+
+def _rerun_section(command: str) -> str:
+    if not command:
+        return '<section id="rerun"><h2>Rerun</h2><p>Nothing left to send.</p></section>'
+    return (
+        '<section id="rerun"><h2>Rerun</h2><p>To send the rows still to do, with the same '
+        f"settings:</p><pre><code>{_e(command)}</code></pre></section>"
+    )
+
+
+def _settings_section(settings: Mapping[str, Any], files: Mapping[str, Any]) -> str:
+    parts = []
+    if settings:
+        lines = []
+        for name, setting in settings.items():
+            value, source = (
+                (setting.get("value"), setting.get("source", ""))
+                if isinstance(setting, Mapping)
+                else (setting, "")
+            )
+            lines.append(
+                f"<tr><td><code>{_e(name)}</code></td><td><code>{_e(value)}</code></td>"
+                f'<td class="muted">{_e(source)}</td></tr>'
+            )
+        parts.append(
+            "<table><thead><tr><th>setting</th><th>value</th><th>from</th></tr></thead>"
+            f"<tbody>{''.join(lines)}</tbody></table>"
+        )
+    if files:
+        lines = [
+            f"<tr><td>{_e(name)}</td><td><code>{_e(path)}</code></td></tr>"
+            for name, path in files.items()
+        ]
+        parts.append(
+            "<table><thead><tr><th>file</th><th>path</th></tr></thead>"
+            f"<tbody>{''.join(lines)}</tbody></table>"
+        )
+    if not parts:
+        return ""
+    return '<section id="settings"><h2>Settings and files</h2>' + "".join(parts) + "</section>"
+
+
+# --- the chart ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    start: float
+    end: float
+    sent: float
+    throttled: float
+    rate: float | None
+    concurrency: float | None
+
+    @property
+    def width(self) -> float:
+        return self.end - self.start
+
+
+def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
+    """Timeline points as time buckets, merged down to at most MAX_CHART_POINTS.
+
+    A point (limits.Timeline) counts what was sent and throttled from its `t` until the next
+    point's, and holds the limits as they were at the end of that span.
+    """
+    points = sorted(
+        ((t, point) for point in timeline if (t := _finite(point.get("t"))) is not None),
+        key=lambda pair: pair[0],
+    )
+    starts = [t for t, _ in points]
+    gaps = [later - earlier for earlier, later in pairwise(starts) if later > earlier]
+    typical = sorted(gaps)[len(gaps) // 2] if gaps else 1.0  # the median bucket's width
+    buckets = [
+        _Bucket(
+            start=t,
+            end=max(next_start, t + typical) if next_start is not None else t + typical,
+            sent=max(_finite(point.get("sent")) or 0.0, 0.0),
+            throttled=max(_finite(point.get("throttled")) or 0.0, 0.0),
+            rate=_finite(point.get("rate")),
+            concurrency=_finite(point.get("concurrency")),
+        )
+        for (t, point), next_start in zip(points, [*starts[1:], None][: len(points)], strict=True)
+    ]
+    group = math.ceil(len(buckets) / MAX_CHART_POINTS)
+    if group <= 1:
+        return buckets
+    return [_merged(buckets[index : index + group]) for index in range(0, len(buckets), group)]
+
+
+def _merged(buckets: Sequence[_Bucket]) -> _Bucket:
+    """Adjacent buckets as one; the limits keep their lowest value, so a dip stays visible."""
+    rates = [b.rate for b in buckets if b.rate is not None]
+    limits = [b.concurrency for b in buckets if b.concurrency is not None]
+    return _Bucket(
+        start=buckets[0].start,
+        end=buckets[-1].end,
+        sent=sum(b.sent for b in buckets),
+        throttled=sum(b.throttled for b in buckets),
+        rate=min(rates) if rates else None,
+        concurrency=min(limits) if limits else None,
+    )
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest 1/2/2.5/5 x 10^k that is at least `value`, for an axis's top."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(value))
+    # A hair under `value` still counts, so float noise never pushes 5.0 up to 10.
+    tops = (float(step * magnitude) for step in NICE_STEPS)
+    return next(top for top in tops if top >= value * (1 - 1e-9))
+
+
+def _time_label(seconds: float) -> str:
+    whole = round(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}"
+    if whole >= 60:
+        return f"{whole // 60}m{whole % 60:02d}s" if whole % 60 else f"{whole // 60}m"
+    return f"{whole}s"
+
+
+def _chart(timeline: Sequence[Mapping[str, Any]]) -> str:
+    buckets = _buckets(timeline)
+    if not buckets:
+        return '<p class="muted">No requests were sent in this run: nothing to chart.</p>'
+    start = min(0.0, buckets[0].start)
+    end = max(buckets[-1].end, start + 1.0)
+    per_second = [b.sent / b.width if b.width > 0 else b.sent for b in buckets]
+    throttled_per_second = [b.throttled / b.width if b.width > 0 else b.throttled for b in buckets]
+    rates = [b.rate for b in buckets if b.rate is not None]
+    left_top = _nice_ceiling(max([*per_second, *throttled_per_second, *rates, 1.0]))
+    concurrencies = [b.concurrency for b in buckets if b.concurrency is not None]
+    right_top = _nice_ceiling(max([*concurrencies, 1.0]))
+
+    def x(t: float) -> float:
+        return MARGIN_LEFT + (t - start) / (end - start) * PLOT_WIDTH
+
+    def y_left(value: float) -> float:
+        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / left_top)
+
+    def y_right(value: float) -> float:
+        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / right_top)
+
+    shapes = [_axes(start, end, left_top, right_top, x, y_left)]
+    for bucket, value in zip(buckets, throttled_per_second, strict=True):
+        if value > 0:
+            left = x(max(bucket.start, start))
+            width = max(x(bucket.end) - left, MIN_BAR_WIDTH)
+            top = y_left(value)
+            shapes.append(
+                f'<rect class="throttled" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS["throttled"]}" '
+                'fill-opacity="0.6"/>'
+            )
+    # Throughput at the middle of its bucket; the limits as steps across each bucket.
+    sent_points = [
+        (x((b.start + b.end) / 2), y_left(v)) for b, v in zip(buckets, per_second, strict=True)
+    ]
+    shapes.append(_line("sent", [sent_points], width=2))
+    rate_steps = _steps(buckets, [None if b.rate is None else y_left(b.rate) for b in buckets], x)
+    shapes.append(_line("rate", rate_steps, width=2, dashed=True))
+    concurrency_steps = _steps(
+        buckets, [None if b.concurrency is None else y_right(b.concurrency) for b in buckets], x
+    )
+    shapes.append(_line("concurrency", concurrency_steps, width=2))
+    sent = sum(b.sent for b in buckets)
+    description = (
+        f"{sent:,.0f} requests over {_time_label(end - start)}: on average "
+        f"{sent / (end - start):.1f} requests/s, at most {max(per_second):.1f} requests/s; "
+        f"{sum(b.throttled for b in buckets):,.0f} answered 429"
+    )
+    legend = "".join(
+        f'<li><span class="swatch{extra}" style="{style}"></span>{text}</li>'
+        for extra, style, text in (
+            ("", f"border-color:{COLOURS['sent']}", "requests sent per second"),
+            (" box", f"background:{COLOURS['throttled']}", "429 answers per second"),
+            (
+                "",
+                f"border-color:{COLOURS['rate']};border-top-style:dashed",
+                "rate limit learnt (requests/s)",
+            ),
+            (
+                "",
+                f"border-color:{COLOURS['concurrency']}",
+                "concurrency learnt (requests in flight, right axis)",
+            ),
+        )
+    )
+    return (
+        f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
+        'aria-labelledby="chart-title chart-desc">'
+        '<title id="chart-title">Requests per second, 429 answers and the limits learnt over '
+        f'time</title><desc id="chart-desc">{_e(description)}</desc>'
+        + "".join(shapes)
+        + "</svg>"
+        + f'<ul class="legend">{legend}</ul>'
+        + f'<p class="muted">{_e(description)}.</p>'
+    )
+
+
+def _axes(
+    start: float,
+    end: float,
+    left_top: float,
+    right_top: float,
+    x: Callable[[float], float],
+    y_left: Callable[[float], float],
+) -> str:
+    """Gridlines, tick labels on three axes and their titles."""
+    bottom = MARGIN_TOP + PLOT_HEIGHT
+    right = MARGIN_LEFT + PLOT_WIDTH
+    parts = [
+        f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" '
+        'fill="#fbfbfb" stroke="#bbb"/>'
+    ]
+    for index in range(Y_TICKS + 1):
+        value = left_top * index / Y_TICKS
+        y = y_left(value)
+        parts.append(
+            f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#e4e4e4"/>'
+            f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick(value)}</text>'
+            f'<text x="{right + 6}" y="{y + 4:.1f}">{_tick(right_top * index / Y_TICKS)}</text>'
+        )
+    step = next((s for s in TIME_STEPS if (end - start) / s <= X_TICKS), TIME_STEPS[-1])
+    t = math.ceil(start / step) * step
+    while t <= end + 1e-9:
+        parts.append(
+            f'<line x1="{x(t):.1f}" y1="{bottom}" x2="{x(t):.1f}" y2="{bottom + 5}" stroke="#888"/>'
+            f'<text x="{x(t):.1f}" y="{bottom + 18}" text-anchor="middle">{_time_label(t)}</text>'
+        )
+        t += step
+    middle = MARGIN_TOP + PLOT_HEIGHT / 2
+    parts.append(
+        f'<text x="{MARGIN_LEFT + PLOT_WIDTH / 2}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
+        "time since the run started</text>"
+        f'<text transform="translate(16 {middle}) rotate(-90)" text-anchor="middle">'
+        "requests per second</text>"
+        f'<text transform="translate({CHART_WIDTH - 12} {middle}) rotate(-90)" '
+        'text-anchor="middle">requests in flight</text>'
+    )
+    return "".join(parts)
+
+
+def _tick(value: float) -> str:
+    return f"{value:g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _steps(
+    buckets: Sequence[_Bucket], heights: Sequence[float | None], x: Callable[[float], float]
+) -> list[list[tuple[float, float]]]:
+    """A staircase across the buckets; a bucket with no value (no limit) breaks the line."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for bucket, y in zip(buckets, heights, strict=True):
+        if y is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1] += [(x(bucket.start), y), (x(bucket.end), y)]
+    return [run for run in runs if run]
+
+
+def _line(
+    name: str,
+    runs: Sequence[Sequence[tuple[float, float]]],
+    *,
+    width: float,
+    dashed: bool = False,
+) -> str:
+    """A polyline per run of points; a lone point as a dot so it stays visible."""
+    colour = COLOURS[name]
+    dash = ' stroke-dasharray="6 4"' if dashed else ""
+    parts = []
+    for run in runs:
+        if len(run) == 1:
+            ((px, py),) = run
+            parts.append(
+                f'<circle class="{name}" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>'
+            )
+            continue
+        coordinates = [f"{px:.1f},{py:.1f}" for px, py in run]
+        parts.append(
+            f'<polyline class="{name}" points="{" ".join(coordinates)}" fill="none" '
+            f'stroke="{colour}" stroke-width="{width}"{dash} stroke-linejoin="round"/>'
+        )
+    return "".join(parts)

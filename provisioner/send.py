@@ -1,0 +1,385 @@
+"""One row -> one Outcome: a slot from the account's limits, the client, retries, lookups.
+
+Exactly once: an attempt whose answer was lost (a timeout, a dropped connection, a 2xx that
+could not be read) may have created a web chat, so before any further attempt the row's
+identity is looked up at Twilio. Found: the row is created, never sent again. Absent: sending
+again is safe. The lookup cannot answer: the row is not sent again blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from tenacity import RetryCallState
+
+from provisioner.client import Attempt, FoundConversation, Lookup
+from provisioner.limits import AccountLimits, Answer
+from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.plan import Decision
+from provisioner.retry import Sleep, retry_policy
+from provisioner.rows import Row
+from provisioner.stopping import Stopping
+
+log = logging.getLogger("provisioner")
+
+# Twilio's participant index can lag behind a creation; a lookup sooner than this after the
+# lost answer could miss the web chat. Twilio documents no figure: a few seconds is typical.
+LOOKUP_LAG = 10.0
+LOOKUP_TRIES = 4  # a lookup that fails transiently is tried again, with backoff, this often
+LOOKUP_BACKOFF = 2.0  # seconds before the second lookup try, doubled each time
+# Conversations created this long before a row's first attempt are not its web chat (clock
+# skew between this machine and Twilio is allowed for).
+CLOCK_SKEW = 300.0
+
+
+class WebChatApi(Protocol):
+    """What the sender needs of the client (client.TwilioClient; a fake in tests)."""
+
+    def create_web_chat(self, parameters: Mapping[str, str]) -> Attempt:
+        """POST one web chat."""
+
+    def find_conversations(self, identity: str) -> Lookup:
+        """The conversations an identity takes part in."""
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """How rows are sent."""
+
+    max_attempts: int = 5
+    lookups: bool = True  # False (--no-lookup): rows with a lost answer are sent again blindly
+    lookup_lag: float = LOOKUP_LAG
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a lookup made of a row whose earlier attempt may have created a web chat."""
+
+    result: LookupResult
+    conversations: tuple[FoundConversation, ...] = ()
+    message: str = ""
+
+
+@dataclass
+class RowHistory:
+    """Everything that happened to one row in this run (one worker thread owns it)."""
+
+    row: Row
+    prior_ambiguous: int = 0
+    unsettled: bool = False  # an attempt may have created a web chat that is not recorded
+    since: float | None = None  # wall time of the row's first attempt, if known
+    last_sent: float | None = None  # monotonic time of the last attempt
+    attempts: list[Attempt] = field(default_factory=list)
+    settlements: list[Settlement] = field(default_factory=list)
+
+    @property
+    def ambiguous(self) -> int:
+        """Lost answers, earlier runs' included."""
+        return self.prior_ambiguous + sum(1 for attempt in self.attempts if attempt.ambiguous)
+
+
+Step = Attempt | Settlement | None  # None: the run is stopping
+
+
+def should_retry(step: Step) -> bool:
+    """Retry what Twilio says to retry; a lookup's verdict or a stop ends the row."""
+    return isinstance(step, Attempt) and not step.created and step.retryable
+
+
+class RowSender:
+    """Sends rows; shared by the worker threads (each row's state lives in its RowHistory)."""
+
+    def __init__(
+        self,
+        client: WebChatApi,
+        limits: AccountLimits,
+        stopping: Stopping,
+        settings: SendSettings,
+        *,
+        sleep: Sleep,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self.limits = limits
+        self.stopping = stopping
+        self.settings = settings
+        self.sleep = sleep
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.lookups_refused = ""  # why lookups cannot be made, once they are refused
+        self._refused_lock = threading.Lock()
+        self.policy = retry_policy(
+            settings.max_attempts, sleep, stopping.event, retry=should_retry, after=self._log_try
+        )
+
+    def send(self, decision: Decision) -> Outcome:
+        """Send one row with retries and lookups; runs on a worker thread, touches no file."""
+        prior = decision.prior
+        history = RowHistory(
+            decision.row,
+            prior_ambiguous=decision.prior_ambiguous,
+            unsettled=decision.unsettled,
+            since=_timestamp(prior.first_sent_at) if prior and prior.first_sent_at else None,
+        )
+        if decision.unsettled and prior is not None:
+            # An earlier run's attempt: its index entry has had time unless that run just ended.
+            history.last_sent = self.clock() - max(0.0, self.wall_clock() - prior.updated)
+        self.policy(self._step, history)
+        if (
+            history.unsettled
+            and history.attempts
+            and self.settings.lookups
+            and not self.stopping.abandoned.is_set()
+        ):
+            history.settlements.append(self._settle(history))
+        return outcome_of(history, self.settings.max_attempts, self.stopping.not_sent_message)
+
+    def recheck(self, row: Row, outcome: Outcome, since: float | None) -> Outcome:
+        """The final check of a created row that had a lost answer: one web chat, or more?"""
+        history = RowHistory(row, since=since)
+        settlement = self._look_up(history)
+        return recheck_outcome(outcome, settlement)
+
+    def _step(self, history: RowHistory) -> Step:
+        """One try: settle an earlier lost answer first, then take a slot and send."""
+        if self.stopping.is_set:
+            return None
+        if history.unsettled and self.settings.lookups:
+            settlement = self._settle(history)
+            history.settlements.append(settlement)
+            history.unsettled = False
+            if settlement.result is not LookupResult.ABSENT:
+                return settlement
+        permit = self.limits.acquire(self.sleep, self.stopping.event)
+        if permit is None:
+            return None
+        if history.since is None:
+            history.since = self.wall_clock()
+        attempt = self.client.create_web_chat(history.row.parameters)
+        self.limits.release(permit, _answer(attempt), attempt.latency, attempt.retry_after)
+        history.attempts.append(attempt)
+        history.last_sent = self.clock()
+        if attempt.ambiguous:
+            history.unsettled = True
+        if attempt.credentials_rejected:
+            self.stopping.stop(
+                f"Twilio rejected the credentials (HTTP {attempt.http_status}); check them"
+            )
+        return attempt
+
+    def _settle(self, history: RowHistory) -> Settlement:
+        """Look the row up once the index has had time to show an earlier creation."""
+        if history.last_sent is not None:
+            wait = history.last_sent + self.settings.lookup_lag - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+        return self._look_up(history)
+
+    def _look_up(self, history: RowHistory) -> Settlement:
+        if self.lookups_refused:
+            return Settlement(LookupResult.FAILED, message=self.lookups_refused)
+        identity = history.row.identity
+        backoff = LOOKUP_BACKOFF
+        lookup: Lookup | None = None
+        for number in range(1, LOOKUP_TRIES + 1):
+            if number > 1:
+                self.sleep(backoff)
+                backoff *= 2
+            permit = self.limits.acquire(self.sleep, self.stopping.event)
+            if permit is None:
+                break
+            lookup = self.client.find_conversations(identity)
+            self.limits.release(permit, _lookup_answer(lookup), lookup.latency, lookup.retry_after)
+            if lookup.ok:
+                return settlement_of(lookup.conversations, history.since)
+            if lookup.refused:
+                self._refuse(lookup)
+                return Settlement(LookupResult.FAILED, message=self.lookups_refused)
+            if not lookup.retryable:
+                break
+        reason = lookup.error_message if lookup is not None else "the run stopped"
+        log.info("row %d: lookup of %s failed: %s", history.row.number, identity, reason)
+        return Settlement(LookupResult.FAILED, message=f"the lookup failed: {reason}")
+
+    def _refuse(self, lookup: Lookup) -> None:
+        with self._refused_lock:
+            if self.lookups_refused:
+                return
+            self.lookups_refused = (
+                f"Twilio refused the lookup (HTTP {lookup.http_status}): these credentials "
+                "cannot read Conversations. Grant the API key read access to Conversations "
+                "(ParticipantConversations), or use the Account SID and Auth Token"
+            )
+        log.warning("%s", self.lookups_refused)
+
+    def _log_try(self, retry_state: RetryCallState) -> None:
+        """tenacity's after= hook: a line in run.log for every try that did not succeed."""
+        outcome = retry_state.outcome
+        step = outcome.result() if outcome is not None and not outcome.failed else None
+        if not isinstance(step, Attempt) or step.created:
+            return
+        history = retry_state.args[0]
+        assert isinstance(history, RowHistory)
+        log.info(
+            "row %d (%s) try %d: %s %s %s%s",
+            history.row.number,
+            history.row.key,
+            retry_state.attempt_number,
+            step.http_status or "no answer",
+            step.error_code,
+            step.error_message,
+            f" [{step.request_id}]" if step.request_id else "",
+        )
+
+
+def settlement_of(conversations: tuple[FoundConversation, ...], since: float | None) -> Settlement:
+    """What a complete lookup means for a row whose first attempt was at `since` (wall time)."""
+    if since is not None:
+        conversations = tuple(
+            found
+            for found in conversations
+            if (created := _timestamp(found.date_created)) is None or created >= since - CLOCK_SKEW
+        )
+    conversations = tuple(sorted(conversations, key=lambda found: found.date_created))
+    if not conversations:
+        return Settlement(LookupResult.ABSENT)
+    if len(conversations) == 1:
+        return Settlement(LookupResult.FOUND, conversations)
+    return Settlement(LookupResult.DUPLICATES, conversations)
+
+
+def outcome_of(history: RowHistory, max_attempts: int, not_sent_message: str) -> Outcome:
+    """What a row's attempts and lookups came to (a pure function of its history)."""
+    row, attempts = history.row, history.attempts
+    ambiguous = history.ambiguous
+    settlement = history.settlements[-1] if history.settlements else None
+    lookup = settlement.result if settlement is not None else LookupResult.NONE
+    if settlement is not None and settlement.result in (
+        LookupResult.FOUND,
+        LookupResult.DUPLICATES,
+    ):
+        first, *others = settlement.conversations
+        return Outcome(
+            Status.CREATED,
+            conversation_sid=first.sid,
+            identity=row.identity,
+            attempts=len(attempts),
+            ambiguous_attempts=ambiguous,
+            error_message=_found_message(settlement),
+            lookup=lookup,
+            duplicate_sids=tuple(found.sid for found in others),
+        )
+    last = attempts[-1] if attempts else None
+    if last is not None and last.created:
+        return Outcome(
+            Status.CREATED,
+            conversation_sid=last.conversation_sid,
+            identity=last.identity or row.identity,
+            attempts=len(attempts),
+            ambiguous_attempts=ambiguous,
+            http_status=last.http_status,
+            error_message=last.error_message,
+            request_id=last.request_id,
+            lookup=lookup,
+        )
+    if settlement is not None and settlement.result is LookupResult.FAILED:
+        return Outcome(
+            Status.FAILED,
+            identity=row.identity,
+            attempts=len(attempts),
+            ambiguous_attempts=ambiguous,
+            http_status=last.http_status if last else None,
+            error_code="lookup_failed",
+            error_message=(
+                f"an earlier answer was lost and the web chat may exist; not sent again "
+                f"because {settlement.message}"
+            ),
+            request_id=last.request_id if last else "",
+            lookup=lookup,
+        )
+    if last is None:
+        return Outcome(
+            Status.NOT_ATTEMPTED,
+            identity=row.identity,
+            ambiguous_attempts=ambiguous,
+            error_message=not_sent_message,
+            lookup=lookup,
+        )
+    exhausted = last.retryable
+    message = last.error_message
+    if exhausted and len(attempts) < max_attempts:
+        message += " (the run stopped before the next try)"
+        exhausted = False
+    elif exhausted:
+        message += f" (gave up after {len(attempts)} tries)"
+    return Outcome(
+        Status.FAILED,
+        identity=row.identity,
+        attempts=len(attempts),
+        ambiguous_attempts=ambiguous,
+        http_status=last.http_status,
+        error_code=last.error_code,
+        error_message=message,
+        request_id=last.request_id,
+        lookup=lookup,
+        exhausted=exhausted,
+    )
+
+
+def recheck_outcome(outcome: Outcome, settlement: Settlement) -> Outcome:
+    """A created row after its final lookup: confirmed, or its duplicates named."""
+    if settlement.result is LookupResult.FAILED:
+        return _replace_lookup(outcome, LookupResult.FAILED, outcome.duplicate_sids)
+    found = {conversation.sid for conversation in settlement.conversations}
+    others = tuple(sorted(found - {outcome.conversation_sid}))
+    if others:
+        return _replace_lookup(outcome, LookupResult.DUPLICATES, others)
+    if found:
+        return _replace_lookup(outcome, LookupResult.FOUND, ())
+    return outcome  # nothing in the index yet: it lags; keep what the run knows
+
+
+def _replace_lookup(outcome: Outcome, lookup: LookupResult, others: tuple[str, ...]) -> Outcome:
+    message = outcome.error_message
+    if others:
+        message = (
+            f"{len(others) + 1} web chats exist for this identity; the ledger keeps "
+            f"{outcome.conversation_sid}; `provisioner reconcile --close-duplicates` "
+            "closes the others"
+        )
+    return replace(outcome, lookup=lookup, duplicate_sids=others, error_message=message)
+
+
+def _found_message(settlement: Settlement) -> str:
+    if settlement.result is LookupResult.FOUND:
+        return "an earlier answer was lost; the lookup found its web chat, so it was not sent again"
+    return (
+        f"an earlier answer was lost; the lookup found {len(settlement.conversations)} web chats "
+        "for this identity; `provisioner reconcile --close-duplicates` closes all but the first"
+    )
+
+
+def _answer(attempt: Attempt) -> Answer:
+    if attempt.http_status == 429:
+        return Answer.THROTTLED
+    return Answer.NO_ANSWER if attempt.http_status is None else Answer.ACCEPTED
+
+
+def _lookup_answer(lookup: Lookup) -> Answer:
+    if lookup.throttled:
+        return Answer.THROTTLED
+    return Answer.NO_ANSWER if lookup.http_status is None else Answer.ACCEPTED
+
+
+def _timestamp(text: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time such as Twilio's `2026-11-25T10:00:00Z`."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,260 @@
+"""Writing result tables: CSV row by row, xlsx streamed, small files atomically; owner-only files.
+
+Result files hold customer data, so every file is created readable by its owner only (0600),
+whatever the umask says.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import unicodedata
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+from openpyxl import Workbook
+from openpyxl.cell import Cell, WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+
+from provisioner.cells import escape_formula, escape_key, escape_text, is_spreadsheet_value
+
+PRIVATE_MODE = 0o600  # owner read and write: results name customers
+
+# xlsx layout
+WIDTH_SAMPLE_ROWS = 50  # rows held back to size the columns; the rest stream straight through
+MIN_WIDTH = 6  # characters: a column narrower than this is hard to hit with a mouse
+MAX_WIDTH = 60  # characters: wider pushes the other columns off screen; the cell shows the rest
+WIDTH_PADDING = 2  # characters of air beside the longest text, as Excel's autofit leaves
+TEXT_FORMAT = "@"  # Excel's Text format: what a person types into the cell stays text
+# XML 1.0 cannot hold these characters, so no xlsx cell can; such values are invalid rows
+# (`not_text`), and the CSV keeps them exactly.
+_NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_REPLACEMENT = "\ufffd"
+_SHEET_TITLE_FORBIDDEN = re.compile(r"[\[\]:*?/\\]")
+_SHEET_TITLE_LENGTH = 31  # Excel's limit
+
+
+class TableWriter(Protocol):
+    """A result table written row by row: CSV or xlsx."""
+
+    @property
+    def path(self) -> Path:
+        """Where the finished table is."""
+        ...
+
+    def write(self, cells: Sequence[str]) -> None:
+        """Append one row."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was written so far safe to read, where the format allows."""
+        ...
+
+    def close(self) -> None:
+        """Finish the table."""
+        ...
+
+
+def _open_private(path: Path) -> int:
+    """A file descriptor for writing `path` afresh, mode 0600 whatever the umask or old mode."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+    if hasattr(os, "fchmod"):  # the umask may have taken bits away; an old file keeps its mode
+        os.fchmod(descriptor, PRIVATE_MODE)
+    return descriptor
+
+
+class CsvWriter:
+    """A CSV written row by row and flushed, so a killed run leaves a readable file.
+
+    UTF-8 with a BOM, so that Excel reads it as UTF-8. Cells are formula-escaped; the cells of
+    `key_columns` are also quoted where a spreadsheet would change them (`escape_key`).
+    """
+
+    def __init__(
+        self, path: Path, headers: Sequence[str], *, key_columns: Collection[str] = ()
+    ) -> None:
+        self.path = path
+        self._keys = frozenset(i for i, header in enumerate(headers) if header in key_columns)
+        descriptor = _open_private(path)
+        try:
+            # Kept open across calls and closed by close(): no `with` can hold it.
+            self._stream: IO[str] = open(descriptor, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115
+        except BaseException:
+            os.close(descriptor)
+            raise
+        self._writer = csv.writer(self._stream)
+        self._writer.writerow([escape_formula(header) for header in headers])
+
+    def write(self, cells: Sequence[str]) -> None:
+        """Append one row, formula-escaped and key-escaped."""
+        keys = self._keys
+        self._writer.writerow(
+            [
+                escape_key(cell) if index in keys else escape_formula(cell)
+                for index, cell in enumerate(cells)
+            ]
+        )
+
+    def flush(self) -> None:
+        """Hand what was written to the operating system."""
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Flush and close."""
+        self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(_open_private(temporary), "w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+
+
+class XlsxWriter:
+    """An xlsx workbook of one sheet, every cell text, streamed by openpyxl's write-only mode.
+
+    Cells are stored as strings, so nothing is read as a number, a date or a formula (`=1+2` and
+    `00123` stay as written, with no quote needed). Cells a spreadsheet would convert if typed
+    (numbers, dates, formulas) and empty cells also get Excel's Text format, so that a person
+    editing the cell keeps text. The header row is bold and frozen; column widths come from the
+    header and the first rows. Memory stays flat: rows go to openpyxl's temporary file as they
+    come, and the workbook is written beside `path` and renamed onto it by `close()`, so `path`
+    is never a half-written file.
+    """
+
+    def __init__(self, path: Path, headers: Sequence[str]) -> None:
+        self.path = path
+        self._temporary = path.with_name(f".{path.name}.tmp")
+        self._workbook = Workbook(write_only=True)
+        self._sheet = self._workbook.create_sheet(_sheet_title(path.stem))
+        self._headers = [_xml_text(header) for header in headers]
+        self._held: list[list[str]] | None = []  # None once the columns are sized
+        self._closed = False
+
+    def write(self, cells: Sequence[str]) -> None:
+        """Append one row (the first rows are held back until the column widths are known)."""
+        row = [escape_text(_xml_text(cell)) for cell in cells]
+        if self._held is None:
+            self._append(row)
+            return
+        self._held.append(row)
+        if len(self._held) >= WIDTH_SAMPLE_ROWS:
+            self._start()
+
+    def flush(self) -> None:
+        """Nothing to do: an xlsx is a zip whose index comes last, readable only once closed."""
+
+    def close(self) -> None:
+        """Write the workbook beside `path`, then rename it onto `path`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._held is not None:
+            self._start()
+        with open(_open_private(self._temporary), "wb") as stream:
+            self._workbook.save(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(self._temporary, self.path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        """Size the columns, freeze the header, and write the header and the rows held back."""
+        held, self._held = self._held or [], None
+        sheet = self._sheet
+        for index, width in enumerate(column_widths(self._headers, held), start=1):
+            dimension = sheet.column_dimensions[get_column_letter(index)]
+            dimension.width = width
+            dimension.number_format = TEXT_FORMAT  # for cells left empty, which have no style
+        sheet.freeze_panes = "A2"
+        bold = Font(bold=True)
+        header_cells = []
+        for header in self._headers:
+            cell = self._text_cell(header)
+            cell.font = bold
+            header_cells.append(cell)
+        sheet.append(header_cells)
+        for row in held:
+            self._append(row)
+
+    def _append(self, row: Sequence[str]) -> None:
+        self._sheet.append([self._cell(text) for text in row])
+
+    def _cell(self, text: str) -> Cell | str | None:
+        """A plain string where openpyxl stores it as one; a Text cell where a person could lose it.
+
+        openpyxl would store `=...` as a formula and `#N/A` as an error; Excel would turn a number
+        typed over `00123` into a number. Plain strings are the fast path (most cells).
+        """
+        if not text:
+            return None
+        if text.startswith(("=", "#")) or is_spreadsheet_value(text):
+            return self._text_cell(text)
+        return text
+
+    def _text_cell(self, text: str) -> Cell:
+        cell = WriteOnlyCell(self._sheet, value=text)
+        cell.data_type = "s"  # after the value: openpyxl makes `=...` a formula on assignment
+        cell.number_format = TEXT_FORMAT
+        return cell
+
+
+def column_widths(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[float]:
+    """Readable widths in characters: the longest line of the header or a sampled row, capped."""
+    widths = [_display_width(header) + WIDTH_PADDING + 1 for header in headers]  # +1: bold
+    for row in rows:
+        for index, cell in enumerate(row):
+            needed = _display_width(cell) + WIDTH_PADDING
+            if index < len(widths):
+                widths[index] = max(widths[index], needed)
+            else:
+                widths.append(needed)
+    return [float(min(max(width, MIN_WIDTH), MAX_WIDTH)) for width in widths]
+
+
+def _display_width(text: str) -> int:
+    """Columns the longest line of `text` takes: East Asian wide characters take two."""
+    return max(
+        (
+            sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in line)
+            for line in text.splitlines()
+        ),
+        default=0,
+    )
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_IN_XML.sub(_REPLACEMENT, text)
+
+
+def _sheet_title(stem: str) -> str:
+    return _SHEET_TITLE_FORBIDDEN.sub("_", stem)[:_SHEET_TITLE_LENGTH] or "Sheet1"

@@ -1,0 +1,429 @@
+"""config.py: provisioner.toml and PROVISIONER_* variables; command line > environment > file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from provisioner.config import (
+    CONFIG_NAME,
+    Setting,
+    env_name,
+    find_config,
+    load_config,
+    option_key,
+    source_label,
+    split_list,
+    unknown_env,
+)
+from provisioner.errors import ConfigError
+
+SETTINGS = [
+    Setting("out", "out_dir", Path),
+    Setting("rate", "rate", float),
+    Setting("concurrency", "concurrency", int),
+    Setting("max-attempts", "max_attempts", int),
+    Setting("base-url", "base_url", str),
+    Setting("dry-run", "dry_run", bool),
+    Setting("column", "columns", list),
+]
+OPTION = {setting.dest: setting.name for setting in SETTINGS}  # parameter -> option name
+
+
+def write(tmp_path: Path, text: str, name: str = CONFIG_NAME) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- finding the file -------------------------------------------------------------------------
+
+
+def test_no_config_anywhere_is_fine(tmp_path):
+    assert find_config(None, tmp_path) is None
+
+
+def test_the_working_directory_s_file_is_found(tmp_path):
+    path = write(tmp_path, "rate = 2\n")
+    assert find_config(None, tmp_path) == path
+
+
+def test_an_explicit_path_is_relative_to_the_working_directory(tmp_path):
+    path = write(tmp_path, "rate = 2\n", "cron.toml")
+    write(tmp_path, "rate = 3\n")
+    assert find_config(Path("cron.toml"), tmp_path) == path
+
+
+def test_an_explicit_path_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"--config nope\.toml: no such file"):
+        find_config(Path("nope.toml"), tmp_path)
+
+
+# --- reading it -------------------------------------------------------------------------------
+
+
+def test_create_table_with_dashes_and_typed_values(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        [create]
+        rate = 5
+        concurrency = 4
+        max-attempts = 3
+        base-url = "http://127.0.0.1:8765"
+        dry-run = true
+        out = "runs"
+
+        [create.column]
+        AddressSid = "Address"
+        CustomerFriendlyName = "Customer Name"
+        """,
+    )
+    assert load_config(path, SETTINGS) == {
+        "rate": 5.0,
+        "concurrency": 4,
+        "max_attempts": 3,
+        "base_url": "http://127.0.0.1:8765",
+        "dry_run": True,
+        "out_dir": "runs",
+        "columns": ["AddressSid=Address", "CustomerFriendlyName=Customer Name"],
+    }
+    assert isinstance(load_config(path, SETTINGS)["rate"], float)
+
+
+def test_top_level_keys_with_underscores_and_a_column_list(tmp_path):
+    path = write(tmp_path, 'max_attempts = 2\ncolumn = ["AddressSid=Address"]\n')
+    assert load_config(path, SETTINGS) == {"max_attempts": 2, "columns": ["AddressSid=Address"]}
+
+
+def test_the_same_setting_twice_is_refused(tmp_path):
+    path = write(tmp_path, "max_attempts = 2\n[create]\nmax-attempts = 3\n")
+    with pytest.raises(ConfigError, match="'max-attempts' is set twice"):
+        load_config(path, SETTINGS)
+
+
+def test_other_commands_tables_are_left_to_them(tmp_path):
+    path = write(tmp_path, "rate = 1\n[status]\nruns = 5\n")
+    assert load_config(path, SETTINGS, other_sections={"status"}) == {"rate": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("concurency = 4\n", "unknown setting 'concurency'; did you mean 'concurrency'?"),
+        ("[create]\nbase_ur = 'x'\n", "unknown setting 'base_ur'; did you mean 'base-url'?"),
+        (
+            "verbose = true\n",
+            "unknown setting 'verbose'; known settings: base-url, column, concurrency, dry-run, "
+            "max-attempts, out, rate",
+        ),
+        (
+            "[reconcile]\nrate = 1\n",
+            "unknown setting 'reconcile'; known settings: base-url, column, concurrency, "
+            "dry-run, max-attempts, out, rate",
+        ),
+    ],
+)
+def test_unknown_keys_name_the_closest_option(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, SETTINGS)
+    assert str(error.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('concurrency = "8"\n', "'concurrency' must be a whole number, not str '8'"),
+        ("concurrency = 8.5\n", "'concurrency' must be a whole number, not float 8.5"),
+        ("concurrency = true\n", "'concurrency' must be a whole number, not bool True"),
+        ('dry-run = "yes"\n', "'dry-run' must be true or false, not str 'yes'"),
+        ("rate = true\n", "'rate' must be a number, not bool True"),
+        ("base-url = 8765\n", "'base-url' must be text in quotes, not int 8765"),
+        ("out = 1\n", "'out' must be a path in quotes, not int 1"),
+        ("column = 3\n", "'column' must be a list of texts"),
+        ("column = [1, 2]\n", "'column' must be a list of texts"),
+        ("[create.column]\nAddressSid = 1\n", "'column' must be a list of texts"),
+        ("create = 1\n", "'create' must be a table: [create]"),
+    ],
+)
+def test_wrong_types_name_the_key_and_the_type_expected(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, SETTINGS)
+    assert str(error.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "auth_token",
+        "auth-token",
+        "TWILIO_AUTH_TOKEN",
+        "api_secret",
+        "password",
+        "account_sid",
+        "api-key",
+        "twilio_api_key",
+    ],
+)
+@pytest.mark.parametrize("where", ["", "[create]\n"])
+def test_credentials_are_refused_and_never_echoed(tmp_path, key, where):
+    path = write(tmp_path, f'{where}{key} = "s3cr3t-value"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path, SETTINGS)
+    assert f"{key!r} is not allowed in a file; credentials stay in the environment" in str(
+        error.value
+    )
+    assert "s3cr3t" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"rate = \n", "not valid TOML: "),
+        (b"rate = 5\nrate = 6\n", "not valid TOML: "),
+        (b"rate = '\xff'\n", "not UTF-8 text"),
+        (b"#" * 1_000_001, "larger than 1000000 bytes"),
+    ],
+)
+def test_a_file_that_is_not_toml_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / CONFIG_NAME
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, SETTINGS)
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path, SETTINGS)  # a directory
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"),
+    [
+        ("rate", "PROVISIONER_RATE"),
+        ("max-attempts", "PROVISIONER_MAX_ATTEMPTS"),
+        ("--base-url", "PROVISIONER_BASE_URL"),
+        ("dry_run", "PROVISIONER_DRY_RUN"),
+    ],
+)
+def test_env_name(name, variable):
+    assert env_name(name) == variable
+
+
+def test_option_key_is_one_spelling():
+    assert option_key("Max_Attempts") == option_key("--max-attempts") == "max-attempts"
+
+
+def test_split_list_keeps_spaces_inside_items():
+    assert split_list(" AddressSid=Address ;CustomerFriendlyName=Customer Name;; ") == [
+        "AddressSid=Address",
+        "CustomerFriendlyName=Customer Name",
+    ]
+
+
+def test_unknown_env_names_typos_and_nothing_else():
+    env = {"PROVISIONER_CONCURENCY": "4", "PROVISIONER_RATE": "2", "HOME": "/root"}
+    names = [setting.name for setting in SETTINGS]
+    assert unknown_env(env, names) == [
+        "PROVISIONER_CONCURENCY (did you mean PROVISIONER_CONCURRENCY?)"
+    ]
+
+
+def test_source_labels():
+    path = Path("provisioner.toml")
+    assert source_label("COMMANDLINE", "rate", path) == "command line"
+    assert source_label("ENVIRONMENT", "max-attempts", path) == (
+        "environment (PROVISIONER_MAX_ATTEMPTS)"
+    )
+    assert source_label("DEFAULT_MAP", "rate", path) == "file (provisioner.toml)"
+    assert source_label("DEFAULT", "rate", None) == "default"
+
+
+# --- precedence, wired into Click as cli.py does ----------------------------------------------
+
+
+class ColumnMapping(click.types.StringParamType):
+    """--column's type: its variable holds several mappings, `;`-separated (headers have spaces)."""
+
+    name = "PARAM=HEADER"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return split_list(rv)
+
+
+def _load_settings(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--config is eager: the file becomes the default_map before any other option is read."""
+    path = find_config(value, Path.cwd())
+    if path is not None:
+        try:
+            ctx.default_map = load_config(path, SETTINGS)
+        except ConfigError as error:
+            raise click.UsageError(str(error)) from error
+    return path
+
+
+@click.command()
+@click.option("--config", type=click.Path(path_type=Path), is_eager=True, callback=_load_settings)
+@click.option("--rate", type=float, default=5.0, envvar=env_name("rate"))
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=8, envvar=env_name("concurrency")
+)
+@click.option("--dry-run", is_flag=True, envvar=env_name("dry-run"))
+@click.option("--column", "columns", multiple=True, type=ColumnMapping(), envvar=env_name("column"))
+@click.pass_context
+def create(ctx: click.Context, /, config: Path | None, **values: Any) -> None:
+    """Print each setting's value and where it came from."""
+    report = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        assert source is not None
+        report[name] = [value, source_label(source.name, OPTION[name], config)]
+    click.echo(json.dumps(report))
+
+
+def run_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str]
+) -> dict[str, Any]:
+    """Invoke the command in tmp_path, which holds a provisioner.toml, with exactly `env`."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path,
+        "[create]\nrate = 1.5\nconcurrency = 2\ndry-run = true\n"
+        '[create.column]\nAddressSid = "Address"\n',
+    )
+    unset: dict[str, str | None] = {env_name(setting.name): None for setting in SETTINGS}
+    result = CliRunner(env={**unset, **env}).invoke(create, args)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.output)
+    return report
+
+
+def test_the_file_beats_the_defaults(tmp_path, monkeypatch):
+    from_file = f"file ({tmp_path / CONFIG_NAME})"
+    assert run_create(tmp_path, monkeypatch, [], {}) == {
+        "rate": [1.5, from_file],
+        "concurrency": [2, from_file],
+        "dry_run": [True, from_file],
+        "columns": [["AddressSid=Address"], from_file],
+    }
+
+
+def test_the_environment_beats_the_file(tmp_path, monkeypatch):
+    env = {
+        "PROVISIONER_RATE": "3",
+        "PROVISIONER_DRY_RUN": "false",
+        "PROVISIONER_COLUMN": "AddressSid=Addr;CustomerFriendlyName=Customer Name",
+    }
+    assert run_create(tmp_path, monkeypatch, [], env) == {
+        "rate": [3.0, "environment (PROVISIONER_RATE)"],
+        "concurrency": [2, f"file ({tmp_path / CONFIG_NAME})"],
+        "dry_run": [False, "environment (PROVISIONER_DRY_RUN)"],
+        "columns": [
+            ["AddressSid=Addr", "CustomerFriendlyName=Customer Name"],
+            "environment (PROVISIONER_COLUMN)",
+        ],
+    }
+
+
+def test_the_command_line_beats_everything(tmp_path, monkeypatch):
+    args = ["--rate", "4", "--concurrency", "6", "--column", "AddressSid=Sid"]
+    env = {"PROVISIONER_RATE": "3", "PROVISIONER_CONCURRENCY": "5"}
+    assert run_create(tmp_path, monkeypatch, args, env) == {
+        "rate": [4.0, "command line"],
+        "concurrency": [6, "command line"],
+        "dry_run": [True, f"file ({tmp_path / CONFIG_NAME})"],
+        "columns": [["AddressSid=Sid"], "command line"],
+    }
+
+
+def test_an_explicit_config_replaces_the_working_directory_s(tmp_path, monkeypatch):
+    other = write(tmp_path, "rate = 9\n", "cron.toml")
+    report = run_create(tmp_path, monkeypatch, ["--config", "cron.toml"], {})
+    assert report["rate"] == [9.0, f"file ({other})"]
+    assert report["concurrency"] == [8, "default"]
+
+
+def test_click_still_range_checks_values_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "concurrency = 1000\n")
+    result = CliRunner().invoke(create, [])
+    assert result.exit_code == 2
+    assert "1000 is not in the range 1<=x<=256" in result.output
+
+
+def test_a_bad_file_stops_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, 'auth_token = "s3cr3t"\n')
+    result = CliRunner().invoke(create, [])
+    assert result.exit_code == 2
+    assert "credentials stay in the environment" in result.output
+    assert "s3cr3t" not in result.output
+
+
+# --- any value a file can hold -----------------------------------------------------------------
+
+TOML_VALUES = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z]{1,8}", fullmatch=True), st.text(max_size=5), max_size=3
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(setting=st.sampled_from(SETTINGS), value=TOML_VALUES)
+def test_any_value_is_the_option_s_type_or_a_config_error(tmp_path_factory, setting, value):
+    """Whatever a file holds, loading gives the option's type or one ConfigError, never a crash."""
+    path = tmp_path_factory.getbasetemp() / CONFIG_NAME
+    path.write_text(f"[create]\n{setting.name} = {toml_value(value)}\n", encoding="utf-8")
+    if not fits(setting.kind, value):
+        with pytest.raises(ConfigError, match=f"{setting.name!r} must be"):
+            load_config(path, SETTINGS)
+        return
+    loaded = load_config(path, SETTINGS)[setting.dest]
+    assert type(loaded) is (str if setting.kind is Path else setting.kind)
+
+
+def fits(kind: type, value: object) -> bool:
+    """The file's types each option takes: a number for a float, never a bool for a number."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, (list, dict))  # of texts: the strategy makes nothing else
+    return isinstance(value, str if kind is Path else kind)
+
+
+def toml_value(value: object) -> str:
+    """The value as a TOML literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # finite floats always show "." or "e", as TOML wants
+    if isinstance(value, str):
+        escaped = "".join(
+            f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F or c in '"\\' else c
+            for c in value
+        )
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"

@@ -1,0 +1,418 @@
+"""The account's limits, simulated against servers that limit by rate, by concurrency, or both.
+
+The simulations drive the pure `Limits` with an explicit clock: workers book slots, send when
+their slot comes, and hear back after the server's latency, event by event. No thread, no sleep.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from provisioner.emulator import TokenBucket
+from provisioner.limits import (
+    MIN_RATE,
+    TIMELINE_POINTS,
+    AccountLimits,
+    Answer,
+    Booking,
+    Limits,
+    Permit,
+    Timeline,
+)
+
+THROTTLE_LATENCY = 0.005  # a 429 is answered at once: nothing was processed
+
+
+@dataclass(frozen=True)
+class Reply:
+    answer: Answer
+    latency: float
+    retry_after: float | None = None
+    held: bool = False  # the server counts it in flight until it answers
+
+
+@dataclass
+class Account:
+    """A server shaped like a Twilio account: a concurrency cap, a token bucket, or both."""
+
+    cap: int | None = None
+    rate_limit: float | None = None
+    latency: tuple[float, float] = (0.02, 0.02)
+    refuse_first: int = 0  # the first requests get a 429, whatever the limits
+    latency_after: tuple[float, float, float] | None = None  # (from t, low, high): a slowdown
+    seed: int = 7
+    in_flight: int = field(init=False, default=0)
+    arrivals: int = field(init=False, default=0)
+    rng: random.Random = field(init=False)
+    bucket: TokenBucket | None = field(init=False, default=None)
+
+    def start(self, clock: Callable[[], float]) -> None:
+        """A fresh account whose token bucket reads the simulation's clock."""
+        self.in_flight = self.arrivals = 0
+        self.rng = random.Random(self.seed)
+        self.bucket = TokenBucket(self.rate_limit, clock) if self.rate_limit else None
+
+    def handle(self, now: float) -> Reply:
+        self.arrivals += 1
+        if self.arrivals <= self.refuse_first:
+            return Reply(Answer.THROTTLED, THROTTLE_LATENCY)
+        if self.cap is not None and self.in_flight >= self.cap:
+            return Reply(Answer.THROTTLED, THROTTLE_LATENCY)
+        if self.bucket is not None and not self.bucket.take():
+            return Reply(Answer.THROTTLED, THROTTLE_LATENCY)
+        low, high = self.latency
+        if self.latency_after is not None and now >= self.latency_after[0]:
+            low, high = self.latency_after[1:]
+        self.in_flight += 1
+        return Reply(Answer.ACCEPTED, self.rng.uniform(low, high), held=True)
+
+
+@dataclass
+class Run:
+    """What a simulated run did."""
+
+    limits: Limits
+    duration: float
+    sends: list[tuple[float, int]] = field(default_factory=list)  # (time, in flight)
+    accepted: list[float] = field(default_factory=list)
+    throttled: list[float] = field(default_factory=list)
+
+    def throughput(self, since: float = 0.0) -> float:
+        return sum(1 for at in self.accepted if at >= since) / (self.duration - since)
+
+    def throttled_share(self) -> float:
+        return len(self.throttled) / len(self.sends)
+
+
+def simulate(
+    account: Account, rate: float | None, concurrency: int, duration: float, seed: int = 1
+) -> Run:
+    """`concurrency` workers send rows for `duration` seconds; a 429'd row is retried after a wait.
+
+    Checks at every send what must always hold: never more in flight than asked, never faster
+    than asked, the limits within their bounds.
+    """
+    now = 0.0
+    account.start(lambda: now)
+    limits = Limits(rate, concurrency, now)
+    run = Run(limits, duration)
+    rng = random.Random(seed)
+    events: list[tuple[float, int, Callable[[], None]]] = []
+    order = itertools.count()
+    waiting: deque[int] = deque()
+
+    def at(when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(events, (when, next(order), action))
+
+    def want(worker: int) -> None:
+        if limits.room() <= 0:
+            waiting.append(worker)
+            return
+        booking = limits.book(now)
+        at(booking.start, lambda: slot(worker, booking))
+
+    def slot(worker: int, booking: Booking) -> None:
+        permit = limits.begin(booking, now)
+        if permit is None:
+            want(worker)
+            return
+        run.sends.append((now, permit.in_flight))
+        check_bounds(run, rate, concurrency)
+        reply = account.handle(now)
+        at(now + reply.latency, lambda: answered(worker, permit, reply))
+
+    def answered(worker: int, permit: Permit, reply: Reply) -> None:
+        if reply.held:
+            account.in_flight -= 1
+        limits.finish(permit, reply.answer, reply.latency, reply.retry_after, now)
+        while waiting and limits.room() > 0:
+            want(waiting.popleft())
+        if reply.answer is Answer.THROTTLED:
+            run.throttled.append(now)
+            # The retry policy's first waits: Retry-After, else a jittered short backoff.
+            at(now + max(reply.retry_after or 0.0, rng.uniform(0.25, 1.0)), lambda: want(worker))
+        else:
+            run.accepted.append(now)
+            want(worker)
+
+    for worker in range(concurrency):
+        want(worker)
+    while events and events[0][0] < duration:
+        now, _, action = heapq.heappop(events)
+        action()
+    return run
+
+
+def check_bounds(run: Run, rate: float | None, concurrency: int) -> None:
+    state = run.limits.state()
+    assert 1 <= state.concurrency <= concurrency
+    assert run.sends[-1][1] <= state.concurrency <= concurrency
+    if rate is not None:
+        assert state.rate is not None
+        assert MIN_RATE <= state.rate <= rate
+        # GCRA: never more than `rate` sends in any second (+1 for a send on the boundary).
+        second = [at for at, _ in run.sends[-int(rate) - 2 :] if at > run.sends[-1][0] - 1.0]
+        assert len(second) <= rate + 1
+    elif state.rate is not None:
+        assert state.rate >= MIN_RATE
+
+
+@pytest.mark.parametrize("asked", [5.0, 40.0, 200.0])
+@pytest.mark.parametrize("limit", [5.0, 40.0])
+def test_a_rate_limited_account_is_run_at_its_rate(asked: float, limit: float) -> None:
+    run = simulate(Account(rate_limit=limit), asked, 8, duration=120.0)
+
+    assert run.throughput() >= 0.9 * min(asked, limit)
+    assert run.throttled_share() < 0.03
+    settled = run.limits.state().settled_rate
+    assert settled is not None
+    assert settled <= min(asked, limit)  # what to pass as --rate next time
+
+
+@pytest.mark.parametrize(
+    ("account", "rate", "concurrency", "ideal", "settled"),
+    [
+        (Account(cap=6, latency=(0.2, 0.3)), 500.0, 24, 6 / 0.25, 6),
+        (Account(cap=1, latency=(0.2, 0.3)), 500.0, 24, 1 / 0.25, 1),
+        (Account(cap=1, rate_limit=5.0, latency=(0.2, 0.3)), 5.0, 8, min(5.0, 1 / 0.25), 1),
+        (Account(cap=6, rate_limit=5.0, latency=(0.2, 0.3)), 5.0, 8, min(5.0, 6 / 0.25), 8),
+        (Account(cap=1, rate_limit=5.0, latency=(0.3, 0.3)), 5.0, 8, min(5.0, 1 / 0.3), 1),
+        (Account(cap=6, latency=(0.2, 0.3)), None, 24, 6 / 0.25, 6),
+    ],
+    ids=[
+        "cap6-generous",
+        "cap1-generous",
+        "cap1-defaults",
+        "cap6-defaults",
+        "twilio",
+        "cap6-rate0",
+    ],
+)
+def test_a_concurrency_capped_account_is_run_at_its_cap(
+    account: Account, rate: float | None, concurrency: int, ideal: float, settled: int
+) -> None:
+    run = simulate(account, rate, concurrency, duration=120.0)
+
+    assert run.throughput() >= 0.9 * ideal
+    assert run.throttled_share() < 0.03
+    assert run.limits.state().settled_concurrency == settled  # the cap, when it binds
+
+
+@pytest.mark.parametrize(("rate", "ideal"), [(10.0, 10.0), (None, 4 / 0.02)])
+def test_one_early_429_does_not_collapse_the_run(rate: float | None, ideal: float) -> None:
+    run = simulate(Account(refuse_first=1, latency=(0.02, 0.02)), rate, 4, duration=30.0)
+
+    assert len(run.throttled) == 1
+    first_429 = run.throttled[0]
+    assert run.throughput(since=first_429 + 5.0) >= 0.9 * ideal
+    state = run.limits.state()
+    assert state.rate == state.settled_rate == rate  # back to the ceiling, or to none at all
+    assert state.concurrency == 4
+
+
+def test_a_server_refusing_everything_for_a_while_cuts_the_rate_once() -> None:
+    run = simulate(Account(refuse_first=5, latency=(0.3, 0.3)), 5.0, 8, duration=60.0)
+
+    assert len(run.throttled) == 5
+    assert run.limits.state().lowest_rate == 5.0 / 2  # one guess, not five halvings
+    assert run.throughput(since=10.0) >= 0.9 * 5.0
+
+
+def drain(limits: Limits, bookings: list[Booking]) -> list[float]:
+    """Send every booking at its start, booking again the ones a pause voided; the send times."""
+    sent = []
+    queue = deque(bookings)
+    while queue:
+        booking = queue.popleft()
+        permit = limits.begin(booking, booking.start)
+        if permit is None:
+            queue.append(limits.book(booking.start))
+        else:
+            sent.append(permit.sent_at)
+    return sorted(sent)
+
+
+def test_after_a_pause_sends_resume_one_slot_apart() -> None:
+    limits = Limits(10.0, 8, now=0.0)
+    first = limits.begin(limits.book(0.0), 0.0)
+    assert first is not None
+    waiting = [limits.book(0.0) for _ in range(7)]  # workers asleep until their slots
+
+    limits.finish(first, Answer.THROTTLED, 0.05, retry_after=2.0, now=0.05)
+
+    sent = drain(limits, waiting)
+    rate = limits.state().rate
+    assert rate is not None
+    assert sent[0] == pytest.approx(2.05)  # Retry-After honoured from when the 429 came
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert gaps == pytest.approx([1 / rate] * 6)
+
+
+def test_after_a_pause_without_a_rate_sends_are_spaced_by_latency_over_concurrency() -> None:
+    limits = Limits(None, 4, now=0.0)
+    now = 0.0
+    for _ in range(10):  # accepted answers, two in flight at a time, teach the latency: 0.4 s
+        pair = [limits.begin(limits.book(now), now) for _ in range(2)]
+        now += 0.4
+        for permit in pair:
+            assert permit is not None
+            limits.finish(permit, Answer.ACCEPTED, 0.4, None, now)
+    in_flight = [limits.begin(limits.book(now), now) for _ in range(3)]
+    assert in_flight[2] is not None
+    assert in_flight[2].in_flight == 3
+
+    # Three in flight were never accepted: the concurrency, not the rate, was too high.
+    limits.finish(in_flight[2], Answer.THROTTLED, 0.01, retry_after=1.0, now=now + 0.01)
+    for permit in in_flight[:2]:
+        assert permit is not None
+        limits.finish(permit, Answer.ACCEPTED, 0.4, None, now + 0.4)
+    sent = drain(limits, [limits.book(now + 0.4) for _ in range(2)])
+
+    state = limits.state()
+    assert (state.rate, state.concurrency) == (None, 2)
+    assert sent == pytest.approx([now + 1.01, now + 1.01 + 0.4 / 2])
+
+
+def test_answers_slowing_down_sharply_lower_the_concurrency() -> None:
+    account = Account(latency=(0.05, 0.06), latency_after=(20.0, 0.5, 0.6))
+    run = simulate(account, None, 16, duration=40.0)
+
+    before = [level for at, level in run.sends if 15.0 <= at < 20.0]
+    assert max(before) == 16
+    assert run.limits.state().lowest_concurrency < 16
+    assert not run.throttled
+
+
+def test_a_429_at_the_concurrency_limit_lowers_it_and_pauses_nobody() -> None:
+    limits = Limits(None, 3, now=0.0)
+    permits = [limits.begin(limits.book(0.0), 0.0) for _ in range(3)]
+    assert permits[2] is not None
+
+    limits.finish(permits[2], Answer.THROTTLED, 0.01, retry_after=None, now=0.01)
+
+    assert (limits.state().concurrency, limits.state().rate) == (2, None)
+    assert limits.room() == 0  # two still in flight: the next request waits for an answer
+    first = permits[0]
+    assert first is not None
+    limits.finish(first, Answer.ACCEPTED, 0.2, None, now=0.2)
+    assert limits.book(0.2).start == 0.2
+
+
+def test_429s_to_requests_sent_before_a_cut_do_not_cut_again() -> None:
+    limits = Limits(100.0, 8, now=0.0)
+    booked = [limits.book(0.0) for _ in range(5)]
+    permits = [limits.begin(booking, booking.start) for booking in booked]
+
+    for permit in permits:
+        assert permit is not None
+        limits.finish(permit, Answer.THROTTLED, 0.01, None, now=0.06)
+
+    assert limits.state().rate == 100.0 / 2
+    assert limits.state().throttled == 5
+
+
+def test_limits_stay_within_what_was_asked_and_never_reach_zero() -> None:
+    account = Account(cap=1, rate_limit=1.0, latency=(0.5, 2.0), refuse_first=30)
+    run = simulate(account, 3.0, 6, duration=60.0)  # check_bounds runs at every send
+
+    state = run.limits.state()
+    assert state.lowest_concurrency == 1
+    assert state.lowest_rate is not None
+    assert state.lowest_rate >= MIN_RATE
+    assert run.throughput() > 0
+
+
+def test_the_timeline_counts_every_request_in_at_most_its_points() -> None:
+    timeline = Timeline(start=0.0)
+    for second in range(5000):
+        timeline.count(second + 0.5, sent=2, throttled=second % 2, rate=5.0, limit=3)
+
+    points = timeline.points()
+    # 5000 one-second buckets merged twice: four seconds a point.
+    assert len(points) == 1250 <= TIMELINE_POINTS
+    assert [point["t"] for point in points[:3]] == [0.0, 4.0, 8.0]
+    assert {(p["sent"], p["throttled"], p["rate"], p["concurrency"]) for p in points} == {
+        (8, 2, 5.0, 3)
+    }
+
+
+def test_acquire_waits_at_the_limit_until_a_release() -> None:
+    limits = AccountLimits(None, 2, clock=lambda: 0.0)
+    stopping = threading.Event()
+    held = [limits.acquire(lambda s: None, stopping) for _ in range(2)]
+    got: list[Permit | None] = []
+    waiter = threading.Thread(target=lambda: got.append(limits.acquire(lambda s: None, stopping)))
+
+    waiter.start()
+    waiter.join(timeout=0.05)
+    assert waiter.is_alive()  # two in flight: the third waits
+    assert held[0] is not None
+    limits.release(held[0], Answer.ACCEPTED, 0.1, None)
+    waiter.join(timeout=5)
+
+    assert not waiter.is_alive()
+    assert got[0] is not None
+    assert got[0].in_flight == 2
+
+
+def test_acquire_returns_none_when_stopping() -> None:
+    limits = AccountLimits(5.0, 1, clock=lambda: 0.0)
+    stopping = threading.Event()
+    held = limits.acquire(lambda s: None, stopping)
+    assert held is not None
+    got: list[Permit | None] = []
+    waiters = [
+        threading.Thread(target=lambda: got.append(limits.acquire(lambda s: None, stopping)))
+        for _ in range(2)
+    ]
+    for waiter in waiters:
+        waiter.start()
+
+    stopping.set()
+    limits.release(held, Answer.ACCEPTED, 0.1, None)  # wakes one waiter, who wakes the next
+    for waiter in waiters:
+        waiter.join(timeout=5)
+
+    assert got == [None, None]
+    assert limits.acquire(lambda s: None, stopping) is None
+    assert limits.state().sent == 1
+
+
+def test_acquire_sleeps_until_the_rate_slot_and_gives_it_back_if_stopped_meanwhile() -> None:
+    now = [0.0]
+    limits = AccountLimits(4.0, 8, clock=lambda: now[0])
+    stopping = threading.Event()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    first = limits.acquire(sleep, stopping)
+    second = limits.acquire(sleep, stopping)
+
+    def sleep_then_stop(seconds: float) -> None:
+        stopping.set()
+
+    assert limits.acquire(sleep_then_stop, stopping) is None
+    assert first is not None
+    assert second is not None
+    assert (first.sent_at, second.sent_at) == (0.0, 0.25)
+    assert sleeps == [0.25]
+    assert limits.state().sent == 2
+
+
+@pytest.mark.parametrize("asked", [None, 0.0])
+def test_no_rate_means_no_waiting(asked: float | None) -> None:
+    limits = Limits(asked, 4, now=0.0)
+
+    assert [limits.book(0.0).start for _ in range(4)] == [0.0] * 4
+    assert limits.state().rate is None
