@@ -165,6 +165,7 @@ _EXPONENT_OFFSET = 500  # fingerprints store exponent + offset in three digits
 _MIN_EXPONENT, _MAX_EXPONENT = -400, 499  # beyond what spreadsheets hold (about 1e-307..1e308)
 _MAX_KEY_DIGITS = 400  # digits a numeric key may have before we stop treating it as a number
 _DECIMALS = Context(prec=_MAX_KEY_DIGITS + 50)  # exact arithmetic for every key we accept
+_WIDTH_DIGITS = 2  # a range's half-width is rounded up to this many digits: 1.015625 -> 1.1
 _ZERO = "n000"  # the fingerprint of zero: sorts before every positive number
 # Two-digit years as Excel and LibreOffice read them by default.
 _CENTURY_PIVOT = 30
@@ -286,9 +287,9 @@ def _number_range(number: _Number) -> tuple[str, str]:
         widths.append(_place(value, SPREADSHEET_DIGITS))
     if number.digits <= FLOAT_DIGITS and (as_float := _as_float(value)) is not None:
         widths.append(Decimal(math.ulp(float(as_float))))  # through a float and back
-    # Rounded up to one digit: the same originals, and short fingerprints at both ends.
+    # Rounded up to two digits: the same originals, and short fingerprints at both ends.
     width = sum(widths, Decimal(0))
-    width = width.quantize(_place(width, 1), rounding=ROUND_CEILING, context=_DECIMALS)
+    width = width.quantize(_place(width, _WIDTH_DIGITS), rounding=ROUND_CEILING, context=_DECIMALS)
     return _encode(_DECIMALS.subtract(value, width)), _encode(_DECIMALS.add(value, width))
 
 

@@ -65,7 +65,7 @@ class Tally:
             self.ambiguous_rows += 1
         if outcome.lookup is not LookupResult.NONE:
             self.lookups[outcome.lookup] += 1
-        if outcome.is_error:
+        if outcome.is_error and outcome.error_code != "dry_run":  # a plan, not a cause
             cause = explain(
                 outcome.error_code,
                 outcome.status.value,

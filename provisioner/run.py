@@ -6,11 +6,13 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -46,6 +48,7 @@ log = logging.getLogger("provisioner")
 
 MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
 PREVIEW_ROWS = 10  # rows and warnings shown before "and so on"
+DRY_RUN = "dry_run"  # the error code of a row a dry run would send
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -142,16 +145,18 @@ class _Checked:
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
     """Run `provisioner create` from options to written outputs; returns the summary."""
     with ExitStack() as stack:
+        # The input is copied and checked whole before anything else is made, so a broken
+        # file leaves no folder and no ledger behind; the copy then moves into the run folder.
+        staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
+        checked = _check_input(options, runtime, staging)
         endpoint = _endpoint(options, runtime, credentials, stack)
         ledger = None
         if endpoint.credentials is not None:
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
         run_id, run_dir = _run_folder(options)
-        try:
-            checked = _check_input(options, runtime, run_dir)
-        except BaseException:
-            _remove_run_folder(run_dir)
-            raise
+        snapshot = run_dir / checked.table.path.name
+        shutil.move(checked.table.path, snapshot)
+        checked = replace(checked, table=replace(checked.table, path=snapshot))
         stack.enter_context(_run_log(run_dir / "run.log", endpoint.credentials))
         run = _Run(options, runtime, checked, endpoint, ledger, run_id, run_dir)
         if endpoint.credentials is None:
@@ -175,11 +180,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
 def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> _Checked:
     """Snapshot the input into the run folder and read it whole before sending anything."""
     source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
-    try:
-        return _read_whole(options, source)
-    except InputError as error:
-        # The snapshot is what is read; the operator knows the file by the name they gave.
-        raise InputError(str(error).replace(str(source), str(options.input_path))) from error
+    return _read_whole(options, source)
 
 
 def _read_whole(options: RunOptions, source: Path) -> _Checked:
@@ -190,6 +191,7 @@ def _read_whole(options: RunOptions, source: Path) -> _Checked:
         sheet=options.sheet,
         header_row=options.header_row,
         looks_like_header=lambda cells: names_address_column(cells, options.columns),
+        name=str(options.input_path),
     )
     columns = Columns.resolve(table.headers, options.columns)
     builder = RowBuilder(columns)
@@ -249,13 +251,6 @@ def _run_folder(options: RunOptions) -> tuple[str, Path]:
     except OSError as error:
         raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror})") from error
     return run_id, run_dir
-
-
-def _remove_run_folder(run_dir: Path) -> None:
-    """A run refused before it started leaves no folder behind."""
-    for path in sorted(run_dir.rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    run_dir.rmdir()
 
 
 @contextmanager
@@ -370,7 +365,9 @@ class _Run:
                     previews += 1
                     fields = " ".join(f"{k}={v!r}" for k, v in decision.row.parameters.items())
                     self.runtime.say(f"would send row {decision.row.number}: {fields}")
-                outcome = Outcome(Status.NOT_ATTEMPTED, error_message="dry run: would be sent")
+                outcome = Outcome(
+                    Status.NOT_ATTEMPTED, error_code=DRY_RUN, error_message="dry run: would be sent"
+                )
             self._write(sequence, decision.row, outcome)
         if previews == PREVIEW_ROWS:
             self.runtime.say(f"... and so on: every row is in {self.files.results_path}")
@@ -538,7 +535,7 @@ class _Run:
     def _exit_code(self) -> ExitCode:
         if self.stopping.is_set:
             return ExitCode.STOPPED
-        if self.tally.errors:
+        if self.tally.counts[Status.INVALID] or self.tally.counts[Status.FAILED]:
             return ExitCode.ROWS_FAILED
         return ExitCode.OK
 

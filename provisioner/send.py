@@ -161,8 +161,12 @@ class RowSender:
             return None
         if history.since is None:
             history.since = self.wall_clock()
-        attempt = self.client.create_web_chat(history.row.parameters)
-        self.limits.release(permit, _answer(attempt), attempt.latency, attempt.retry_after)
+        answer, latency, retry_after = Answer.NO_ANSWER, 0.0, None
+        try:  # whatever happens, the slot goes back, or a leaked slot would starve the workers
+            attempt = self.client.create_web_chat(history.row.parameters)
+            answer, latency, retry_after = _answer(attempt), attempt.latency, attempt.retry_after
+        finally:
+            self.limits.release(permit, answer, latency, retry_after)
         history.attempts.append(attempt)
         history.last_sent = self.clock()
         if attempt.ambiguous:
@@ -194,8 +198,12 @@ class RowSender:
             permit = self.limits.acquire(self.sleep, self.stopping.event)
             if permit is None:
                 break
-            lookup = self.client.find_conversations(identity)
-            self.limits.release(permit, _lookup_answer(lookup), lookup.latency, lookup.retry_after)
+            answer, retry_after = Answer.NO_ANSWER, None
+            try:
+                lookup = self.client.find_conversations(identity)
+                answer, retry_after = _lookup_answer(lookup), lookup.retry_after
+            finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
+                self.limits.release(permit, answer, 0.0, retry_after)
             if lookup.ok:
                 return settlement_of(lookup.conversations, history.since)
             if lookup.refused:
@@ -340,9 +348,9 @@ def recheck_outcome(outcome: Outcome, settlement: Settlement) -> Outcome:
     others = tuple(sorted(found - {outcome.conversation_sid}))
     if others:
         return _replace_lookup(outcome, LookupResult.DUPLICATES, others)
-    if found:
-        return _replace_lookup(outcome, LookupResult.FOUND, ())
-    return outcome  # nothing in the index yet: it lags; keep what the run knows
+    # Exactly the recorded web chat (what the earlier lookup said stays), or nothing in the
+    # index yet (it lags): keep what the run knows.
+    return outcome
 
 
 def _replace_lookup(outcome: Outcome, lookup: LookupResult, others: tuple[str, ...]) -> Outcome:

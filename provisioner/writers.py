@@ -10,7 +10,8 @@ import csv
 import os
 import re
 import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
@@ -122,10 +123,23 @@ class CsvWriter:
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(_open_private(temporary), "w", encoding="utf-8") as stream:
+    with (
+        _replacing(temporary, path),
+        open(_open_private(temporary), "w", encoding="utf-8") as stream,
+    ):
         stream.write(text)
         stream.flush()
         os.fsync(stream.fileno())
+
+
+@contextmanager
+def _replacing(temporary: Path, path: Path) -> Iterator[None]:
+    """Rename `temporary` onto `path` once written; remove it if writing it failed."""
+    try:
+        yield
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 
@@ -170,11 +184,13 @@ class XlsxWriter:
         self._closed = True
         if self._held is not None:
             self._start()
-        with open(_open_private(self._temporary), "wb") as stream:
+        with (
+            _replacing(self._temporary, self.path),
+            open(_open_private(self._temporary), "wb") as stream,
+        ):
             self._workbook.save(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(self._temporary, self.path)
 
     def __enter__(self) -> Self:
         return self

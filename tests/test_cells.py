@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from provisioner.cells import (
@@ -20,12 +20,15 @@ from provisioner.cells import (
     unescape_cell,
 )
 
+SEEDED = settings(derandomize=True)  # the same examples on every run and machine
+
 # Text as people and systems put it in cells, quotes and value-like text made likely.
 cells = st.text() | st.from_regex(r"'{0,3}[-+=@ ]?[0-9.,:/eE%$ ]{0,8}", fullmatch=True)
 ESCAPES = [escape_formula, escape_key, escape_text]
 
 
 @pytest.mark.parametrize("escape", ESCAPES)
+@SEEDED
 @given(value=cells)
 @example(value="'00123")
 @example(value="''=1+2")
@@ -35,6 +38,7 @@ def test_unescape_undoes_every_escape(escape, value: str) -> None:
     assert unescape_cell(escape(value)) == value
 
 
+@SEEDED
 @given(cells)
 def test_escaped_keys_are_text_to_a_spreadsheet(value: str) -> None:
     escaped = escape_key(value)
@@ -42,11 +46,13 @@ def test_escaped_keys_are_text_to_a_spreadsheet(value: str) -> None:
     assert not is_spreadsheet_value(escaped)
 
 
+@SEEDED
 @given(cells)
 def test_escaped_cells_never_start_a_formula(value: str) -> None:
     assert not escape_formula(value).startswith(FORMULA_TRIGGERS)
 
 
+@SEEDED
 @given(cells)
 def test_text_cells_change_only_when_they_start_with_a_quote(value: str) -> None:
     assert escape_text(value) == value or value.startswith("'")
@@ -137,7 +143,7 @@ def excel_forms(key: str) -> set[str]:
     independently of provisioner.cells, from what those programs print)."""
     number = int(key)
     digits = str(number)
-    general = "%.6G" % float(number)  # Excel's General at the default column width
+    general = format(float(number), ".6G")  # Excel's General at the default column width
     libre = format(Decimal(number), ".15G")  # LibreOffice: 15 digits, 3-digit exponent
     if "E" in libre:
         mantissa, exponent = libre.split("E")
@@ -171,6 +177,7 @@ digit_keys = st.builds(
 )
 
 
+@SEEDED
 @given(digit_keys)
 @example("00123")
 @example("1234567890123456")
@@ -242,14 +249,18 @@ def test_keys_no_spreadsheet_touches_have_no_fingerprint(key: str) -> None:
     assert fingerprint_range(key) is None
 
 
+@SEEDED
 @given(st.integers(1, 10**15 - 1), st.integers(1, 10**15 - 1))
+@example(99_999_999_999_998, 100_000_000_000_000)
 def test_distinct_short_numbers_never_match(a: int, b: int) -> None:
     if a == b:
         return
     assert not spreadsheet_changed(str(a), str(b))
-    assert not in_range(str(a), str(b))
+    # A range spans at most the neighbours a 15-digit rounding of a decimal could come from.
+    assert abs(a - b) < 2 or not in_range(str(a), str(b))
 
 
+@SEEDED
 @given(digit_keys, st.integers(1, 10**6))
 def test_keys_further_apart_than_rounding_never_match(key: str, distance: int) -> None:
     number = int(key)
@@ -259,6 +270,7 @@ def test_keys_further_apart_than_rounding_never_match(key: str, distance: int) -
     assert not spreadsheet_changed(other, key)
 
 
+@SEEDED
 @given(st.from_regex(r"[1-9][0-9]{17,30}", fullmatch=True).filter(lambda key: key[-1] != "0"))
 def test_a_precise_long_key_looks_up_one_value(key: str) -> None:
     fingerprint = key_fingerprint(key)
@@ -268,6 +280,7 @@ def test_a_precise_long_key_looks_up_one_value(key: str) -> None:
 numbers = st.decimals(min_value=0, max_value=Decimal("1e30"), places=6, allow_nan=False)
 
 
+@SEEDED
 @given(st.lists(numbers, min_size=2, max_size=6))
 def test_fingerprints_sort_as_the_numbers_do(values: list[Decimal]) -> None:
     texts = [format(value, "f") for value in values]

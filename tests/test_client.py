@@ -255,7 +255,8 @@ def test_a_refused_connection_is_not_ambiguous() -> None:
         (trickled(created(), 0.05), 0.5, "timeout"),  # the status line itself, byte by byte
         (Hang(10.0), 0.25, "timeout"),
         (trickled(created(), 0.02, after_head=True), 0.25, "unreadable_answer"),
-        (trickled(many_headers(90), 0.001), 0.25, "unreadable_answer"),  # cut at the deadline
+        # cut at the deadline: in the headers (timeout) or after them, as the machine's load has it
+        (trickled(many_headers(90), 0.001), 0.25, "timeout|unreadable_answer"),
     ],
 )
 def test_the_timeout_bounds_the_whole_answer(
@@ -270,7 +271,8 @@ def test_the_timeout_bounds_the_whole_answer(
         twilio.close()
 
     assert time.monotonic() - started < timeout + 1.0
-    assert (attempt.error_code, attempt.ambiguous, attempt.retryable) == (code, True, True)
+    assert attempt.error_code in code.split("|")
+    assert (attempt.ambiguous, attempt.retryable) == (True, True)
     assert attempt.error_message.endswith("the web chat may exist")
 
 

@@ -82,9 +82,7 @@ def test_every_row_is_created_once_with_exactly_its_values(
             result_row["http_status"],
         ) == ("1", "0", "201")
     # Rows without an Identity of their own were sent the one derived from scope and row key.
-    derived = [
-        derive_identity(provisioner.scope, unescape_cell(r["row_key"])) for r in results[1:]
-    ]
+    derived = [derive_identity(provisioner.scope, unescape_cell(r["row_key"])) for r in results[1:]]
     assert [r["identity"] for r in results] == ["ana", *derived]
     assert all(identity.startswith("prv-") and len(identity) == 36 for identity in derived)
     assert len(set(derived)) == 2
@@ -228,9 +226,7 @@ def test_a_dropped_connection_is_looked_up_before_sending_again(
 
     assert result.exit_code == 0
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
-    assert [
-        (r["status"], r["attempts"], r["ambiguous_attempts"], r["lookup"]) for r in rows
-    ] == [
+    assert [(r["status"], r["attempts"], r["ambiguous_attempts"], r["lookup"]) for r in rows] == [
         ("created", "2", "1", "absent"),  # dropped before creating: sent again
         ("created", "1", "1", "found"),  # dropped after creating: found, never sent again
     ]

@@ -396,7 +396,6 @@ def workbook_without_sheets(path: Path) -> Path:
             )[1],
             "not a readable xlsx workbook",
         ),
-        (lambda p: (p.write_text("\n\nAddressSid\n" + sid(1)), p)[1], "first row is empty"),
     ],
     ids=[
         "missing",
@@ -410,7 +409,6 @@ def workbook_without_sheets(path: Path) -> Path:
         "xlsx-no-sheets",
         "password-protected",
         "broken-xlsx",
-        "blank-first-line",
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(
@@ -438,3 +436,13 @@ def test_traceback_flag_shows_the_stack(provisioner: Cli, tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
     assert "InputError" in result.stderr
+
+
+def test_blank_lines_above_the_header_are_skipped(provisioner: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("\n\nAddressSid\n" + sid(1) + "\n")
+
+    provisioner("create", str(source), "--run-id", "r1")
+
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert [(r["row"], r["status"]) for r in rows] == [("4", "created")]  # as the sheet shows it

@@ -226,14 +226,16 @@ def test_a_row_left_in_flight_is_looked_up_then_sent_again(
     assert provisioner.emulator.creations("CustomerFriendlyName", "Customer 2") == 1
     summary = read_summary(provisioner.run_dir("r1"))
     assert (summary["in_flight_from_earlier_runs"], summary["ambiguous_rows"]) == (1, 1)
-    assert "were in flight when an earlier run was killed" in result.stderr
+    assert "they are looked up before any is sent again" in result.stderr
 
 
 def test_failed_rows_are_sent_again_on_rerun(provisioner: Cli, tmp_path: Path) -> None:
     provisioner.emulator.script(sid(2), *[Fault(status=503)] * 2)
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
     assert (
-        provisioner("create", str(source), "--run-id", "r1", "--max-attempts", "2", expect=1).exit_code
+        provisioner(
+            "create", str(source), "--run-id", "r1", "--max-attempts", "2", expect=1
+        ).exit_code
         == 1
     )
 

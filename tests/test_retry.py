@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -138,11 +139,24 @@ def test_the_retry_policy_waits_at_least_retry_after() -> None:
     sleeps: list[float] = []
     answers = iter([Attempt(http_status=429, retry_after=12.0), Attempt(http_status=201)])
 
-    last = retry_policy(5, sleeps.append, threading.Event())(lambda: next(answers))
+    policy = retry_policy(5, sleeps.append, threading.Event(), source=random.Random(SEED))
+    last = policy(lambda: next(answers))
 
     assert last.created
     assert len(sleeps) == 1
     assert sleeps[0] >= 12.0
+
+
+SEED = 8  # any fixed seed: the policy and the expectation draw the same jitter from it
+ATTEMPTS = 9  # enough tries that the last waits reach the 30 s cap (0.5 * 2**6 = 32)
+
+
+def expected_waits(seed: int, count: int) -> list[float]:
+    """Full jitter as documented: uniform in [0, min(30, 0.5 * 2**(n-1))], at least 0.25 s."""
+    source = random.Random(seed)
+    return [
+        max(0.25, source.uniform(0, min(30.0, 0.5 * 2 ** (n - 1)))) for n in range(1, count + 1)
+    ]
 
 
 def test_the_retry_policy_backs_off_exponentially_and_stops() -> None:
@@ -153,12 +167,15 @@ def test_the_retry_policy_backs_off_exponentially_and_stops() -> None:
         calls.append(1)
         return Attempt(http_status=503)
 
-    last = retry_policy(4, sleeps.append, threading.Event())(failing)
+    policy = retry_policy(ATTEMPTS, sleeps.append, threading.Event(), source=random.Random(SEED))
+    last = policy(failing)
 
     assert last.http_status == 503
-    assert len(calls) == 4
-    assert len(sleeps) == 3
+    assert len(calls) == ATTEMPTS
+    assert len(sleeps) == ATTEMPTS - 1
     assert all(0.25 <= s <= 30 for s in sleeps)
+    assert sleeps == expected_waits(SEED, ATTEMPTS - 1)
+    assert len(set(sleeps)) == len(sleeps)  # a constant wait could not pass
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 422])
