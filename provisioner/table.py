@@ -66,7 +66,10 @@ RowTest = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class Table:
-    """A readable input table: its headers, and its data rows on demand (each call reads again)."""
+    """A readable input table: its headers, and its data rows on demand.
+
+    Each `rows()` call reads a CSV file again (streamed); a workbook is held as pandas read it.
+    """
 
     path: Path
     headers: tuple[str, ...]
@@ -75,7 +78,10 @@ class Table:
     sheet: str | None = None  # the sheet read, for workbooks
     header_row: int = 1  # the header's row number as the spreadsheet shows it
     format: str = "csv"  # csv, xlsx, xlsm, xls, xlsb or ods
-    hidden_rows: int = 0  # data rows the sheet hides (only .xlsx/.xlsm say); they are sent
+    # Hidden rows are sent: hiding or filtering is how a person looks at a sheet, the rows are
+    # still in the file, and skipping them would drop rows without a trace. Counted (only
+    # .xlsx/.xlsm say which rows are hidden) so the run can warn.
+    hidden_rows: int = 0
     hidden_sheets: tuple[str, ...] = ()  # sheets the workbook hides; never read unless named
     name: str = ""  # how messages name the input (the user's path, not the snapshot's)
     columns: tuple[int, ...] = ()  # the 0-based source column of each header
@@ -244,7 +250,9 @@ def _layout(
             ),
             1,
         )
-    header = list(head[number - 1][1]) if head else []
+    if not head:
+        raise InputError(f"{where}: is empty; expected a header row and data rows")
+    header = list(head[number - 1][1])
     if not any(cell.strip() for cell in header):
         if header_row is not None:
             raise InputError(

@@ -295,6 +295,13 @@ def test_hidden_rows_are_sent_and_counted_and_hidden_sheets_skipped(tmp_path: Pa
     assert read(open_table(source, sheet="Lookup")) == [(2, [SID2])]
 
 
+def test_an_empty_sheet(tmp_path: Path) -> None:
+    source = write_xlsx(tmp_path / "in.xlsx", {"Empty": [], "S": [["AddressSid"]]})
+
+    with pytest.raises(InputError, match=r"sheet 'Empty' of in\.xlsx: is empty; expected a header"):
+        open_table(source, name="in.xlsx")
+
+
 def test_a_workbook_without_sheets(tmp_path: Path) -> None:
     source = rewrite_part(
         write_xlsx(tmp_path / "in.xlsx", {"S": [["AddressSid"]]}),
