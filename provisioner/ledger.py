@@ -169,6 +169,18 @@ class Ledger:
             )
         ]
 
+    def created_with_fingerprint_between(self, low: str, high: str) -> list[Entry]:
+        """Created entries whose key fingerprint lies in [low, high] (cells.fingerprint_range)."""
+        return [
+            Entry(*found)
+            for found in self._db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ?"
+                " AND key_fingerprint BETWEEN ? AND ? AND status = 'created'"
+                " ORDER BY key_fingerprint LIMIT 20",
+                (self.scope, low, high),
+            )
+        ]
+
     def unsettled(self) -> list[Entry]:
         """Entries that may exist at Twilio unrecorded: in flight, or with lost answers."""
         return [

@@ -35,7 +35,7 @@ CUSTOMER_ID = "customer_id"
 PRE_ENGAGEMENT_PREFIX = "pre_engagement."
 IDENTITY_PREFIX = "prv-"  # derived identities; Twilio takes any string, ours are ASCII <= 64
 
-_ADDRESS_SID_PATTERN = re.compile(r"IG[0-9a-fA-F]{32}")
+ADDRESS_SID_PATTERN = re.compile(r"IG[0-9a-fA-F]{32}")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -400,7 +400,7 @@ def _problem(parameters: Mapping[str, str]) -> tuple[str | None, str]:
     address = parameters.get(ADDRESS_SID, "")
     if not address:
         return f"{ADDRESS_SID} is empty", "missing_address_sid"
-    if not _ADDRESS_SID_PATTERN.fullmatch(address):
+    if not ADDRESS_SID_PATTERN.fullmatch(address):
         return (
             f"{ADDRESS_SID} {address!r} is not IG followed by 32 hex digits",
             "invalid_address_sid",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from provisioner.cells import key_fingerprint, spreadsheet_changed
+from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.client import Credentials, TwilioClient
 from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
@@ -38,7 +38,14 @@ from provisioner.report import (
 )
 from provisioner.report_html import write_report
 from provisioner.retry import Clock, Sleep
-from provisioner.rows import Columns, Repeats, Row, RowBuilder, names_address_column
+from provisioner.rows import (
+    ADDRESS_SID_PATTERN,
+    Columns,
+    Repeats,
+    Row,
+    RowBuilder,
+    names_address_column,
+)
 from provisioner.send import RowSender, SendSettings
 from provisioner.stopping import Stopping
 from provisioner.table import Table, open_table, snapshot_input
@@ -191,6 +198,7 @@ def _read_whole(options: RunOptions, source: Path) -> _Checked:
         sheet=options.sheet,
         header_row=options.header_row,
         looks_like_header=lambda cells: names_address_column(cells, options.columns),
+        looks_like_row=lambda line: ADDRESS_SID_PATTERN.search(line) is not None,
         name=str(options.input_path),
     )
     columns = Columns.resolve(table.headers, options.columns)
@@ -321,6 +329,9 @@ class _Run:
             options.max_attempts,
             ", dry run" if options.dry_run else "",
         )
+        table = self.checked.table
+        if table.hidden_rows:
+            self._warn(f"{table.where}: {_rows(table.hidden_rows)} hidden; sent like the others")
         for line in self.checked.columns.describe():
             log.info("column %s", line)
             self.runtime.say(f"column {line}")
@@ -346,10 +357,10 @@ class _Run:
             yield sequence, decision
 
     def _changed_from(self, row: Row) -> Entry | None:
-        fingerprint = key_fingerprint(row.key)
-        if self.ledger is None or fingerprint is None or row.problem is not None:
+        span = fingerprint_range(row.key)  # every original a spreadsheet could change into it
+        if self.ledger is None or span is None or row.problem is not None:
             return None
-        for entry in self.ledger.created_with_fingerprint(fingerprint):
+        for entry in self.ledger.created_with_fingerprint_between(*span):
             if spreadsheet_changed(entry.row_key, row.key):
                 return entry
         return None

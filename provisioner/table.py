@@ -49,10 +49,11 @@ _DELIMITERS = (",", ";", "\t", "|")
 # Title and notes blocks above a header are a few lines; a row that far down is data.
 HEADER_SEARCH_ROWS = 20
 # The csv module refuses a field over 128 kB by default; a long note is not a reason to refuse a
-# file. Past this cap a value is almost surely a quote left open, and is refused as such.
+# file. Past this cap a value is almost surely a quote left open, and is refused as such. (The
+# csv module's limit is per process; we only ever raise it.)
 MAX_CELL_CHARS = 16 * 1024 * 1024
 # The largest input copied into the run folder: far above any sheet of customers (100,000 rows
-# of CSV are ~20 MB), low enough that /dev/zero-like sources end quickly.
+# of CSV are ~20 MB), and a bound on what an endless pipe (`yes |`) can make us copy.
 MAX_INPUT_BYTES = 2 * 1024 * 1024 * 1024
 # A FIFO's writer (a shell's `<(...)` or another program) opens it within moments of us.
 FIFO_WRITER_WAIT_SECONDS = 10.0

@@ -295,6 +295,20 @@ def test_hidden_rows_are_sent_and_counted_and_hidden_sheets_skipped(tmp_path: Pa
     assert read(open_table(source, sheet="Lookup")) == [(2, [SID2])]
 
 
+def test_a_table_that_starts_below_and_right_of_a1_keeps_the_sheets_numbers(tmp_path: Path) -> None:
+    source = write_xlsx(tmp_path / "in.xlsx", {"S": []})
+    workbook = openpyxl.load_workbook(source)
+    sheet = workbook.active
+    assert sheet is not None
+    sheet["C4"], sheet["D4"], sheet["C6"], sheet["D7"] = "AddressSid", "Name", SID1, "late"
+    workbook.save(source)
+
+    table = open_table(source, looks_like_header=names_address)
+
+    assert (table.header_row, table.headers, table.columns) == (4, ("AddressSid", "Name"), (2, 3))
+    assert read(table) == [(6, [SID1, ""]), (7, ["", "late"])]
+
+
 def test_an_empty_sheet(tmp_path: Path) -> None:
     source = write_xlsx(tmp_path / "in.xlsx", {"Empty": [], "S": [["AddressSid"]]})
 
