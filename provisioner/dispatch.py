@@ -65,6 +65,12 @@ class Dispatcher(Generic[Job, Result]):
                 if known is None and self.stopping.is_set:
                     known = self.not_sent(job)
                 if known is not None:
+                    # Back-pressure for rows that need no sending too: behind a slow row they
+                    # would all wait in the reorder buffer.
+                    if self.backlog() >= self.backlog_limit:
+                        yield from self._flush_batch(executor)
+                        while self._pending and self.backlog() >= self.backlog_limit:
+                            yield from self._collect()
                     yield [(job, known)]
                     continue
                 self._batch.append(job)
@@ -76,18 +82,23 @@ class Dispatcher(Generic[Job, Result]):
                         len(self._pending) >= refill_below or self.backlog() >= self.backlog_limit
                     ):
                         yield from self._collect()
-            if self._batch:
-                if self.stopping.is_set:
-                    yield [(job, self.not_sent(job)) for job in self._batch]
-                    self._batch.clear()
-                else:
-                    refused = self._submit(executor)
-                    if refused:
-                        yield refused
+            yield from self._flush_batch(executor)
             while self._pending:
                 yield from self._collect()
         finally:
             executor.shutdown(wait=not self.stopping.abandoned.is_set(), cancel_futures=True)
+
+    def _flush_batch(self, executor: ThreadPoolExecutor) -> Iterator[list[tuple[Job, Result]]]:
+        """The partial batch: not sent when stopping, else handed to the workers."""
+        if not self._batch:
+            return
+        if self.stopping.is_set:
+            yield [(job, self.not_sent(job)) for job in self._batch]
+            self._batch.clear()
+            return
+        refused = self._submit(executor)
+        if refused:
+            yield refused
 
     def _submit(self, executor: ThreadPoolExecutor) -> list[tuple[Job, Result]]:
         """Hand the batch to the workers, unless `on_start` refuses (then none is sent)."""

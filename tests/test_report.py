@@ -190,13 +190,6 @@ def test_a_slow_row_holds_back_at_most_the_backlog_limit_and_a_window(tmp_path: 
 
 
 @pytest.mark.usefixtures("quick_collect")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: dispatch.py Dispatcher.run yields ready jobs at once without checking the "
-    "backlog (and keeps a partial batch unsent until the window fills), so on a rerun where "
-    "most rows are `existing`, every later row piles up in the reorder buffer behind one slow "
-    "row: the whole file in memory",
-)
 def test_ready_rows_behind_a_slow_row_are_held_to_the_limit_too(tmp_path: Path) -> None:
     most_waiting = most_waiting_behind_a_slow_row(tmp_path, 300, ready=True)
 
@@ -204,12 +197,6 @@ def test_ready_rows_behind_a_slow_row_are_held_to_the_limit_too(tmp_path: Path) 
 
 
 @pytest.mark.usefixtures("quick_collect")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: dispatch.py Dispatcher.run gives every row after a stop not_sent at once, "
-    "without checking the backlog, while rows in flight finish: the rest of the input piles up "
-    "in the reorder buffer behind them",
-)
 def test_rows_not_sent_after_a_stop_are_held_to_the_limit_too(tmp_path: Path) -> None:
     most_waiting = most_waiting_behind_a_slow_row(tmp_path, 300, stop=True)
 
