@@ -31,6 +31,7 @@ from provisioner.config import (
     load_config,
     source_label,
     split_list,
+    unknown_env,
 )
 from provisioner.emulator import Emulator
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
@@ -466,6 +467,8 @@ def create_command(
         settings=_settings(ctx),
     )
     voice(f"provisioner {__version__} create {shlex.join([str(input_path), *_given(ctx)])}")
+    for typo in unknown_env(os.environ, [setting.name for setting in _SETTINGS]):
+        voice(f"warning: {typo} is not a setting provisioner reads; it was ignored")
     runtime.say = voice
     printer = ProgressBar(sys.stderr) if runtime.stderr_isatty else ProgressLines(voice)
     runtime.progress = printer

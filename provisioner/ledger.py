@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from provisioner.cells import key_fingerprint
 from provisioner.errors import LedgerError
 
 APPLICATION_ID = 0x50525631  # "PRV1": marks a SQLite file as a provisioner ledger
@@ -55,6 +56,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE entries ADD COLUMN key_fingerprint TEXT",
         "CREATE INDEX entries_by_fingerprint ON entries (scope, key_fingerprint)"
         " WHERE key_fingerprint IS NOT NULL",
+        # Keys created before fingerprints existed get theirs, so key_changed sees them too.
+        "UPDATE entries SET key_fingerprint = key_fingerprint(row_key) WHERE status = 'created'",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -492,6 +495,7 @@ def _checked_version(connection: sqlite3.Connection, path: Path) -> int:
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
     version = _checked_version(connection, path)
+    connection.create_function("key_fingerprint", 1, key_fingerprint, deterministic=True)
     try:
         connection.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode survives a killed process; only a power cut can lose the last writes.

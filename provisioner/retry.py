@@ -17,9 +17,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from provisioner.client import Attempt
-
-Sleep = Callable[[float], None]
-Clock = Callable[[], float]
+from provisioner.limits import Sleep
 
 MAX_BACKOFF = 30.0  # seconds: Twilio's guidance caps backoff; longer stalls a cron run
 BACKOFF_BASE = 0.5  # seconds: the first retry waits up to this, each later one up to double

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -25,7 +26,7 @@ from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
 from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
-from provisioner.limits import AccountLimits
+from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, plan
 from provisioner.report import (
@@ -37,7 +38,6 @@ from provisioner.report import (
     WriterFactory,
 )
 from provisioner.report_html import write_report
-from provisioner.retry import Clock, Sleep
 from provisioner.rows import (
     ADDRESS_SID_PATTERN,
     Columns,
@@ -121,6 +121,7 @@ class Runtime:
     progress: Callable[[Progress], None] = lambda progress: None
     stderr_isatty: bool = False
     stdin: BinaryIO | None = None
+    jitter: random.Random = field(default_factory=random.Random)  # the backoff's random draws
 
 
 def check_run_id(run_id: str) -> str:
@@ -397,6 +398,7 @@ class _Run:
             sleep=sleep,
             clock=self.runtime.clock,
             wall_clock=self.runtime.wall_clock,
+            jitter=self.runtime.jitter,
         )
         ledger.begin_run(self.run_id, str(self.options.input_path), forced=self.options.force)
         dispatcher: Dispatcher[tuple[int, Decision], Outcome] = Dispatcher(

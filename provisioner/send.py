@@ -9,6 +9,7 @@ again is safe. The lookup cannot answer: the row is not sent again blindly.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,10 +19,10 @@ from typing import Protocol
 from tenacity import RetryCallState
 
 from provisioner.client import Attempt, FoundConversation, Lookup
-from provisioner.limits import AccountLimits, Answer
+from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.plan import Decision
-from provisioner.retry import Sleep, retry_policy
+from provisioner.retry import retry_policy
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
 
@@ -104,6 +105,7 @@ class RowSender:
         sleep: Sleep,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        jitter: random.Random | None = None,
     ) -> None:
         self.client = client
         self.limits = limits
@@ -115,7 +117,12 @@ class RowSender:
         self.lookups_refused = ""  # why lookups cannot be made, once they are refused
         self._refused_lock = threading.Lock()
         self.policy = retry_policy(
-            settings.max_attempts, sleep, stopping.event, retry=should_retry, after=self._log_try
+            settings.max_attempts,
+            sleep,
+            stopping.event,
+            retry=should_retry,
+            after=self._log_try,
+            source=jitter,
         )
 
     def send(self, decision: Decision) -> Outcome:

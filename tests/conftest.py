@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from provisioner.emulator import Emulator
 from provisioner.rows import IDENTITY_PREFIX
 from provisioner.run import Runtime
 
+JITTER_SEED = 7
 SECRET = "s3cr3t-auth-token-never-printed"
 
 # Every random choice in the tests is seeded, hypothesis's examples too: a failure seen once is
@@ -111,7 +113,11 @@ class Cli:
             arguments += ["--out", str(self.out)]
             if base_url and "--sandbox" not in arguments:
                 arguments += ["--base-url", self.emulator.url]
-        runtime = Runtime(sleep=self.sleeps, env=self.env() if env is None else env)
+        runtime = Runtime(
+            sleep=self.sleeps,
+            env=self.env() if env is None else env,
+            jitter=random.Random(JITTER_SEED),  # seeded: the backoffs are the same every run
+        )
         result = CliRunner().invoke(cli, arguments, obj=runtime, catch_exceptions=False)
         if expect is not None:
             assert result.exit_code == expect, (

@@ -165,6 +165,35 @@ def test_an_older_ledger_is_migrated_forward_and_keeps_its_rows(
     db.close()
 
 
+def test_keys_created_before_fingerprints_are_still_guarded_against_spreadsheets(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    ledger = provisioner.out / "ledger.sqlite"
+    ledger.parent.mkdir(parents=True)
+    db = sqlite3.connect(ledger)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration:
+            db.execute(statement)
+    db.execute("PRAGMA application_id = 1347573297")
+    db.execute("PRAGMA user_version = 2")
+    db.execute(
+        "INSERT INTO entries (scope, row_key, status, conversation_sid, run_id, updated_at)"
+        " VALUES (?, '00123', 'created', 'CH' || hex(zeroblob(16)), 'old', 'then')",
+        (provisioner.scope,),
+    )
+    db.commit()
+    db.close()
+    # The same customer, as a spreadsheet saved it: leading zeros gone.
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [["123", sid(1), "Ana"]])
+
+    provisioner("create", str(source), "--run-id", "r1", expect=1)
+
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["error_code"]) == ("invalid", "key_changed")
+    assert "'00123'" in row["error_message"]
+    assert provisioner.emulator.created == []
+
+
 def test_a_sandbox_rehearsal_never_makes_a_real_run_skip_rows(
     provisioner: Cli, tmp_path: Path
 ) -> None:

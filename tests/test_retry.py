@@ -1,18 +1,18 @@
-"""The rate limiter, its adaptation to 429s, the retry policy, and the client's small parsers."""
+"""The retry policy, the limits' slot booking, and the client's small parsers."""
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
 from provisioner.client import Attempt, Credentials, parse_retry_after, resolve_base_url
-from provisioner.emulator import TokenBucket
 from provisioner.errors import ConfigError
-from provisioner.limits import RateLimiter
+from provisioner.limits import AccountLimits, Answer
 from provisioner.retry import retry_policy
 
 
@@ -24,12 +24,22 @@ class FakeClock:
         return self.now
 
 
-def send_times(limiter: RateLimiter, clock: FakeClock, count: int) -> list[float]:
+def sleeping(clock: FakeClock) -> Callable[[float], None]:
+    """A sleep that moves the fake clock instead of waiting."""
+
+    def sleep(seconds: float) -> None:
+        clock.now += max(seconds, 0.0)
+
+    return sleep
+
+
+def send_times(limits: AccountLimits, clock: FakeClock, count: int) -> list[float]:
     times = []
     for _ in range(count):
-        clock.now += max(limiter.reserve(), 0.0)
+        permit = limits.acquire(sleeping(clock), threading.Event())
+        assert permit is not None
         times.append(clock.now)
-        limiter.accepted()
+        limits.release(permit, Answer.ACCEPTED, 0.01, None)
     return times
 
 
@@ -39,7 +49,7 @@ def most_in_one_second(times: list[float]) -> int:
 
 def test_the_rate_is_kept_in_every_one_second_window() -> None:
     clock = FakeClock()
-    times = send_times(RateLimiter(10.0, clock), clock, 200)
+    times = send_times(AccountLimits(10.0, 1, clock), clock, 200)
 
     assert most_in_one_second(times) <= 10
     assert times[-1] - times[0] == pytest.approx(199 / 10)
@@ -47,92 +57,26 @@ def test_the_rate_is_kept_in_every_one_second_window() -> None:
 
 def test_slots_are_shared_by_threads_without_overlap() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(50.0, clock)
+    limits = AccountLimits(50.0, 8, clock)
     waits: list[float] = []
     lock = threading.Lock()
 
-    def reserve_many() -> None:
+    def send_many() -> None:
         for _ in range(100):
-            wait = limiter.reserve()
+            asked: list[float] = []
+            permit = limits.acquire(asked.append, threading.Event())
+            assert permit is not None
             with lock:
-                waits.append(wait)
+                waits.append(sum(asked))
+            limits.release(permit, Answer.ACCEPTED, 0.01, None)
 
-    threads = [threading.Thread(target=reserve_many) for _ in range(8)]
+    threads = [threading.Thread(target=send_many) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
     assert sorted(round(w, 6) for w in waits) == [round(n / 50, 6) for n in range(800)]
-
-
-def test_no_rate_means_no_waiting() -> None:
-    clock = FakeClock()
-    assert {RateLimiter(None, clock).reserve() for _ in range(100)} == {0.0}
-
-
-def test_a_429_pauses_everyone_and_lowers_the_rate() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(100.0, clock)
-    send_times(limiter, clock, 40)  # 40 accepted within the last second
-
-    limiter.throttle(retry_after=3.0)
-
-    assert limiter.reserve() >= 3.0
-    assert limiter.rate is not None
-    assert limiter.rate <= 0.9 * 40
-    assert limiter.throttled == 1
-
-
-def test_429s_in_one_episode_lower_the_rate_once() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(100.0, clock)
-    send_times(limiter, clock, 50)
-    limiter.throttle(1.0)
-    lowered = limiter.rate
-
-    for _ in range(5):
-        limiter.throttle(1.0)
-
-    assert limiter.rate == lowered
-    assert limiter.throttled == 6
-
-
-def test_the_rate_climbs_back_but_never_above_what_was_asked() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(30.0, clock)
-    send_times(limiter, clock, 30)
-    limiter.throttle(1.0)
-    lowered = limiter.rate
-    assert lowered is not None
-    assert lowered < 30
-
-    send_times(limiter, clock, 5000)
-
-    assert limiter.rate == 30.0
-    assert limiter.lowest_rate == lowered
-
-
-@pytest.mark.parametrize(("asked", "limit"), [(200.0, 40.0), (100.0, 40.0), (200.0, 10.0)])
-def test_a_run_started_too_fast_settles_under_the_real_limit(asked: float, limit: float) -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(asked, clock)
-    server = TokenBucket(limit, clock)
-    accepted = throttled = 0
-    started = clock()
-    while accepted < 4000:
-        clock.now += max(limiter.reserve(), 0.0)
-        if server.take():
-            accepted += 1
-            limiter.accepted()
-        else:
-            throttled += 1
-            limiter.throttle(1.0)
-
-    assert throttled / (accepted + throttled) < 0.05
-    assert accepted / (clock() - started) >= 0.85 * limit
-    assert limiter.settled_rate is not None
-    assert limiter.settled_rate <= limit  # what to pass as --rate next time
 
 
 def test_the_retry_policy_waits_at_least_retry_after() -> None:

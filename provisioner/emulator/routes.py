@@ -142,9 +142,7 @@ class Routes:
             message = f"The requested resource {WEB_CHATS_PATH} was not found"
             return twilio_error(404, NOT_FOUND, message, request_id)
         self._wait()
-        chat = self.service.create(form, request_id)
-        body = {"conversation_sid": chat.conversation_sid, "identity": chat.identity}
-        return ok(201, body, request_id)
+        return _created(self.service.create(form, request_id), request_id)
 
     def _lookup(self, request: Request, request_id: str) -> Answer:
         asked = resources.page_asked(request.query)
@@ -182,19 +180,19 @@ class Routes:
         return ok(200, body, request_id)
 
     def _meet(
-        self, fault: Fault, request_id: str, create: Callable[[], object] | None = None
+        self, fault: Fault, request_id: str, create: Callable[[], WebChat] | None = None
     ) -> Answer | None:
         """What a fault does to a request; None when the request then goes on as usual."""
         if fault.delay:
             self._sleep(fault.delay)
         if fault.hold is not None:
             fault.hold.wait(HOLD_LIMIT)
-        if fault.create and create is not None:
-            create()
+        chat = create() if fault.create and create is not None else None
         if fault.drop:
             return Drop()
         if fault.status is None:
-            return None
+            # A fault that created the web chat answers for it; else the request goes on.
+            return None if chat is None else _created(chat, request_id)
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
         code = fault.code or fault.status * 100
         return twilio_error(fault.status, code, "Scripted fault", request_id, headers)
@@ -211,3 +209,9 @@ def _form(request: Request, request_id: str) -> dict[str, str] | Reply:
     if form is None:
         return twilio_error(400, BAD_REQUEST, "The body is not UTF-8 form data", request_id)
     return form
+
+
+def _created(chat: WebChat, request_id: str) -> Answer:
+    """Twilio's 201 for a new web chat."""
+    body = {"conversation_sid": chat.conversation_sid, "identity": chat.identity}
+    return ok(201, body, request_id)
