@@ -25,9 +25,7 @@ import contextlib
 import html
 import http.client
 import http.cookiejar
-import ipaddress
 import json
-import math
 import os
 import re
 import socket
@@ -36,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urljoin, urlsplit
 
@@ -50,17 +47,47 @@ from urllib3.exceptions import InvalidHeader, NameResolutionError, NewConnection
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 
 from provisioner import __version__
-from provisioner.errors import ConfigError
+from provisioner.attempts import (
+    MAX_RETRY_AFTER,
+    Attempt,
+    FoundConversation,
+    Lookup,
+    TwilioError,
+    json_object,
+    one_line,
+    parse_error_body,
+    parse_retry_after,
+)
+from provisioner.endpoints import (
+    DEFAULT_PORTS,
+    Credentials,
+    ca_bundle,
+    is_loopback,
+    proxy_for,
+    resolve_base_url,
+    resolve_conversations_url,
+)
+
+# Re-exported: callers know these as the client's.
+__all__ = [
+    "Attempt",
+    "Credentials",
+    "FoundConversation",
+    "Lookup",
+    "TwilioClient",
+    "is_loopback",
+    "parse_retry_after",
+    "resolve_base_url",
+    "resolve_conversations_url",
+]
 
 WEB_CHATS_PATH = "/v2/WebChats"
 CONVERSATIONS_PATH = "/v1/Conversations"
 PARTICIPANT_CONVERSATIONS_PATH = "/v1/ParticipantConversations"
 USER_AGENT = f"provisioner/{__version__} (python-requests/{requests.__version__})"
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-CREDENTIALS_REJECTED = frozenset({401, 403})
 CREATED_STATUS = 201  # what Twilio answers a new web chat; another 2xx with a SID is noted
-SID_PATTERN = re.compile(r"CH[0-9a-fA-F]{32}", re.ASCII)  # a Conversation SID
 
+SID_PATTERN = re.compile(r"CH[0-9a-fA-F]{32}", re.ASCII)  # a Conversation SID
 # A web chat, an error or a closed conversation (16 kB of attributes at most, JSON-escaped)
 # fits many times over; an error page from a proxy too.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -69,413 +96,11 @@ MAX_ANSWER_BYTES = 64 * 1024
 MAX_LOOKUP_PAGE_BYTES = 2 * 1024 * 1024
 LOOKUP_PAGE_SIZE = 50  # Twilio's largest page for ParticipantConversations
 MAX_LOOKUP_PAGES = 20  # 1,000 conversations for one identity: far past any duplicate we make
-MAX_RETRY_AFTER = 30.0  # seconds: a server cannot stall the run longer than this per answer
 MAX_MESSAGE_CHARS = 500  # an error message longer than this is cut (after redaction)
 MAX_FIELD_CHARS = 256  # Twilio's longest identity and friendly name
 READ_CHUNK = 16 * 1024  # decoded bytes per read: the cap is overshot by at most this much
 MAX_CAUSES = 10  # exception chains are walked this deep, never forever
 REDACTED = "[redacted]"
-
-CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-_LABEL = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*", re.ASCII)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_FINAL_FAILURES = frozenset({"invalid_sid", "tls_untrusted"})  # trying again cannot help
-
-
-# ---------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """HTTP Basic credentials; the secret never appears in repr, logs or tracebacks."""
-
-    username: str
-    secret: str = field(repr=False)
-    account: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Credentials:
-        """Account SID + Auth Token, or API Key + Secret, from the environment."""
-        account = env.get("TWILIO_ACCOUNT_SID", "").strip()
-        token = env.get("TWILIO_AUTH_TOKEN", "").strip()
-        key = env.get("TWILIO_API_KEY", "").strip()
-        key_secret = env.get("TWILIO_API_SECRET", "").strip()
-        if key and key_secret:
-            _check_basic("TWILIO_API_KEY", key, username=True)
-            _check_basic("TWILIO_API_SECRET", key_secret, username=False)
-            return cls(key, key_secret, account or key)
-        if account and token:
-            _check_basic("TWILIO_ACCOUNT_SID", account, username=True)
-            _check_basic("TWILIO_AUTH_TOKEN", token, username=False)
-            return cls(account, token, account)
-        pairs = (
-            ("TWILIO_ACCOUNT_SID", account, "TWILIO_AUTH_TOKEN", token),
-            ("TWILIO_API_KEY", key, "TWILIO_API_SECRET", key_secret),
-        )
-        for first, first_value, second, second_value in pairs:
-            if bool(first_value) != bool(second_value):
-                missing, present = (second, first) if first_value else (first, second)
-                raise ConfigError(
-                    f"{missing} is not set ({present} is): set it too, or use the other pair "
-                    "(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
-                    "TWILIO_API_SECRET)"
-                )
-        raise ConfigError(
-            "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, "
-            "or TWILIO_API_KEY and TWILIO_API_SECRET (or rehearse with --sandbox)"
-        )
-
-
-def _check_basic(name: str, value: str, *, username: bool) -> None:
-    """Refuse what HTTP Basic auth cannot carry; the message never shows the characters."""
-    if not value.isascii():
-        raise ConfigError(
-            f"{name} contains characters that are not ASCII (Twilio credentials are letters "
-            "and digits): copy it again from the Twilio Console"
-        )
-    if _CONTROL.search(value):
-        raise ConfigError(
-            f"{name} contains a control character (a line break or a tab?): "
-            "copy it again from the Twilio Console"
-        )
-    if username and ":" in value:
-        raise ConfigError(f"{name} contains ':', which HTTP Basic auth cannot carry in a name")
-
-
-def resolve_base_url(explicit: str | None, env: Mapping[str, str]) -> str:
-    """The Flex API root: explicit, else built from TWILIO_REGION/TWILIO_EDGE as the SDK does."""
-    if explicit:
-        return _checked_root(explicit, "--base-url")
-    configured = env.get("PROVISIONER_BASE_URL", "").strip()
-    if configured:
-        return _checked_root(configured, "PROVISIONER_BASE_URL")
-    return _twilio_root("flex-api", env)
-
-
-def resolve_conversations_url(
-    explicit: str | None, base_url_given: str | None, env: Mapping[str, str]
-) -> str:
-    """The Conversations root: explicit, else the --base-url given, else Twilio's for the region."""
-    if explicit:
-        return _checked_root(explicit, "--conversations-url")
-    if base_url_given:
-        return _checked_root(base_url_given, "--base-url")
-    return _twilio_root("conversations", env)
-
-
-def _twilio_root(product: str, env: Mapping[str, str]) -> str:
-    region = env.get("TWILIO_REGION", "").strip().lower()
-    edge = env.get("TWILIO_EDGE", "").strip().lower()
-    for name, value, example in (("TWILIO_REGION", region, "ie1"), ("TWILIO_EDGE", edge, "dublin")):
-        if value and not _LABEL.fullmatch(value):
-            raise ConfigError(
-                f"{name} {_shown(value)}: expected a Twilio {name[7:].lower()} "
-                f"such as {example}, or unset it"
-            )
-    if edge and not region:
-        region = "us1"  # as the SDK does: an edge alone means the US region
-    return "https://" + ".".join([product, *(p for p in (edge, region) if p), "twilio", "com"])
-
-
-def _checked_root(url: str, option: str) -> str:
-    text = url.strip()
-    expected = "expected https://HOST[:PORT]"
-    if _CONTROL.search(text) or " " in text:
-        raise ConfigError(f"{option}: the URL contains spaces or control characters; {expected}")
-    split = urlsplit(text.rstrip("/"))
-    if "@" in split.netloc:
-        raise ConfigError(
-            f"{option}: the URL carries a user name or password; remove it (credentials "
-            "come only from the TWILIO_* variables)"
-        )
-    scheme = split.scheme.lower()
-    if scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(f"{option} {_shown(text)}: {expected}")
-    if split.query or split.fragment or "?" in text or "#" in text:
-        raise ConfigError(
-            f"{option} {_shown(text)}: remove the query string or fragment; {expected}"
-        )
-    if split.path:
-        raise ConfigError(
-            f"{option} {_shown(text)}: give the root only, without a path "
-            f"({_shown(split.path)}); {expected}"
-        )
-    try:
-        port = split.port
-    except ValueError:
-        port = 0
-    if port == 0 or split.netloc.endswith(":"):
-        raise ConfigError(
-            f"{option} {_shown(text)}: the port must be a number from 1 to 65535; {expected}"
-        )
-    if scheme == "http" and not is_loopback(split.hostname):
-        raise ConfigError(
-            f"{option} {_shown(text)}: plain http is allowed only to a loopback host "
-            "(credentials must never cross a network in clear); use https://"
-        )
-    return f"{scheme}://{split.netloc}"
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
-    """The proxy for requests to `url` from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY."""
-    split = urlsplit(url)
-    host = (split.hostname or "").lower()
-    if not host or is_loopback(host):
-        return None  # as Go does: a proxy's own loopback is not ours, nor a place for secrets
-    scheme = split.scheme.lower()
-    no_proxy = env.get("no_proxy", "").strip() or env.get("NO_PROXY", "").strip()
-    if no_proxy and _bypassed(host, split.port or _DEFAULT_PORTS.get(scheme, 0), no_proxy):
-        return None
-    for lower in (f"{scheme}_proxy", "all_proxy"):
-        for name in (lower, lower.upper()):  # lower case wins, as in curl and urllib
-            value = env.get(name, "").strip()
-            if value:
-                return _checked_proxy(value, name)
-    return None
-
-
-def _bypassed(host: str, port: int, no_proxy: str) -> bool:
-    """NO_PROXY as curl reads it: `*`, domains (with subdomains), host:port, IPs and CIDRs."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
-    for raw_entry in re.split(r"[,\s]+", no_proxy.lower()):
-        entry = raw_entry.strip()
-        if entry == "*":
-            return True
-        entry_port: int | None = None
-        if entry.count(":") == 1:
-            entry, _, port_text = entry.partition(":")
-            entry_port = int(port_text) if port_text.isdigit() else None
-        entry = entry.strip("[]").removeprefix("*").lstrip(".")
-        if not entry or (entry_port is not None and entry_port != port):
-            continue
-        if address is not None:
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        if host == entry or host.endswith("." + entry):
-            return True
-    return False
-
-
-def _checked_proxy(value: str, name: str) -> str:
-    url = value if "://" in value else "http://" + value  # as requests reads "host:port"
-    split = urlsplit(url)
-    if split.scheme.lower() not in ("http", "https") or not split.hostname:
-        shown = _shown(value) if "@" not in value else "(a URL with credentials)"
-        raise ConfigError(
-            f"{name} {shown}: expected http://HOST:PORT (only http and https proxies work)"
-        )
-    try:
-        split.port  # noqa: B018  (raises for an impossible port)
-    except ValueError:
-        raise ConfigError(f"{name}: the proxy's port must be a number from 1 to 65535") from None
-    return url
-
-
-def ca_bundle(env: Mapping[str, str]) -> str | bool:
-    """The CA certificates to trust: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE/DIR."""
-    for name in CA_BUNDLE_VARIABLES:
-        path = env.get(name, "").strip()
-        if not path:
-            continue
-        try:
-            if os.path.isdir(path):
-                ssl.create_default_context(capath=path)
-            else:
-                ssl.create_default_context(cafile=path)
-        except (OSError, ssl.SSLError, ValueError) as error:
-            reason = "no such file" if isinstance(error, FileNotFoundError) else "not readable"
-            if isinstance(error, ssl.SSLError):
-                reason = "not a PEM file of CA certificates"
-            raise ConfigError(
-                f"{name}={_shown(path)}: {reason}; point it at the PEM file of the CA "
-                "certificates your network uses, or unset it"
-            ) from None
-        return path
-    return True
-
-
-def _shown(text: str) -> str:
-    """A configuration value as a message may quote it: one line, bounded."""
-    cleaned = _CONTROL.sub(" ", text)
-    return cleaned if len(cleaned) <= 120 else cleaned[:117] + "..."
-
-
-# ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one request came to: a web chat, a Twilio error, or a transport failure.
-
-    The client never builds a non-ambiguous 2xx Attempt without a valid conversation_sid
-    (for close_conversation: the conversation's SID), so `created` needs only the status.
-    """
-
-    http_status: int | None = None
-    conversation_sid: str = ""
-    identity: str = ""
-    request_id: str = ""
-    error_code: str = ""
-    error_message: str = ""
-    retry_after: float | None = None  # seconds, at most MAX_RETRY_AFTER
-    ambiguous: bool = False  # the request may have reached Twilio and done what it asked
-    latency: float = 0.0  # seconds the attempt took, answer read included
-
-    @property
-    def created(self) -> bool:
-        """Twilio did it (created the web chat, closed the conversation) and said so readably."""
-        return self.http_status is not None and 200 <= self.http_status < 300 and not self.ambiguous
-
-    @property
-    def retryable(self) -> bool:
-        """Twilio's guidance (429, 500, 502, 503, 504, failed connections) and lost answers."""
-        if self.error_code in _FINAL_FAILURES:
-            return False
-        return self.ambiguous or self.http_status is None or self.http_status in RETRYABLE_STATUSES
-
-    @property
-    def credentials_rejected(self) -> bool:
-        """401 or 403: every further request would fail the same way."""
-        return self.http_status in CREDENTIALS_REJECTED
-
-
-@dataclass(frozen=True)
-class FoundConversation:
-    """One conversation a looked-up identity takes part in."""
-
-    sid: str
-    date_created: str  # ISO 8601 as Twilio writes it, "" when the answer had none
-    state: str  # "active", "inactive", "closed", or "" when the answer had none
-    friendly_name: str = ""
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """What looking an identity up came to; `conversations` is complete only when `ok`."""
-
-    conversations: tuple[FoundConversation, ...] = ()
-    http_status: int | None = None
-    error_code: str = ""
-    error_message: str = ""  # also set when ok: entries that were ignored, and why
-    request_id: str = ""
-    retry_after: float | None = None  # seconds, at most MAX_RETRY_AFTER
-    latency: float = 0.0  # seconds, every page included
-    pages: int = 0  # requests sent: each counts against the account's limits
-
-    @property
-    def ok(self) -> bool:
-        """Every page was answered 2xx, read whole and understood."""
-        return (
-            self.http_status is not None and 200 <= self.http_status < 300 and not self.error_code
-        )
-
-    @property
-    def refused(self) -> bool:
-        """401 or 403: these credentials may not read Conversations."""
-        return self.http_status in CREDENTIALS_REJECTED
-
-    @property
-    def throttled(self) -> bool:
-        """429: the account's limits were hit."""
-        return self.http_status == 429
-
-    @property
-    def retryable(self) -> bool:
-        """No answer, 429, 5xx, or an answer that could not be read: asking again may work."""
-        if self.ok:
-            return False
-        if self.http_status is None or self.http_status == 429 or self.http_status >= 500:
-            return True
-        return self.error_code == "unreadable_answer"
-
-
-@dataclass(frozen=True)
-class TwilioError:
-    """The fields of Twilio's error body; empty strings for what it lacked."""
-
-    code: str = ""
-    message: str = ""
-    more_info: str = ""
-
-
-def parse_retry_after(
-    value: str | None, now: float | None = None, cap: float | None = None
-) -> float | None:
-    """Seconds a Retry-After asks for (delta-seconds or HTTP date), >= 0 and <= cap; else None."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text or len(text) > 64:  # an HTTP date is 29 characters
-        return None
-    seconds: float | None
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = _seconds_until(text, time.time() if now is None else now)
-    if seconds is None or math.isnan(seconds):
-        return None
-    seconds = max(0.0, seconds)
-    return seconds if cap is None else min(seconds, cap)
-
-
-def _seconds_until(text: str, now: float) -> float | None:
-    try:
-        moment = parsedate_to_datetime(text)
-        return moment.timestamp() - now
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def parse_error_body(body: bytes | str) -> TwilioError:
-    """Twilio's `{code, message, more_info, status}`, whatever type each field has."""
-    document = _json_object(body) or {}
-    code = document.get("code")
-    code_text = ""
-    if isinstance(code, str):
-        code_text = code.strip()
-    elif isinstance(code, int) and not isinstance(code, bool):
-        code_text = str(code) if abs(code) < 10**12 else ""
-    elif isinstance(code, float) and math.isfinite(code) and code.is_integer():
-        code_text = str(int(code)) if abs(code) < 1e12 else ""
-    message = document.get("message")
-    more_info = document.get("more_info")
-    more = more_info.strip() if isinstance(more_info, str) else ""
-    return TwilioError(
-        code=_one_line(code_text)[:32],
-        message=message if isinstance(message, str) else "",
-        more_info=more if more.startswith(("https://", "http://")) else "",
-    )
-
-
-def _json_object(body: bytes | str) -> dict[str, Any] | None:
-    """The body as a JSON object; None when it is anything else."""
-    try:
-        document = json.loads(body or b"null")
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def _one_line(text: str) -> str:
-    return _CONTROL.sub(" ", text).strip()
 
 
 # ---------------------------------------------------------------- the deadline
@@ -704,7 +329,7 @@ class _Redactor:
 
     def __call__(self, text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
         # Control characters are replaced before redacting: after, they could join its parts.
-        cleaned = self._pattern.sub(REDACTED, _one_line(text))
+        cleaned = self._pattern.sub(REDACTED, one_line(text))
         return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
@@ -784,7 +409,7 @@ class TwilioClient:
             conversations = tuple(found.values())
             if answer.status is None or not 200 <= answer.status < 300 or not answer.complete:
                 return self._failed_lookup(answer, conversations, page, started)
-            entries, next_url = _page_of(_json_object(answer.body) or {})
+            entries, next_url = _page_of(json_object(answer.body) or {})
             code, message = "", ""
             if entries is None:
                 code, message = "unreadable_answer", "the answer is not a page of conversations"
@@ -896,7 +521,7 @@ class TwilioClient:
         maybe = "; the web chat may exist"
         if answer.status is None or not 200 <= answer.status < 300:
             return self._failed_attempt(answer, maybe)
-        document = _json_object(answer.body) if answer.complete else None
+        document = json_object(answer.body) if answer.complete else None
         sid = document.get("conversation_sid") if document else None
         identity = document.get("identity") if document else None
         request_id = self._redact(answer.headers.get("Twilio-Request-Id", ""), 64)
@@ -924,7 +549,7 @@ class TwilioClient:
     def _close_attempt(self, answer: _Answer, sid: str) -> Attempt:
         if answer.status is None or not 200 <= answer.status < 300:
             return self._failed_attempt(answer, "; the conversation may be closed")
-        document = _json_object(answer.body) if answer.complete else None
+        document = json_object(answer.body) if answer.complete else None
         answered = document.get("sid") if document else None
         problem = self._unreadable(answer, document, answered)
         if not problem and answered != sid:
@@ -955,7 +580,7 @@ class TwilioClient:
             return "the answer has no body"
         if document is None:
             kind = answer.headers.get("Content-Type", "") or "no Content-Type"
-            return f"the answer is not a JSON object ({_one_line(kind)[:60]})"
+            return f"the answer is not a JSON object ({one_line(kind)[:60]})"
         if sid is None:
             return "the answer has no SID"
         if not isinstance(sid, str) or not SID_PATTERN.fullmatch(self._redact(sid)):
@@ -1073,7 +698,7 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     try:
         split = urlsplit(url)
         scheme = split.scheme.lower()
-        port = split.port or _DEFAULT_PORTS.get(scheme, 0)
+        port = split.port or DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return None
     if not split.hostname or "@" in split.netloc:

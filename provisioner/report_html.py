@@ -3,20 +3,19 @@
 No script, no font, no image and no style from anywhere else: the page's Content-Security-Policy
 allows inline styles and data: images only, so a browser opening it makes no request. Every value
 is escaped, since customer data and servers' messages are untrusted. The sending rate over time
-is an inline SVG chart drawn here.
+is an inline SVG chart (chart.py).
 """
 
 from __future__ import annotations
 
 import html
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import pairwise
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from provisioner.chart import finite, render_chart
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 EXIT_WORDS = {
@@ -45,18 +44,6 @@ MESSAGE_CHARS = 300  # a server's message is cut here in the page's tables
 ROUND_ABOVE = 100  # rates from here on are shown as whole numbers
 BAR_WIDTH = 200  # pixels of the bar that shows a status's share of all rows
 
-# The chart's geometry in SVG user units; the SVG scales to the page's width.
-CHART_WIDTH, CHART_HEIGHT = 960, 320
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 64, 16, 48
-PLOT_WIDTH = CHART_WIDTH - MARGIN_LEFT - MARGIN_RIGHT
-PLOT_HEIGHT = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
-Y_TICKS = 5  # about this many gridlines on the vertical axes
-X_TICKS = 8  # about this many time labels
-MAX_CHART_POINTS = 400  # about two pixels a point: more is a zigzag no one can read
-MIN_BAR_WIDTH = 1.0  # a 429 in a narrow bucket still shows as a visible bar
-NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)  # axis steps people read at a glance
-TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
-COLOURS = {"sent": "#1f5fbf", "throttled": "#d03030", "rate": "#e08000", "concurrency": "#208040"}
 
 STYLE = """
 :root { color-scheme: light; --muted: #555; --line: #d8d8d8; }
@@ -161,7 +148,7 @@ def _number(value: object) -> str:
 
 
 def _duration(seconds: object) -> str:
-    value = _finite(seconds)
+    value = finite(seconds)
     if value is None:
         return "—"
     whole = int(value)
@@ -170,12 +157,6 @@ def _duration(seconds: object) -> str:
     if whole >= 60:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{value:.1f}s"
-
-
-def _finite(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _words(key: str) -> str:
@@ -332,7 +313,7 @@ def _rate_section(summary: Mapping[str, Any]) -> str:
     timeline = [point for point in summary.get("timeline") or () if isinstance(point, Mapping)]
     return (
         '<section id="rate"><h2>Sending rate over time</h2>'
-        + _chart(timeline)
+        + render_chart(timeline)
         + _values_table("rate (requests per second)", summary.get("rate") or {})
         + _values_table(
             "limits learnt (pass the settled values next time)", summary.get("limits") or {}
@@ -389,249 +370,3 @@ def _settings_section(settings: Mapping[str, Any], files: Mapping[str, Any]) -> 
     if not parts:
         return ""
     return '<section id="settings"><h2>Settings and files</h2>' + "".join(parts) + "</section>"
-
-
-# --- the chart ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Bucket:
-    start: float
-    end: float
-    sent: float
-    throttled: float
-    rate: float | None
-    concurrency: float | None
-
-    @property
-    def width(self) -> float:
-        return self.end - self.start
-
-
-def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
-    """Timeline points as time buckets, merged down to at most MAX_CHART_POINTS.
-
-    A point (limits.Timeline) counts what was sent and throttled from its `t` until the next
-    point's, and holds the limits as they were at the end of that span.
-    """
-    points = sorted(
-        ((t, point) for point in timeline if (t := _finite(point.get("t"))) is not None),
-        key=lambda pair: pair[0],
-    )
-    starts = [t for t, _ in points]
-    gaps = [later - earlier for earlier, later in pairwise(starts) if later > earlier]
-    typical = sorted(gaps)[len(gaps) // 2] if gaps else 1.0  # the median bucket's width
-    buckets = [
-        _Bucket(
-            start=t,
-            end=max(next_start, t + typical) if next_start is not None else t + typical,
-            sent=max(_finite(point.get("sent")) or 0.0, 0.0),
-            throttled=max(_finite(point.get("throttled")) or 0.0, 0.0),
-            rate=_finite(point.get("rate")),
-            concurrency=_finite(point.get("concurrency")),
-        )
-        for (t, point), next_start in zip(points, [*starts[1:], None][: len(points)], strict=True)
-    ]
-    group = math.ceil(len(buckets) / MAX_CHART_POINTS)
-    if group <= 1:
-        return buckets
-    return [_merged(buckets[index : index + group]) for index in range(0, len(buckets), group)]
-
-
-def _merged(buckets: Sequence[_Bucket]) -> _Bucket:
-    """Adjacent buckets as one; the limits keep their lowest value, so a dip stays visible."""
-    rates = [b.rate for b in buckets if b.rate is not None]
-    limits = [b.concurrency for b in buckets if b.concurrency is not None]
-    return _Bucket(
-        start=buckets[0].start,
-        end=buckets[-1].end,
-        sent=sum(b.sent for b in buckets),
-        throttled=sum(b.throttled for b in buckets),
-        rate=min(rates) if rates else None,
-        concurrency=min(limits) if limits else None,
-    )
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest 1/2/2.5/5 x 10^k that is at least `value`, for an axis's top."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
-    # A hair under `value` still counts, so float noise never pushes 5.0 up to 10.
-    tops = (float(step * magnitude) for step in NICE_STEPS)
-    return next(top for top in tops if top >= value * (1 - 1e-9))
-
-
-def _time_label(seconds: float) -> str:
-    whole = round(seconds)
-    if whole >= 3600:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}"
-    if whole >= 60:
-        return f"{whole // 60}m{whole % 60:02d}s" if whole % 60 else f"{whole // 60}m"
-    return f"{whole}s"
-
-
-def _chart(timeline: Sequence[Mapping[str, Any]]) -> str:
-    buckets = _buckets(timeline)
-    if not buckets:
-        return '<p class="muted">No requests were sent in this run: nothing to chart.</p>'
-    start = min(0.0, buckets[0].start)
-    end = max(buckets[-1].end, start + 1.0)
-    per_second = [b.sent / b.width if b.width > 0 else b.sent for b in buckets]
-    throttled_per_second = [b.throttled / b.width if b.width > 0 else b.throttled for b in buckets]
-    rates = [b.rate for b in buckets if b.rate is not None]
-    left_top = _nice_ceiling(max([*per_second, *throttled_per_second, *rates, 1.0]))
-    concurrencies = [b.concurrency for b in buckets if b.concurrency is not None]
-    right_top = _nice_ceiling(max([*concurrencies, 1.0]))
-
-    def x(t: float) -> float:
-        return MARGIN_LEFT + (t - start) / (end - start) * PLOT_WIDTH
-
-    def y_left(value: float) -> float:
-        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / left_top)
-
-    def y_right(value: float) -> float:
-        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / right_top)
-
-    shapes = [_axes(start, end, left_top, right_top, x, y_left)]
-    for bucket, value in zip(buckets, throttled_per_second, strict=True):
-        if value > 0:
-            left = x(max(bucket.start, start))
-            width = max(x(bucket.end) - left, MIN_BAR_WIDTH)
-            top = y_left(value)
-            shapes.append(
-                f'<rect class="throttled" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
-                f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS["throttled"]}" '
-                'fill-opacity="0.6"/>'
-            )
-    # Throughput at the middle of its bucket; the limits as steps across each bucket.
-    sent_points = [
-        (x((b.start + b.end) / 2), y_left(v)) for b, v in zip(buckets, per_second, strict=True)
-    ]
-    shapes.append(_line("sent", [sent_points], width=2))
-    rate_steps = _steps(buckets, [None if b.rate is None else y_left(b.rate) for b in buckets], x)
-    shapes.append(_line("rate", rate_steps, width=2, dashed=True))
-    concurrency_steps = _steps(
-        buckets, [None if b.concurrency is None else y_right(b.concurrency) for b in buckets], x
-    )
-    shapes.append(_line("concurrency", concurrency_steps, width=2))
-    sent = sum(b.sent for b in buckets)
-    description = (
-        f"{sent:,.0f} requests over {_time_label(end - start)}: on average "
-        f"{sent / (end - start):.1f} requests/s, at most {max(per_second):.1f} requests/s; "
-        f"{sum(b.throttled for b in buckets):,.0f} answered 429"
-    )
-    legend = "".join(
-        f'<li><span class="swatch{extra}" style="{style}"></span>{text}</li>'
-        for extra, style, text in (
-            ("", f"border-color:{COLOURS['sent']}", "requests sent per second"),
-            (" box", f"background:{COLOURS['throttled']}", "429 answers per second"),
-            (
-                "",
-                f"border-color:{COLOURS['rate']};border-top-style:dashed",
-                "rate limit learnt (requests/s)",
-            ),
-            (
-                "",
-                f"border-color:{COLOURS['concurrency']}",
-                "concurrency learnt (requests in flight, right axis)",
-            ),
-        )
-    )
-    return (
-        f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
-        'aria-labelledby="chart-title chart-desc">'
-        '<title id="chart-title">Requests per second, 429 answers and the limits learnt over '
-        f'time</title><desc id="chart-desc">{_e(description)}</desc>'
-        + "".join(shapes)
-        + "</svg>"
-        + f'<ul class="legend">{legend}</ul>'
-        + f'<p class="muted">{_e(description)}.</p>'
-    )
-
-
-def _axes(
-    start: float,
-    end: float,
-    left_top: float,
-    right_top: float,
-    x: Callable[[float], float],
-    y_left: Callable[[float], float],
-) -> str:
-    """Gridlines, tick labels on three axes and their titles."""
-    bottom = MARGIN_TOP + PLOT_HEIGHT
-    right = MARGIN_LEFT + PLOT_WIDTH
-    parts = [
-        f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" '
-        'fill="#fbfbfb" stroke="#bbb"/>'
-    ]
-    for index in range(Y_TICKS + 1):
-        value = left_top * index / Y_TICKS
-        y = y_left(value)
-        parts.append(
-            f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#e4e4e4"/>'
-            f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick(value)}</text>'
-            f'<text x="{right + 6}" y="{y + 4:.1f}">{_tick(right_top * index / Y_TICKS)}</text>'
-        )
-    step = next((s for s in TIME_STEPS if (end - start) / s <= X_TICKS), TIME_STEPS[-1])
-    t = math.ceil(start / step) * step
-    while t <= end + 1e-9:
-        parts.append(
-            f'<line x1="{x(t):.1f}" y1="{bottom}" x2="{x(t):.1f}" y2="{bottom + 5}" stroke="#888"/>'
-            f'<text x="{x(t):.1f}" y="{bottom + 18}" text-anchor="middle">{_time_label(t)}</text>'
-        )
-        t += step
-    middle = MARGIN_TOP + PLOT_HEIGHT / 2
-    parts.append(
-        f'<text x="{MARGIN_LEFT + PLOT_WIDTH / 2}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
-        "time since the run started</text>"
-        f'<text transform="translate(16 {middle}) rotate(-90)" text-anchor="middle">'
-        "requests per second</text>"
-        f'<text transform="translate({CHART_WIDTH - 12} {middle}) rotate(-90)" '
-        'text-anchor="middle">requests in flight</text>'
-    )
-    return "".join(parts)
-
-
-def _tick(value: float) -> str:
-    return f"{value:g}" if value < 1000 else f"{value:,.0f}"
-
-
-def _steps(
-    buckets: Sequence[_Bucket], heights: Sequence[float | None], x: Callable[[float], float]
-) -> list[list[tuple[float, float]]]:
-    """A staircase across the buckets; a bucket with no value (no limit) breaks the line."""
-    runs: list[list[tuple[float, float]]] = [[]]
-    for bucket, y in zip(buckets, heights, strict=True):
-        if y is None:
-            if runs[-1]:
-                runs.append([])
-        else:
-            runs[-1] += [(x(bucket.start), y), (x(bucket.end), y)]
-    return [run for run in runs if run]
-
-
-def _line(
-    name: str,
-    runs: Sequence[Sequence[tuple[float, float]]],
-    *,
-    width: float,
-    dashed: bool = False,
-) -> str:
-    """A polyline per run of points; a lone point as a dot so it stays visible."""
-    colour = COLOURS[name]
-    dash = ' stroke-dasharray="6 4"' if dashed else ""
-    parts = []
-    for run in runs:
-        if len(run) == 1:
-            ((px, py),) = run
-            parts.append(
-                f'<circle class="{name}" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>'
-            )
-            continue
-        coordinates = [f"{px:.1f},{py:.1f}" for px, py in run]
-        parts.append(
-            f'<polyline class="{name}" points="{" ".join(coordinates)}" fill="none" '
-            f'stroke="{colour}" stroke-width="{width}"{dash} stroke-linejoin="round"/>'
-        )
-    return "".join(parts)

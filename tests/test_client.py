@@ -20,24 +20,21 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from provisioner.attempts import MAX_RETRY_AFTER, parse_error_body
 from provisioner.client import (
-    CA_BUNDLE_VARIABLES,
     MAX_LOOKUP_PAGES,
     MAX_MESSAGE_CHARS,
-    MAX_RETRY_AFTER,
     Attempt,
     Credentials,
     FoundConversation,
     Lookup,
     TwilioClient,
     _Redactor,
-    ca_bundle,
-    parse_error_body,
     parse_retry_after,
-    proxy_for,
     resolve_base_url,
     resolve_conversations_url,
 )
+from provisioner.endpoints import CA_BUNDLE_VARIABLES, ca_bundle, proxy_for
 from provisioner.errors import ConfigError
 from tests.hostile import (
     Behaviour,

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from provisioner.causes import CauseTally, explain
-from provisioner.report_html import CSP, MAX_CHART_POINTS, render_report, write_report
+from provisioner.chart import MAX_CHART_POINTS
+from provisioner.report_html import CSP, render_report, write_report
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_IMAGE = '"><img src="http://attacker.invalid/x.png" onerror="alert(2)">'
