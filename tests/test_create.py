@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from provisioner.cells import unescape_cell
 from provisioner.cli import cli
-from provisioner.emulator import Fault
+from provisioner.emulator import Fault, spawn
 from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS, derive_identity
 from tests.conftest import (
     CUSTOMER_HEADER,
@@ -463,33 +464,10 @@ def test_python_dash_m_runs_the_cli() -> None:
 
 @pytest.mark.slow
 def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> None:
-    import os
-    import signal
-
     record = tmp_path / "answers.csv"
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "provisioner",
-            "emulator",
-            "--port",
-            "0",
-            "--error-rate",
-            "0.1",
-            "--record",
-            str(record),
-        ],
-        env={k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert emulator.stderr is not None
-    url = emulator.stderr.readline().split("POST ")[1].split("/v2/")[0]
-    credentials = emulator.stderr.readline().split("export ")[1].split()
-    env = {**os.environ, **dict(pair.split("=", 1) for pair in credentials)}
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(200))
-    try:
+    with spawn(["--error-rate", "0.1", "--seed", "3", "--record", str(record)], bare) as api:
         run = subprocess.run(
             [
                 sys.executable,
@@ -502,29 +480,27 @@ def test_the_standalone_emulator_serves_a_run_until_stopped(tmp_path: Path) -> N
                 "--run-id",
                 "r1",
                 "--base-url",
-                url,
+                api.url,
                 "--rate",
                 "0",
                 # the emulator's index has no lag: waiting 10 s per dropped answer tests nothing
                 "--lookup-lag",
                 "0",
             ],
-            env=env,
+            env={**os.environ, **api.credentials_env()},
             capture_output=True,
             text=True,
             timeout=120,
         )
-    finally:
-        emulator.send_signal(signal.SIGTERM)
-        _, said = emulator.communicate(timeout=10)
+        stopped = api.stop()
 
     assert run.returncode == 0, run.stderr
     rows = read_csv(tmp_path / "out" / "r1" / "results.csv")
     assert [r["status"] for r in rows] == ["created"] * 200
-    assert emulator.returncode == 0
-    assert "created 200 web chats" in said
+    assert stopped == 0
+    assert "created 200 web chats" in api.said
     answers = read_csv(record)
-    assert sum(a["status"] == "201" for a in answers) == 200
+    assert sum(a["status"] == "201" and a["kind"] == "create" for a in answers) == 200
     assert any(a["status"].startswith("5") for a in answers)  # --error-rate really failed some
 
 
