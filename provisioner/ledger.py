@@ -15,6 +15,7 @@ from typing import IO
 
 from provisioner.cells import key_fingerprint
 from provisioner.errors import LedgerError
+from provisioner.outcome import CUT_OFF, Outcome, Status
 
 APPLICATION_ID = 0x50525631  # "PRV1": marks a SQLite file as a provisioner ledger
 # Each entry moves the schema one version forward; never edit one that has shipped.
@@ -93,6 +94,14 @@ class Entry:
             return 0.0
 
 
+# Rows that may exist at Twilio unrecorded, or twice: in flight when a run ended, failed after
+# a lost answer, created after a lost answer that was never looked up (--no-lookup), or looked
+# up with duplicates or no answer.
+_UNSETTLED = (
+    "status = 'in_flight' OR (status = 'failed' AND ambiguous_attempts > 0)"
+    " OR (status = 'created' AND ambiguous_attempts > 0 AND lookup = '')"
+    " OR lookup IN ('duplicates', 'failed')"
+)
 _ENTRY_COLUMNS = (
     "row_key, status, conversation_sid, identity, request_id, run_id, ambiguous_attempts,"
     " first_sent_at, updated_at, lookup, duplicate_sids"
@@ -189,9 +198,7 @@ class Ledger:
         return [
             Entry(*found)
             for found in self._db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND (status = 'in_flight'"
-                " OR (status = 'failed' AND ambiguous_attempts > 0)"
-                " OR lookup IN ('duplicates', 'failed'))",
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND ({_UNSETTLED})",
                 (self.scope,),
             )
         ]
@@ -295,6 +302,39 @@ class Ledger:
             " WHERE entries.status != 'created'",
             (self.scope, row_key, run_id, ambiguous_attempts, utc_now(), lookup),
         )
+
+    def record_outcome(
+        self,
+        row_key: str,
+        outcome: Outcome,
+        run_id: str,
+        *,
+        prior: Entry | None,
+        sent: bool,
+        key_fingerprint: str | None,
+    ) -> None:
+        """Record what became of a row (inside the caller's transaction)."""
+        if outcome.status is Status.CREATED:
+            self.record_created(
+                row_key,
+                run_id,
+                conversation_sid=outcome.conversation_sid,
+                identity=outcome.identity,
+                request_id=outcome.request_id,
+                ambiguous_attempts=outcome.ambiguous_attempts,
+                lookup=outcome.lookup.value,
+                duplicate_sids=" ".join(outcome.duplicate_sids),
+                key_fingerprint=key_fingerprint,
+            )
+        elif outcome.status is Status.FAILED:
+            self.record_failed(
+                row_key,
+                run_id,
+                ambiguous_attempts=outcome.ambiguous_attempts,
+                lookup=outcome.lookup.value,
+            )
+        elif outcome.status is Status.NOT_ATTEMPTED and sent and outcome.error_code != CUT_OFF:
+            self.restore(row_key, prior)  # never sent after all; one cut off stays in flight
 
     def in_flight_count(self) -> int:
         """Rows of this scope left in flight by a run that never finished them."""
@@ -404,9 +444,7 @@ def read_status(path: Path, limit: int = 10) -> LedgerStatus:
         )
         unsettled = dict(
             connection.execute(
-                "SELECT scope, count(*) FROM entries WHERE status = 'in_flight'"
-                " OR (status = 'failed' AND ambiguous_attempts > 0)"
-                " OR lookup IN ('duplicates', 'failed') GROUP BY scope"
+                f"SELECT scope, count(*) FROM entries WHERE {_UNSETTLED} GROUP BY scope"
             ).fetchall()
         )
     except sqlite3.DatabaseError as error:

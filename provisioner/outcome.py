@@ -29,6 +29,9 @@ class Status(StrEnum):
 ERROR_STATUSES = frozenset({Status.INVALID, Status.FAILED, Status.NOT_ATTEMPTED})
 
 
+CUT_OFF = "cut_off"  # the error code of a request abandoned in flight by a second signal
+
+
 class LookupResult(StrEnum):
     """What looking a row's identity up at Twilio found (the `lookup` column)."""
 

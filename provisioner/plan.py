@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from provisioner.ledger import Entry
-from provisioner.outcome import Outcome, Status
+from provisioner.outcome import CUT_OFF, Outcome, Status
 from provisioner.rows import Row
 
 
@@ -80,3 +80,25 @@ def plan(
             ),
         )
     return Decision(row, entry)
+
+
+def not_sent(decision: Decision, message: str) -> Outcome:
+    """A row the run never sent because it stopped first."""
+    return Outcome(
+        Status.NOT_ATTEMPTED,
+        identity=decision.row.identity,
+        ambiguous_attempts=decision.prior_ambiguous,
+        error_message=message,
+    )
+
+
+def cut_off(decision: Decision) -> Outcome:
+    """A row whose request was in flight when the run stopped at once: it may exist."""
+    return Outcome(
+        Status.NOT_ATTEMPTED,
+        identity=decision.row.identity,
+        ambiguous_attempts=decision.prior_ambiguous + 1,
+        error_code=CUT_OFF,
+        error_message="the run stopped at once with this request in flight; the next run "
+        "looks it up before sending it again",
+    )

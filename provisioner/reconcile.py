@@ -29,7 +29,19 @@ from provisioner.stopping import Stopping
 from provisioner.table import open_table, snapshot_input
 from provisioner.writers import CsvWriter
 
-RECONCILE_COLUMNS = ("row_key", "identity", "lookup", "conversation_sid", "other_sids", "closed")
+RECONCILE_COLUMNS = (
+    "row_key",
+    "identity",
+    "lookup",
+    "conversation_sid",
+    "other_sids",
+    "closed",
+    "message",
+)
+LOOKUP_PERMISSION = (
+    "these credentials cannot read Conversations: grant the API key read access to "
+    "Conversations (ParticipantConversations), or use the Account SID and Auth Token"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class ReconcileResult:
     path: Path
     counts: Counter[str] = field(default_factory=Counter)
     closed: int = 0
+    failure: str = ""  # why the first failed lookup failed
 
     def lines(self) -> list[str]:
         """The end of a reconcile, for people."""
@@ -68,7 +81,7 @@ class ReconcileResult:
         elif self.counts[LookupResult.DUPLICATES]:
             lines.append("rows with duplicates: pass --close-duplicates to close the extra ones")
         if self.counts[LookupResult.FAILED]:
-            lines.append("some lookups failed: see the lookup column; run reconcile again later")
+            lines.append(f"some lookups failed ({self.failure}); run reconcile again later")
         lines.append(f"reconcile: {self.path}")
         return lines
 
@@ -112,6 +125,8 @@ def reconcile(
                     settlement = _look_up(client, limits, stopping, sleep, identity)
                     closed = _settle(ledger, client, key, identity, entry, settlement, options)
                     result.counts[settlement.result] += 1
+                    if settlement.result is LookupResult.FAILED and not result.failure:
+                        result.failure = settlement.message
                     result.closed += len(closed)
                     writer.write(_line(key, identity, entry, settlement, closed))
         finally:
@@ -171,6 +186,9 @@ def _look_up(
         if lookup.ok:
             return settlement_of(lookup.conversations, None)
         message = lookup.error_message
+        if lookup.refused:
+            message = f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
+            break
         if not lookup.retryable:
             break
         sleep(backoff)  # type: ignore[operator]
@@ -236,6 +254,7 @@ def _line(
         kept,
         " ".join(others),
         " ".join(closed),
+        settlement.message,
     ]
 
 

@@ -28,7 +28,7 @@ from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import ROW_KEY, LookupResult, Outcome, Status
-from provisioner.plan import Decision, plan
+from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.report import (
     REORDER_LIMIT,
     RedactingFilter,
@@ -406,8 +406,8 @@ class _Run:
             concurrency=self.options.concurrency,
             stopping=self.stopping,
             ready=lambda job: job[1].outcome,
-            not_sent=lambda job: self._not_sent(job[1]),
-            cut_off=lambda job: self._cut_off(job[1]),
+            not_sent=lambda job: not_sent(job[1], self.stopping.not_sent_message),
+            cut_off=lambda job: cut_off(job[1]),
             on_start=lambda jobs: self._mark_in_flight([decision for _, decision in jobs]),
             backlog=lambda: self.files.waiting,
             backlog_limit=REORDER_LIMIT,
@@ -418,7 +418,14 @@ class _Run:
             for finished in dispatcher.run(self.decisions()):
                 with ledger.transaction():
                     for (_, decision), outcome in finished:
-                        self._record(decision, outcome)
+                        ledger.record_outcome(
+                            decision.row.key,
+                            outcome,
+                            self.run_id,
+                            prior=decision.prior,
+                            sent=decision.to_send,
+                            key_fingerprint=key_fingerprint(decision.row.key),
+                        )
                 for (sequence, decision), outcome in finished:
                     self._write(sequence, decision.row, outcome)
                     reason = streak.add(outcome)
@@ -470,54 +477,6 @@ class _Run:
             return False
         return True
 
-    def _record(self, decision: Decision, outcome: Outcome) -> None:
-        """Write one finished row to the ledger (inside the caller's transaction)."""
-        assert self.ledger is not None
-        row = decision.row
-        if outcome.status is Status.CREATED:
-            self.ledger.record_created(
-                row.key,
-                self.run_id,
-                conversation_sid=outcome.conversation_sid,
-                identity=outcome.identity,
-                request_id=outcome.request_id,
-                ambiguous_attempts=outcome.ambiguous_attempts,
-                lookup=outcome.lookup.value,
-                duplicate_sids=" ".join(outcome.duplicate_sids),
-                key_fingerprint=key_fingerprint(row.key),
-            )
-        elif outcome.status is Status.FAILED:
-            self.ledger.record_failed(
-                row.key,
-                self.run_id,
-                ambiguous_attempts=outcome.ambiguous_attempts,
-                lookup=outcome.lookup.value,
-            )
-        elif (
-            outcome.status is Status.NOT_ATTEMPTED
-            and decision.to_send
-            and outcome.error_code != "cut_off"  # cut off in flight: it stays in flight
-        ):
-            self.ledger.restore(row.key, decision.prior)
-
-    def _not_sent(self, decision: Decision) -> Outcome:
-        return Outcome(
-            Status.NOT_ATTEMPTED,
-            identity=decision.row.identity,
-            ambiguous_attempts=decision.prior_ambiguous,
-            error_message=self.stopping.not_sent_message,
-        )
-
-    def _cut_off(self, decision: Decision) -> Outcome:
-        return Outcome(
-            Status.NOT_ATTEMPTED,
-            identity=decision.row.identity,
-            ambiguous_attempts=decision.prior_ambiguous + 1,
-            error_code="cut_off",
-            error_message="the run stopped at once with this request in flight; the next run "
-            "looks it up before sending it again",
-        )
-
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
         for written_row, written in self.files.add(sequence, row, outcome):
             self.tally.add(written_row, written)
@@ -565,71 +524,75 @@ class _Run:
                     counts=counts,
                     stop_reason=self.stopping.reason,
                 )
-        summary = self._summary(exit_code, counts)
+        summary = _summary_of(self, exit_code, counts)
         summary.write(self.run_dir / "summary.json")
         write_report(self.run_dir / "report.html", asdict(summary))
         log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
         return summary
 
-    def _summary(self, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
-        state = self.limits.state()
-        files = {name: str(path) for name, path in self.files.paths.items()}
-        files.update(
-            log=str(self.run_dir / "run.log"),
-            summary=str(self.run_dir / "summary.json"),
-            report=str(self.run_dir / "report.html"),
-        )
-        return Summary(
-            run_id=self.run_id,
-            input=str(self.options.input_path),
-            started_at=self.started_at,
-            ended_at=utc_now(),
-            duration_seconds=round(self.runtime.clock() - self.started, 3),
-            rows=self.checked.rows,
-            counts=counts,
-            invalid_reasons=dict(self.tally.invalid_reasons.most_common()),
-            requests_sent=state.sent,
-            exit_code=int(exit_code),
-            stop_reason=self.stopping.reason,
-            dry_run=self.options.dry_run,
-            warnings=self.warnings,
-            forced_rows=self.forced,
-            ambiguous_rows=self.tally.ambiguous_rows,
-            in_flight_from_earlier_runs=self.in_flight_before,
-            rate={
-                "requested": self.options.rate,
-                "settled": state.settled_rate,
-                "final": state.rate,
-                "lowest": state.lowest_rate,
-                "throttled_429": state.throttled,
-            },
-            limits={
-                "concurrency_requested": self.options.concurrency,
-                "concurrency_settled": state.settled_concurrency,
-                "concurrency_final": state.concurrency,
-                "concurrency_lowest": state.lowest_concurrency,
-            },
-            base_url=self.endpoint.base_url,
-            conversations_url=self.endpoint.conversations_url,
-            ledger=str(self.options.ledger_file) if self.ledger else "",
-            files=files,
-            rerun_command=self._rerun_command(),
-            lookups=self.tally.lookup_counts(),
-            duplicates=self.duplicates,
-            lookups_refused=self.lookups_refused,
-            causes=self.tally.causes.causes(),
-            failing_rows=self.tally.causes.failing_rows(),
-            timeline=self.limits.timeline(),
-            columns=self.checked.columns.describe(),
-            settings=self.options.settings,
-        )
 
-    def _rerun_command(self) -> str:
-        if not self.tally.errors or self.options.dry_run:
-            return ""
-        return shlex.join(
-            ["provisioner", "create", str(self.files.errors_path), *self.options.rerun_options]
-        )
+def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
+    """summary.json of a run that has ended."""
+    state = run.limits.state()
+    files = {name: str(path) for name, path in run.files.paths.items()}
+    files.update(
+        log=str(run.run_dir / "run.log"),
+        summary=str(run.run_dir / "summary.json"),
+        report=str(run.run_dir / "report.html"),
+    )
+    return Summary(
+        run_id=run.run_id,
+        input=str(run.options.input_path),
+        started_at=run.started_at,
+        ended_at=utc_now(),
+        duration_seconds=round(run.runtime.clock() - run.started, 3),
+        rows=run.checked.rows,
+        counts=counts,
+        invalid_reasons=dict(run.tally.invalid_reasons.most_common()),
+        requests_sent=state.sent,
+        exit_code=int(exit_code),
+        stop_reason=run.stopping.reason,
+        dry_run=run.options.dry_run,
+        warnings=run.warnings,
+        forced_rows=run.forced,
+        ambiguous_rows=run.tally.ambiguous_rows,
+        in_flight_from_earlier_runs=run.in_flight_before,
+        rate={
+            "requested": run.options.rate,
+            "settled": state.settled_rate,
+            "final": state.rate,
+            "lowest": state.lowest_rate,
+            "throttled_429": state.throttled,
+        },
+        limits={
+            "concurrency_requested": run.options.concurrency,
+            "concurrency_settled": state.settled_concurrency,
+            "concurrency_final": state.concurrency,
+            "concurrency_lowest": state.lowest_concurrency,
+        },
+        base_url=run.endpoint.base_url,
+        conversations_url=run.endpoint.conversations_url,
+        ledger=str(run.options.ledger_file) if run.ledger else "",
+        files=files,
+        rerun_command=_rerun_command(run),
+        lookups=run.tally.lookup_counts(),
+        duplicates=run.duplicates,
+        lookups_refused=run.lookups_refused,
+        causes=run.tally.causes.causes(),
+        failing_rows=run.tally.causes.failing_rows(),
+        timeline=run.limits.timeline(),
+        columns=run.checked.columns.describe(),
+        settings=run.options.settings,
+    )
+
+
+def _rerun_command(run: _Run) -> str:
+    """The shell command that finishes the job: errors.csv with every option that mattered."""
+    if not run.tally.errors or run.options.dry_run:
+        return ""
+    return shlex.join(
+        ["provisioner", "create", str(run.files.errors_path), *run.options.rerun_options]
+    )
 
 
 class FailureStreak:

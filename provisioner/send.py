@@ -36,6 +36,7 @@ LOOKUP_BACKOFF = 2.0  # seconds before the second lookup try, doubled each time
 # Conversations created this long before a row's first attempt are not its web chat (clock
 # skew between this machine and Twilio is allowed for).
 CLOCK_SKEW = 300.0
+CLOSED = "closed"  # Twilio's conversation_state of a closed conversation
 
 
 class WebChatApi(Protocol):
@@ -264,9 +265,12 @@ def settlement_of(conversations: tuple[FoundConversation, ...], since: float | N
     conversations = tuple(sorted(conversations, key=lambda found: found.date_created))
     if not conversations:
         return Settlement(LookupResult.ABSENT)
-    if len(conversations) == 1:
-        return Settlement(LookupResult.FOUND, conversations)
-    return Settlement(LookupResult.DUPLICATES, conversations)
+    # A closed conversation still exists (a chat that ended, or a duplicate closed by
+    # reconcile): the row has its web chat, but only open ones count as duplicates.
+    open_ones = tuple(found for found in conversations if found.state != CLOSED)
+    if len(open_ones) > 1:
+        return Settlement(LookupResult.DUPLICATES, open_ones)
+    return Settlement(LookupResult.FOUND, open_ones or conversations[:1])
 
 
 def outcome_of(history: RowHistory, max_attempts: int, not_sent_message: str) -> Outcome:
