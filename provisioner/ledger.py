@@ -88,10 +88,19 @@ class Entry:
     @property
     def updated(self) -> float:
         """`updated_at` as seconds since the epoch (0 when unknown)."""
-        try:
-            return datetime.fromisoformat(self.updated_at.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
+        return _epoch(self.updated_at)
+
+    @property
+    def first_sent(self) -> float:
+        """`first_sent_at` as seconds since the epoch (0 when unknown)."""
+        return _epoch(self.first_sent_at)
+
+
+def _epoch(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 # Rows that may exist at Twilio unrecorded, or twice: in flight when a run ended, failed after

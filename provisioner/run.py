@@ -413,7 +413,7 @@ class _Run:
             backlog_limit=REORDER_LIMIT,
         )
         streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
-        rechecks: list[tuple[Row, Outcome]] = []
+        rechecks: list[tuple[Row, Outcome, float]] = []
         with self.stopping.on_signals():
             for finished in dispatcher.run(self.decisions()):
                 with ledger.transaction():
@@ -432,21 +432,23 @@ class _Run:
                     if reason:
                         self.stopping.stop(reason)
                     if outcome.status is Status.CREATED and outcome.ambiguous_attempts:
-                        rechecks.append((decision.row, outcome))
+                        prior = decision.prior
+                        since = min(self.started_wall, prior.first_sent) if prior else None
+                        rechecks.append((decision.row, outcome, since or self.started_wall))
                 self._progress()
             if rechecks and self.options.lookups and not self.stopping.abandoned.is_set():
                 self._final_check(sender, rechecks)
         self.lookups_refused = sender.lookups_refused
         return self._finish()
 
-    def _final_check(self, sender: RowSender, rechecks: list[tuple[Row, Outcome]]) -> None:
+    def _final_check(self, sender: RowSender, rechecks: list[tuple[Row, Outcome, float]]) -> None:
         """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
         sleep = self.runtime.sleep or self.stopping.sleep
         sleep(self.options.lookup_lag)  # the index has seen the last creation by then
         assert self.ledger is not None
         amended: dict[str, Outcome] = {}
-        for row, outcome in rechecks:
-            checked = sender.recheck(row, outcome, since=self.started_wall)
+        for row, outcome, since in rechecks:  # since: the row's first attempt, this run or before
+            checked = sender.recheck(row, outcome, since=since)
             if checked != outcome:
                 amended[row.key] = checked
                 self.tally.amend(outcome, checked)
