@@ -17,14 +17,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from provisioner.causes import plural
-from provisioner.client import Credentials, TwilioClient
+from provisioner.cells import key_fingerprint
+from provisioner.client import Credentials, FoundConversation, TwilioClient
 from provisioner.errors import ExitCode, InputError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Answer
+from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import LookupResult
 from provisioner.rows import Columns, RowBuilder, derive_identity, names_address_column
 from provisioner.run import Runtime
-from provisioner.send import LOOKUP_BACKOFF, LOOKUP_TRIES, Settlement, settlement_of
+from provisioner.send import CLOSED, LOOKUP_BACKOFF, LOOKUP_TRIES
 from provisioner.stopping import Stopping
 from provisioner.table import open_table, snapshot_input
 from provisioner.writers import CsvWriter
@@ -114,7 +115,7 @@ def reconcile(
         stack.callback(client.close)
         stopping = Stopping(runtime.say)
         limits = AccountLimits(options.rate, 1, runtime.clock)
-        sleep = runtime.sleep or stopping.sleep
+        lookups = _Lookups(client, limits, stopping, runtime.sleep or stopping.sleep)
         result = ReconcileResult(run_dir / "reconcile.csv")
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
@@ -122,13 +123,13 @@ def reconcile(
                 for key, identity, entry in _targets(options, ledger, runtime, run_dir, scope):
                     if stopping.is_set:
                         break
-                    settlement = _look_up(client, limits, stopping, sleep, identity)
-                    closed = _settle(ledger, client, key, identity, entry, settlement, options)
-                    result.counts[settlement.result] += 1
-                    if settlement.result is LookupResult.FAILED and not result.failure:
-                        result.failure = settlement.message
+                    verdict = lookups.settle(identity, entry)
+                    closed = _settle(ledger, client, key, identity, entry, verdict, options)
+                    result.counts[verdict.result] += 1
+                    if verdict.result is LookupResult.FAILED and not result.failure:
+                        result.failure = verdict.message
                     result.closed += len(closed)
-                    writer.write(_line(key, identity, entry, settlement, closed))
+                    writer.write(_line(key, identity, verdict, closed))
         finally:
             writer.close()
         return result
@@ -167,33 +168,73 @@ def _targets(
         raise InputError(f"{options.input_path}: has a header row but no data rows")
 
 
-def _look_up(
-    client: TwilioClient,
-    limits: AccountLimits,
-    stopping: Stopping,
-    sleep: object,
-    identity: str,
-) -> Settlement:
-    backoff = LOOKUP_BACKOFF
-    message = "the run stopped"
-    for _ in range(LOOKUP_TRIES):
-        permit = limits.acquire(sleep, stopping.event)  # type: ignore[arg-type]
-        if permit is None:
-            break
-        lookup = client.find_conversations(identity)
-        answer = Answer.THROTTLED if lookup.throttled else Answer.ACCEPTED
-        limits.release(permit, answer, 0.0, None)
-        if lookup.ok:
-            return settlement_of(lookup.conversations, None)
-        message = lookup.error_message
-        if lookup.refused:
-            message = f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
-            break
-        if not lookup.retryable:
-            break
-        sleep(backoff)  # type: ignore[operator]
-        backoff *= 2
-    return Settlement(LookupResult.FAILED, message=message)
+@dataclass(frozen=True)
+class Verdict:
+    """What one row's lookup settled: the web chat the ledger keeps and the open extras."""
+
+    result: LookupResult
+    kept: str = ""
+    others: tuple[str, ...] = ()
+    message: str = ""
+
+
+def verdict_of(conversations: tuple[FoundConversation, ...], entry: Entry | None) -> Verdict:
+    """Keep the ledger's web chat when it is there (open or closed), else the first open one,
+    else the oldest; only open extras are duplicates (a closed one harms nobody)."""
+    if not conversations:
+        return Verdict(LookupResult.ABSENT)
+    ordered = sorted(conversations, key=lambda found: found.date_created)
+    sids = [found.sid for found in ordered]
+    open_sids = [found.sid for found in ordered if found.state != CLOSED]
+    if entry is not None and entry.conversation_sid in sids:
+        kept = entry.conversation_sid
+    else:
+        kept = open_sids[0] if open_sids else sids[0]
+    others = tuple(sid for sid in open_sids if sid != kept)
+    return Verdict(LookupResult.DUPLICATES if others else LookupResult.FOUND, kept, others)
+
+
+class _Lookups:
+    """Lookups under the account's limits, tried again on transient failures; after a refusal
+    (the credentials cannot read Conversations) no further request is made."""
+
+    def __init__(
+        self, client: TwilioClient, limits: AccountLimits, stopping: Stopping, sleep: Sleep
+    ) -> None:
+        self.client, self.limits, self.stopping, self.sleep = client, limits, stopping, sleep
+        self.refused = ""
+
+    def settle(self, identity: str, entry: Entry | None) -> Verdict:
+        """Look one identity up."""
+        if self.refused:
+            return Verdict(LookupResult.FAILED, message=self.refused)
+        backoff = LOOKUP_BACKOFF
+        message = "the run stopped"
+        for number in range(1, LOOKUP_TRIES + 1):
+            if number > 1:
+                self.sleep(backoff)
+                backoff *= 2
+            permit = self.limits.acquire(self.sleep, self.stopping.event)
+            if permit is None:
+                break
+            answer, retry_after = Answer.NO_ANSWER, None
+            try:
+                lookup = self.client.find_conversations(identity)
+                answer = Answer.THROTTLED if lookup.throttled else Answer.ACCEPTED
+                retry_after = lookup.retry_after
+            finally:
+                self.limits.release(permit, answer, 0.0, retry_after)
+            if lookup.ok:
+                return verdict_of(lookup.conversations, entry)
+            message = lookup.error_message
+            if lookup.refused:
+                self.refused = (
+                    f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
+                )
+                return Verdict(LookupResult.FAILED, message=self.refused)
+            if not lookup.retryable:
+                break
+        return Verdict(LookupResult.FAILED, message=message)
 
 
 def _settle(
@@ -202,59 +243,48 @@ def _settle(
     key: str,
     identity: str,
     entry: Entry | None,
-    settlement: Settlement,
+    verdict: Verdict,
     options: ReconcileOptions,
 ) -> list[str]:
     """Record what the lookup found; close the extra web chats when asked. Returns those closed."""
-    found = [conversation.sid for conversation in settlement.conversations]
-    if settlement.result is LookupResult.FAILED:
+    if verdict.result is LookupResult.FAILED:
         return []
-    if settlement.result is LookupResult.ABSENT:
-        if entry is not None and entry.status == "in_flight":
+    if verdict.result is LookupResult.ABSENT:
+        if entry is not None and entry.status != "created":
+            # Nothing exists: no lost answer is outstanding, the next run sends the row.
             with ledger.transaction():
-                ledger.record_failed(
-                    key,
-                    entry.run_id,
-                    ambiguous_attempts=entry.ambiguous_attempts + 1,
-                    lookup="absent",
-                )
+                ledger.record_failed(key, entry.run_id, ambiguous_attempts=0, lookup="absent")
         return []
-    kept = entry.conversation_sid if entry and entry.conversation_sid in found else found[0]
-    others = [sid for sid in found if sid != kept]
     closed = []
     if options.close_duplicates:
-        for sid in others:
+        for sid in verdict.others:
             if client.close_conversation(sid).http_status == 200:
                 closed.append(sid)
+    left = [sid for sid in verdict.others if sid not in closed]
     with ledger.transaction():
         ledger.record_created(
             key,
             entry.run_id if entry else "reconcile",
-            conversation_sid=kept,
+            conversation_sid=verdict.kept,
             identity=identity,
             request_id=entry.request_id if entry else "",
             ambiguous_attempts=entry.ambiguous_attempts if entry else 0,
-            lookup=settlement.result.value if len(others) > len(closed) else "found",
-            duplicate_sids=" ".join(sid for sid in others if sid not in closed),
+            lookup=LookupResult.DUPLICATES.value if left else LookupResult.FOUND.value,
+            duplicate_sids=" ".join(left),
+            key_fingerprint=key_fingerprint(key),
         )
     return closed
 
 
-def _line(
-    key: str, identity: str, entry: Entry | None, settlement: Settlement, closed: list[str]
-) -> list[str]:
-    found = [conversation.sid for conversation in settlement.conversations]
-    kept = entry.conversation_sid if entry and entry.conversation_sid in found else ""
-    kept = kept or (found[0] if found else "")
-    others = [sid for sid in found if sid != kept]
+def _line(key: str, identity: str, verdict: Verdict, closed: list[str]) -> list[str]:
     return [
         key,
         identity,
-        settlement.result.value if settlement.result.value else "",
-        kept,
-        " ".join(others),
+        verdict.result.value,
+        verdict.kept,
+        " ".join(verdict.others),
         " ".join(closed),
-        settlement.message,
+        verdict.message,
     ]
 
 

@@ -93,6 +93,9 @@ class _Queues:
         queue = self._queues.get(key)
         return queue.popleft() if queue else None
 
+    def clear(self) -> None:
+        self._queues.clear()
+
 
 class FaultPlan:
     """Decides, per request, which fault (if any) it meets; counts the requests it throttles."""
@@ -124,6 +127,12 @@ class FaultPlan:
         """Answer the next lookups of `identity` with these faults, in order."""
         with self._lock:
             self._lookups.extend(identity, faults)
+
+    def forget_scripts(self) -> None:
+        """Drop every scripted fault not met yet (a rehearsal's failure is over)."""
+        with self._lock:
+            self._creates.clear()
+            self._lookups.clear()
 
     def admit(self) -> bool:
         """Take a place under the concurrency cap; False (counted as throttled) when it is full."""

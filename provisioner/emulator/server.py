@@ -100,6 +100,10 @@ class Emulator:
         """Answer the next lookups of `identity` with these faults, in order."""
         self.faults.script_lookup(identity, *faults)
 
+    def forget_scripts(self) -> None:
+        """Drop every scripted fault not met yet."""
+        self.faults.forget_scripts()
+
     def creations(self, parameter: str, value: str) -> int:
         """How many web chats were created with `parameter` equal to `value`."""
         return sum(1 for chat in list(self.created) if chat.parameters.get(parameter) == value)
