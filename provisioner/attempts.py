@@ -37,6 +37,7 @@ class Attempt:
     retry_after: float | None = None  # seconds, at most MAX_RETRY_AFTER
     ambiguous: bool = False  # the request may have reached Twilio and done what it asked
     latency: float = 0.0  # seconds the attempt took, answer read included
+    more_info: str = ""  # Twilio's link for the error code, when it sent one
 
     @property
     def created(self) -> bool:

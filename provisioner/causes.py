@@ -234,6 +234,10 @@ OUR_CODES: Mapping[str, Explanation] = {
         "an answer was lost and the lookup at Twilio could not settle it; not sent again",
         "run provisioner reconcile later; the credentials need read access to Conversations",
     ),
+    "cut_off": Explanation(
+        "the run stopped at once (a second signal) with this row's request in flight",
+        "rerun: the row is looked up at Twilio first, so it is never created twice",
+    ),
     "duplicates": Explanation(
         "Twilio holds more than one conversation for this row's identity",
         "see the SIDs in results.csv; provisioner reconcile can close the extra ones",

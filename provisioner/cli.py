@@ -39,7 +39,7 @@ from provisioner.ledger import lock_holder, read_status
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary
-from provisioner.run import RunOptions, Runtime, check_run_id, create
+from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMULATOR_TOKEN = "emulator-token"  # a stand-alone emulator's default; never a real secret
@@ -63,13 +63,21 @@ class Voice:
         self.quiet = quiet
 
     def __call__(self, line: str) -> None:
-        if self.quiet and not line.startswith(("warning", "error", "stopping")):
+        if self.quiet and not line.startswith(("warning:", "error:", "stopping")):
             return
         self.always(line)
 
     def always(self, line: str) -> None:
         """A line that --quiet keeps."""
         click.echo(line if self.isatty else f"{timestamp()} {line}", err=True)
+
+
+def _voice() -> Voice:
+    """The voice of the command running now: timestamps unless stderr is a terminal."""
+    context = click.get_current_context(silent=True)
+    runtime = context.find_object(Runtime) if context is not None else None
+    isatty = runtime.stderr_isatty if runtime is not None else sys.stderr.isatty()
+    return Voice(isatty=isatty)
 
 
 def reports_errors(command: F) -> F:
@@ -83,20 +91,19 @@ def reports_errors(command: F) -> F:
         except ProvisionerError as error:
             if show_traceback:
                 traceback.print_exc()
-            click.echo(f"error: {error}", err=True)
+            _voice().always(f"error: {error}")
             sys.exit(error.exit_code)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except KeyboardInterrupt:  # before sending started; a run in progress stops gracefully
-            click.echo("interrupted", err=True)
+            _voice().always("interrupted")
             sys.exit(ExitCode.STOPPED)
         except Exception as error:
             if show_traceback:
                 traceback.print_exc()
-            click.echo(
+            _voice().always(
                 f"internal error: {type(error).__name__}: {error} (a bug: rerun with "
-                "--traceback and report it; a rerun is safe, the ledger keeps what was created)",
-                err=True,
+                "--traceback and report it; a rerun is safe, the ledger keeps what was created)"
             )
             sys.exit(ExitCode.INTERNAL)
 
@@ -440,6 +447,7 @@ def create_command(
         except ProvisionerError:
             if not dry_run:
                 raise
+    run_id = run_id or new_run_id(out_dir)  # named on the first line, for cron logs
     options = RunOptions(
         input_path=input_path,
         out_dir=out_dir,
@@ -466,7 +474,8 @@ def create_command(
         rerun_options=_rerun_options(ctx),
         settings=_settings(ctx),
     )
-    voice(f"provisioner {__version__} create {shlex.join([str(input_path), *_given(ctx)])}")
+    shown = shlex.join([str(input_path), *_given(ctx)])
+    voice(f"provisioner {__version__} create {shown} (run {run_id})")
     for typo in unknown_env(os.environ, [setting.name for setting in _SETTINGS]):
         voice(f"warning: {typo} is not a setting provisioner reads; it was ignored")
     runtime.say = voice
@@ -479,7 +488,7 @@ def create_command(
     _print_summary(summary, voice)
     if as_json:
         click.echo(summary.to_json(), nl=False)
-    if summary.stop_reason.startswith("interrupted again"):
+    if summary.abandoned:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(summary.exit_code)  # requests left in flight are not waited for
@@ -512,7 +521,9 @@ def _option_words(ctx: click.Context, names: Sequence[str]) -> list[str]:
         param = by_name[name]
         value = ctx.params.get(name)
         source = ctx.get_parameter_source(name)
-        if source is ParameterSource.DEFAULT or value in (None, False, (), {}):
+        if source is ParameterSource.DEFAULT or value is None or value is False:
+            continue
+        if isinstance(value, (tuple, dict)) and not value:
             continue
         flag = max(param.opts, key=len) if isinstance(param, click.Option) else name
         if isinstance(param, click.Option) and param.is_flag:
@@ -545,7 +556,9 @@ def _settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
         value = ctx.params.get(param.name)
         settings[param.name] = {
             "value": str(value) if isinstance(value, Path) else value,
-            "source": source_label(source.name if source else "DEFAULT", param.name, config_path),
+            "source": source_label(
+                source.name if source else "DEFAULT", max(param.opts, key=len), config_path
+            ),
         }
     return settings
 

@@ -597,12 +597,14 @@ class TwilioClient:
                 ambiguous=ambiguous,
             )
         code, message, retry_after = self._error_fields(answer)
+        more_info = parse_error_body(answer.body).more_info if answer.complete else ""
         return Attempt(
             http_status=answer.status,
             request_id=self._redact(answer.headers.get("Twilio-Request-Id", ""), 64),
             error_code=code,
             error_message=message,
             retry_after=retry_after,
+            more_info=self._redact(more_info, 300),
         )
 
     def _error_fields(self, answer: _Answer) -> tuple[str, str, float | None]:

@@ -57,6 +57,7 @@ class Outcome:
     request_id: str = ""
     lookup: LookupResult = LookupResult.NONE
     duplicate_sids: tuple[str, ...] = ()  # the other web chats found for the identity
+    more_info: str = ""  # Twilio's link for the error code, when it sent one
     # Failed after exhausting retries on errors Twilio calls transient (counts towards stopping).
     exhausted: bool = False
 

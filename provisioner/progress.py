@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from provisioner.causes import plural
 from provisioner.outcome import Status
 from provisioner.run import Progress
 
@@ -34,7 +35,7 @@ def describe(progress: Progress) -> str:
         text += ", stopping"
     elif done < total and speed:
         text += f", ETA {duration((total - done) / speed)}"
-    text += f"; {progress.requests} requests"
+    text += f"; {plural(progress.requests, 'request')}"
     if progress.throttled:
         rate = "no rate limit" if progress.rate is None else f"rate {progress.rate:.1f}/s"
         text += (

@@ -70,6 +70,7 @@ class Tally:
                 outcome.error_code,
                 outcome.status.value,
                 outcome.error_message,
+                outcome.more_info,
                 http_status=outcome.http_status,
             )
             self.causes.add(
@@ -245,6 +246,7 @@ class Summary:
     timeline: Sequence[Mapping[str, Any]] = ()
     columns: Sequence[str] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    abandoned: bool = False  # a second signal: requests in flight were not waited for
 
     def to_json(self) -> str:
         """The summary as JSON text."""

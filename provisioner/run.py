@@ -238,6 +238,16 @@ def _endpoint(
     return _Endpoint(options.base_url, options.conversations_url, credentials, scope)
 
 
+def new_run_id(out_dir: Path) -> str:
+    """A run id from the UTC time, e.g. 20261124T214500Z, with -2, -3 ... if taken."""
+    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id, number = base, 1
+    while (out_dir / run_id).exists():
+        number += 1
+        run_id = f"{base}-{number}"
+    return run_id
+
+
 def _run_folder(options: RunOptions) -> tuple[str, Path]:
     if options.run_id is not None:
         run_id = check_run_id(options.run_id)
@@ -247,11 +257,7 @@ def _run_folder(options: RunOptions) -> tuple[str, Path]:
                 f"{run_dir}: a run folder with this --run-id exists; choose another --run-id"
             )
     else:
-        base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        run_id, number = base, 1
-        while (options.out_dir / run_id).exists():
-            number += 1
-            run_id = f"{base}-{number}"
+        run_id = new_run_id(options.out_dir)
         run_dir = options.out_dir / run_id
     try:
         options.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -378,7 +384,10 @@ class _Run:
                     fields = " ".join(f"{k}={v!r}" for k, v in decision.row.parameters.items())
                     self.runtime.say(f"would send row {decision.row.number}: {fields}")
                 outcome = Outcome(
-                    Status.NOT_ATTEMPTED, error_code=DRY_RUN, error_message="dry run: would be sent"
+                    Status.NOT_ATTEMPTED,
+                    identity=decision.row.identity,
+                    error_code=DRY_RUN,
+                    error_message="dry run: would be sent",
                 )
             self._write(sequence, decision.row, outcome)
         if previews == PREVIEW_ROWS:
@@ -554,6 +563,7 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
         requests_sent=state.sent,
         exit_code=int(exit_code),
         stop_reason=run.stopping.reason,
+        abandoned=run.stopping.abandoned.is_set(),
         dry_run=run.options.dry_run,
         warnings=run.warnings,
         forced_rows=run.forced,

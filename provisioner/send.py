@@ -347,6 +347,7 @@ def outcome_of(history: RowHistory, max_attempts: int, not_sent_message: str) ->
         error_message=message,
         request_id=last.request_id,
         lookup=lookup,
+        more_info=last.more_info,
         exhausted=exhausted,
     )
 

@@ -587,6 +587,14 @@ def _open_fifo(path: Path, name: str) -> BinaryIO:
         raise
 
 
+def _read_block(stream: BinaryIO, name: str) -> bytes:
+    """The next block of the input; a failure to read is the input's fault, not the folder's."""
+    try:
+        return stream.read(_COPY_CHUNK)
+    except OSError as error:
+        raise InputError(f"{name}: cannot be read ({error.strerror or error})") from error
+
+
 def _copy(stream: BinaryIO, run_dir: Path, name: str, suffix: str) -> Path:
     """Copy `stream` into the run folder (0600), refusing it past MAX_INPUT_BYTES."""
     partial = run_dir / ".input.partial"
@@ -595,7 +603,7 @@ def _copy(stream: BinaryIO, run_dir: Path, name: str, suffix: str) -> Path:
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(descriptor, "wb") as target:
             os.fchmod(target.fileno(), 0o600)  # whatever the umask, and if it existed
-            while block := stream.read(_COPY_CHUNK):
+            while block := _read_block(stream, name):
                 copied += len(block)
                 if copied > MAX_INPUT_BYTES:
                     raise InputError(f"{name}: more than {MAX_INPUT_BYTES:,} bytes; {_too_large()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,3 +179,12 @@ def customers(count: int, start: int = 1) -> list[list[str]]:
 
 
 CUSTOMER_HEADER = ["customer_id", "AddressSid", "CustomerFriendlyName"]
+
+
+# The timestamp every line for people carries when stderr is not a terminal (cron).
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} ")
+
+
+def said(stderr: str) -> list[str]:
+    """The lines for people, without their timestamps."""
+    return [TIMESTAMP.sub("", line) for line in stderr.splitlines()]

@@ -17,6 +17,7 @@ from tests.conftest import (
     customers,
     read_csv,
     read_summary,
+    said,
     sid,
     without_derived_identity,
     write_csv,
@@ -425,7 +426,7 @@ def test_bad_input_gets_one_clear_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    error_lines = [line for line in said(result.stderr) if line.startswith("error:")]
     assert len(error_lines) == 1
     assert provisioner.emulator.requests == 0
 
