@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -932,4 +933,9 @@ def emulator_command(
 
 def main() -> None:
     """Console entry point."""
+    # Before sending starts (reading and checking the input), SIGTERM and SIGHUP end the
+    # command as Ctrl-C does: "interrupted", exit 3, temporary copies removed. While a run
+    # sends, stopping.py takes these signals over and stops it gracefully.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.default_int_handler)
     cli(prog_name="provisioner", obj=Runtime(stderr_isatty=sys.stderr.isatty()))

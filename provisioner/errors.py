@@ -31,3 +31,9 @@ class ConfigError(ProvisionerError):
 
 class LedgerError(ProvisionerError):
     """The ledger cannot be opened, is not a ledger, or is in use by another run."""
+
+
+class ResultsError(ProvisionerError):
+    """The result files cannot be written mid-run (a full disk): the run stopped."""
+
+    exit_code = ExitCode.STOPPED

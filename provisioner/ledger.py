@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -379,6 +381,13 @@ def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
         raise LedgerError(f"{path}: cannot create its folder ({error.strerror})") from error
+    if path.exists() and path.stat().st_nlink > 1:
+        # A hard link is another name for the file: the lock and SQLite's WAL are named after
+        # the path, so a second run through the other name would see none of this run's rows.
+        raise LedgerError(
+            f"{path}: the ledger has another name (a hard link); use one path for it, "
+            "or a symbolic link"
+        )
     with _exclusive_lock(path):
         if not path.exists():  # customer data: readable by its owner only, whatever the umask
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -405,7 +414,11 @@ def read_status(path: Path, limit: int = 10) -> LedgerStatus:
         raise LedgerError(
             f"{path}: no ledger here yet; it is made by the first `provisioner create`"
         )
-    connection = _connect(path, read_only=True)
+    with tempfile.TemporaryDirectory(prefix="provisioner-status-") as scratch:
+        return _read_status(_connect(path, read_only=True, scratch=Path(scratch)), path, limit)
+
+
+def _read_status(connection: sqlite3.Connection, path: Path, limit: int) -> LedgerStatus:
     try:
         version = _checked_version(connection, path)
         if version < SCHEMA_VERSION:
@@ -500,20 +513,28 @@ def _file_identity(path: Path) -> tuple[int, int]:
     return (stat.st_dev, stat.st_ino)
 
 
-def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+def _connect(path: Path, *, read_only: bool, scratch: Path | None = None) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
     try:
         connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
         if read_only:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as error:
-        if not read_only:
+        if not read_only or scratch is None:
             raise LedgerError(f"{path}: cannot open the ledger ({error})") from error
-        # A ledger the user may read but not write (nor its folder): read it as it is on disk.
+        # A ledger the user may read but not write (nor its folder): SQLite cannot read its
+        # WAL in place, and reading the main file alone would miss the latest commits. A
+        # private copy of the file and its WAL holds every commit.
         try:
-            connection = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
-        except sqlite3.Error as retry_error:
-            raise LedgerError(f"{path}: cannot open the ledger ({retry_error})") from error
+            copy = scratch / path.name
+            shutil.copyfile(path, copy)
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists():
+                shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            connection = sqlite3.connect(f"{copy.as_uri()}?mode=ro", uri=True)
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except (OSError, sqlite3.Error) as retry_error:
+            raise LedgerError(f"{path}: cannot read the ledger ({retry_error})") from error
     return connection
 
 

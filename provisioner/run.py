@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -24,7 +24,7 @@ from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_ch
 from provisioner.client import Credentials, TwilioClient
 from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
-from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError
+from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError, ResultsError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import ROW_KEY, LookupResult, Outcome, Status
@@ -158,6 +158,18 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
         checked = _check_input(options, runtime, staging)
         endpoint = _endpoint(options, runtime, credentials, stack)
+        client = None
+        if endpoint.credentials is not None and not options.dry_run:
+            # Built first: an unusable proxy or CA bundle is found before anything is made.
+            client = TwilioClient(
+                endpoint.base_url,
+                endpoint.conversations_url,
+                endpoint.credentials,
+                timeout=options.timeout,
+                pool_size=options.concurrency,
+                env=runtime.env,
+            )
+            stack.callback(client.close)
         ledger = None
         if endpoint.credentials is not None:
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
@@ -169,18 +181,8 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         run = _Run(options, runtime, checked, endpoint, ledger, run_id, run_dir)
         if endpoint.credentials is None:
             runtime.say("dry run without credentials: the ledger was not consulted")
-        if endpoint.credentials is None or options.dry_run:
+        if client is None:
             return run.plan_only()
-        assert endpoint.credentials is not None
-        client = TwilioClient(
-            endpoint.base_url,
-            endpoint.conversations_url,
-            endpoint.credentials,
-            timeout=options.timeout,
-            pool_size=options.concurrency,
-            env=runtime.env,
-        )
-        stack.callback(client.close)
         return run.send_all(client)
     raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow)
 
@@ -314,6 +316,7 @@ class _Run:
         self.warnings: list[str] = []
         self.forced = 0
         self.duplicates: list[dict[str, object]] = []
+        self.ledger_failed = False
         self.lookups_refused = ""
         self.files = ResultFiles(
             run_dir,
@@ -425,16 +428,7 @@ class _Run:
         rechecks: list[tuple[Row, Outcome, float]] = []
         with self.stopping.on_signals():
             for finished in dispatcher.run(self.decisions()):
-                with ledger.transaction():
-                    for (_, decision), outcome in finished:
-                        ledger.record_outcome(
-                            decision.row.key,
-                            outcome,
-                            self.run_id,
-                            prior=decision.prior,
-                            sent=decision.to_send,
-                            key_fingerprint=key_fingerprint(decision.row.key),
-                        )
+                self._record(finished)
                 for (sequence, decision), outcome in finished:
                     self._write(sequence, decision.row, outcome)
                     reason = streak.add(outcome)
@@ -450,6 +444,31 @@ class _Run:
         self.lookups_refused = sender.lookups_refused
         return self._finish()
 
+    def _record(self, finished: list[tuple[tuple[int, Decision], Outcome]]) -> None:
+        """Commit finished rows to the ledger before they are written anywhere else.
+
+        A ledger that fails (a full disk, deleted under the run) stops the run; the rows
+        finishing meanwhile still reach the files, and the ledger keeps them in flight, so
+        the next run looks them up instead of sending them again.
+        """
+        if self.ledger_failed:
+            return
+        assert self.ledger is not None
+        try:
+            with self.ledger.transaction():
+                for (_, decision), outcome in finished:
+                    self.ledger.record_outcome(
+                        decision.row.key,
+                        outcome,
+                        self.run_id,
+                        prior=decision.prior,
+                        sent=decision.to_send,
+                        key_fingerprint=key_fingerprint(decision.row.key),
+                    )
+        except LedgerError as error:
+            self.ledger_failed = True
+            self.stopping.stop(str(error))
+
     def _final_check(self, sender: RowSender, rechecks: list[tuple[Row, Outcome, float]]) -> None:
         """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
         sleep = self.runtime.sleep or self.stopping.sleep
@@ -461,7 +480,8 @@ class _Run:
             if checked != outcome:
                 amended[row.key] = checked
                 self.tally.amend(outcome, checked)
-                with self.ledger.transaction():
+                # A failed ledger: the results still say it, and a rerun's lookup finds it.
+                with suppress(LedgerError), self.ledger.transaction():
                     self.ledger.record_lookup(
                         row.key,
                         lookup=checked.lookup.value,
@@ -489,8 +509,15 @@ class _Run:
         return True
 
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
-        for written_row, written in self.files.add(sequence, row, outcome):
-            self.tally.add(written_row, written)
+        try:
+            written = self.files.add(sequence, row, outcome)
+        except OSError as error:
+            raise ResultsError(
+                f"cannot write the results ({error.filename or self.run_dir}: {error.strerror}); "
+                "every answer received is in the ledger: free space, then rerun the same input"
+            ) from error
+        for written_row, written_outcome in written:
+            self.tally.add(written_row, written_outcome)
 
     def _warn(self, warning: str | None) -> None:
         if warning is None:
@@ -527,8 +554,8 @@ class _Run:
         self._progress()
         exit_code = self._exit_code()
         counts = self.tally.status_counts()
-        if self.ledger and not self.options.dry_run:
-            with self.ledger.transaction():
+        if self.ledger and not self.options.dry_run and not self.ledger_failed:
+            with suppress(LedgerError), self.ledger.transaction():
                 self.ledger.end_run(
                     self.run_id,
                     exit_code=exit_code,
@@ -620,7 +647,7 @@ class FailureStreak:
         if outcome.status is Status.CREATED:
             self.count = 0
             return ""
-        if outcome.status is not Status.FAILED or outcome.error_code == "lookup_failed":
+        if outcome.status is not Status.FAILED:
             return ""
         # Retryable failures that exhausted their tries count together, whatever the code;
         # a refusal counts only with the rows refused the same way before it.
