@@ -270,7 +270,31 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     return path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """Click's group, whose usage errors are one `error:` line like every other error."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Abort:
+            _voice().always("interrupted")
+            sys.exit(ExitCode.STOPPED)
+        except click.ClickException as error:
+            where = (
+                error.ctx.command_path if isinstance(error, click.UsageError) and error.ctx else ""
+            )
+            hint = f" (see {where} --help)" if where else ""
+            _voice().always(f"error: {error.format_message()}{hint}")
+            sys.exit(error.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="provisioner")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

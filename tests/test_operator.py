@@ -884,3 +884,26 @@ def test_the_emulator_s_unknown_address_option_gives_404_rows_with_cause_20404(
     ]
     (found,) = read_summary(tmp_path / "out" / "r1")["causes"]
     assert (found["code"], found["count"], found["example_rows"]) == ("20404", 2, [3, 4])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--timeout", "nan"], "--timeout"),
+        (["--rate", "inf"], "--rate"),
+        (["--delimiter", ";;"], "--delimiter"),
+        (["--bogus"], "--bogus"),
+    ],
+)
+def test_a_usage_error_is_one_error_line(
+    provisioner: Cli, tmp_path: Path, arguments: list[str], named: str
+) -> None:
+    source = write_csv(tmp_path / "in.csv", ["AddressSid"], [[sid(1)]])
+
+    result = provisioner("create", str(source), *arguments, expect=2)
+
+    (line,) = people_lines(result)
+    assert line.startswith("error: ")
+    assert named in line
+    assert "create --help" in line
+    assert provisioner.emulator.requests == 0
