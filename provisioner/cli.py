@@ -220,6 +220,30 @@ def endpoint_options(command: F) -> F:
     )(command)
 
 
+def pacing_options(command: F) -> F:
+    """--rate and --timeout, shared by create and reconcile: how fast, and how patiently."""
+    command = click.option(
+        "--timeout",
+        type=click.FloatRange(0.01, 600),
+        default=30.0,
+        show_default=True,
+        callback=_finite,
+        envvar=env_name("timeout"),
+        help="Seconds for each whole answer.",
+    )(command)
+    return click.option(
+        "--rate",
+        type=click.FloatRange(0),
+        default=DEFAULT_RATE,
+        show_default=True,
+        callback=_finite,
+        envvar=env_name("rate"),
+        help="Requests per second at most, all workers together; 0 for no limit. Twilio limits "
+        "web chat creation to 5/s per account (Flex Conversations limits page); pass yours if "
+        "Twilio raised it.",
+    )(command)
+
+
 def _check_encoding(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     import codecs
 
@@ -312,6 +336,7 @@ def cli(ctx: click.Context) -> None:
 @output_options
 @input_options
 @endpoint_options
+@pacing_options
 @click.option(
     "--config",
     "config_path",
@@ -335,32 +360,12 @@ def cli(ctx: click.Context) -> None:
     help="Requests in flight at most; the run learns the account's real cap below it.",
 )
 @click.option(
-    "--rate",
-    type=click.FloatRange(0),
-    default=DEFAULT_RATE,
-    show_default=True,
-    callback=_finite,
-    envvar=env_name("rate"),
-    help="Requests per second at most, all workers together; 0 for no limit. Twilio limits "
-    "web chat creation to 5/s per account (Flex Conversations limits page); pass yours if "
-    "Twilio raised it.",
-)
-@click.option(
     "--max-attempts",
     type=click.IntRange(1, 20),
     default=5,
     show_default=True,
     envvar=env_name("max-attempts"),
     help="Tries per row, the first included.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.01, 600),
-    default=30.0,
-    show_default=True,
-    callback=_finite,
-    envvar=env_name("timeout"),
-    help="Seconds for each whole answer.",
 )
 @click.option(
     "--dry-run",
@@ -751,22 +756,7 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json:
     help="Close (State=closed, never delete) the extra web chats of a row that has more than "
     "one, keeping the one the ledger records.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.01, 600),
-    default=30.0,
-    show_default=True,
-    callback=_finite,
-    help="Seconds for each whole answer.",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(0),
-    default=DEFAULT_RATE,
-    show_default=True,
-    callback=_finite,
-    help="Requests per second at most; 0 for no limit.",
-)
+@pacing_options
 @click.pass_obj
 @reports_errors
 def reconcile_command(

@@ -21,11 +21,11 @@ from provisioner.cells import key_fingerprint
 from provisioner.client import Credentials, FoundConversation, TwilioClient
 from provisioner.errors import ExitCode, InputError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Answer, Sleep
+from provisioner.limits import AccountLimits
 from provisioner.outcome import LookupResult
 from provisioner.rows import Columns, RowBuilder, derive_identity, names_address_column
 from provisioner.run import Runtime
-from provisioner.send import CLOSED, LOOKUP_BACKOFF, LOOKUP_TRIES
+from provisioner.send import CLOSED, Lookups
 from provisioner.stopping import Stopping
 from provisioner.table import open_table, snapshot_input
 from provisioner.writers import CsvWriter
@@ -38,10 +38,6 @@ RECONCILE_COLUMNS = (
     "other_sids",
     "closed",
     "message",
-)
-LOOKUP_PERMISSION = (
-    "these credentials cannot read Conversations: grant the API key read access to "
-    "Conversations (ParticipantConversations), or use the Account SID and Auth Token"
 )
 
 
@@ -115,7 +111,7 @@ def reconcile(
         stack.callback(client.close)
         stopping = Stopping(runtime.say)
         limits = AccountLimits(options.rate, 1, runtime.clock)
-        lookups = _Lookups(client, limits, stopping, runtime.sleep or stopping.sleep)
+        lookups = Lookups(client, limits, stopping, runtime.sleep or stopping.sleep)
         result = ReconcileResult(run_dir / "reconcile.csv")
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
@@ -123,7 +119,12 @@ def reconcile(
                 for key, identity, entry in _targets(options, ledger, runtime, run_dir, scope):
                     if stopping.is_set:
                         break
-                    verdict = lookups.settle(identity, entry)
+                    found = lookups.find(identity)
+                    verdict = (
+                        Verdict(LookupResult.FAILED, message=found)
+                        if isinstance(found, str)
+                        else verdict_of(found.conversations, entry)
+                    )
                     closed = _settle(ledger, client, key, identity, entry, verdict, options)
                     result.counts[verdict.result] += 1
                     if verdict.result is LookupResult.FAILED and not result.failure:
@@ -192,49 +193,6 @@ def verdict_of(conversations: tuple[FoundConversation, ...], entry: Entry | None
         kept = open_sids[0] if open_sids else sids[0]
     others = tuple(sid for sid in open_sids if sid != kept)
     return Verdict(LookupResult.DUPLICATES if others else LookupResult.FOUND, kept, others)
-
-
-class _Lookups:
-    """Lookups under the account's limits, tried again on transient failures; after a refusal
-    (the credentials cannot read Conversations) no further request is made."""
-
-    def __init__(
-        self, client: TwilioClient, limits: AccountLimits, stopping: Stopping, sleep: Sleep
-    ) -> None:
-        self.client, self.limits, self.stopping, self.sleep = client, limits, stopping, sleep
-        self.refused = ""
-
-    def settle(self, identity: str, entry: Entry | None) -> Verdict:
-        """Look one identity up."""
-        if self.refused:
-            return Verdict(LookupResult.FAILED, message=self.refused)
-        backoff = LOOKUP_BACKOFF
-        message = "the run stopped"
-        for number in range(1, LOOKUP_TRIES + 1):
-            if number > 1:
-                self.sleep(backoff)
-                backoff *= 2
-            permit = self.limits.acquire(self.sleep, self.stopping.event)
-            if permit is None:
-                break
-            answer, retry_after = Answer.NO_ANSWER, None
-            try:
-                lookup = self.client.find_conversations(identity)
-                answer = Answer.THROTTLED if lookup.throttled else Answer.ACCEPTED
-                retry_after = lookup.retry_after
-            finally:
-                self.limits.release(permit, answer, 0.0, retry_after)
-            if lookup.ok:
-                return verdict_of(lookup.conversations, entry)
-            message = lookup.error_message
-            if lookup.refused:
-                self.refused = (
-                    f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
-                )
-                return Verdict(LookupResult.FAILED, message=self.refused)
-            if not lookup.retryable:
-                break
-        return Verdict(LookupResult.FAILED, message=message)
 
 
 def _settle(

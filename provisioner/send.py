@@ -36,6 +36,10 @@ LOOKUP_BACKOFF = 2.0  # seconds before the second lookup try, doubled each time
 # Conversations created this long before a row's first attempt are not its web chat (clock
 # skew between this machine and Twilio is allowed for).
 CLOCK_SKEW = 300.0
+LOOKUP_PERMISSION = (
+    "these credentials cannot read Conversations. Grant the API key read access to "
+    "Conversations (ParticipantConversations), or use the Account SID and Auth Token"
+)
 CLOSED = "closed"  # Twilio's conversation_state of a closed conversation
 
 
@@ -93,6 +97,55 @@ def should_retry(step: Step) -> bool:
     return isinstance(step, Attempt) and not step.created and step.retryable
 
 
+class Lookups:
+    """Lookups at Twilio under the account's limits (they count against them too): transient
+    failures tried again with backoff; after a refusal (credentials that cannot read
+    Conversations), said once, no further request is made. Shared by threads."""
+
+    def __init__(
+        self, client: WebChatApi, limits: AccountLimits, stopping: Stopping, sleep: Sleep
+    ) -> None:
+        self.client, self.limits, self.stopping, self.sleep = client, limits, stopping, sleep
+        self.refused = ""
+        self._lock = threading.Lock()
+
+    def find(self, identity: str) -> Lookup | str:
+        """The complete answer for `identity`, or why there is none."""
+        if self.refused:
+            return self.refused
+        backoff = LOOKUP_BACKOFF
+        lookup: Lookup | None = None
+        for number in range(1, LOOKUP_TRIES + 1):
+            if number > 1:
+                self.sleep(backoff)
+                backoff *= 2
+            permit = self.limits.acquire(self.sleep, self.stopping.event)
+            if permit is None:
+                break
+            answer, retry_after = Answer.NO_ANSWER, None
+            try:
+                lookup = self.client.find_conversations(identity)
+                answer, retry_after = _lookup_answer(lookup), lookup.retry_after
+            finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
+                self.limits.release(permit, answer, 0.0, retry_after)
+            if lookup.ok:
+                return lookup
+            if lookup.refused:
+                return self._refuse(lookup)
+            if not lookup.retryable:
+                break
+        return f"the lookup failed: {lookup.error_message if lookup else 'the run stopped'}"
+
+    def _refuse(self, lookup: Lookup) -> str:
+        with self._lock:
+            if not self.refused:
+                self.refused = (
+                    f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
+                )
+                log.warning("%s", self.refused)
+        return self.refused
+
+
 class RowSender:
     """Sends rows; shared by the worker threads (each row's state lives in its RowHistory)."""
 
@@ -115,8 +168,7 @@ class RowSender:
         self.sleep = sleep
         self.clock = clock
         self.wall_clock = wall_clock
-        self.lookups_refused = ""  # why lookups cannot be made, once they are refused
-        self._refused_lock = threading.Lock()
+        self.lookups = Lookups(client, limits, stopping, sleep)
         self.policy = retry_policy(
             settings.max_attempts,
             sleep,
@@ -194,45 +246,16 @@ class RowSender:
         return self._look_up(history)
 
     def _look_up(self, history: RowHistory) -> Settlement:
-        if self.lookups_refused:
-            return Settlement(LookupResult.FAILED, message=self.lookups_refused)
-        identity = history.row.identity
-        backoff = LOOKUP_BACKOFF
-        lookup: Lookup | None = None
-        for number in range(1, LOOKUP_TRIES + 1):
-            if number > 1:
-                self.sleep(backoff)
-                backoff *= 2
-            permit = self.limits.acquire(self.sleep, self.stopping.event)
-            if permit is None:
-                break
-            answer, retry_after = Answer.NO_ANSWER, None
-            try:
-                lookup = self.client.find_conversations(identity)
-                answer, retry_after = _lookup_answer(lookup), lookup.retry_after
-            finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
-                self.limits.release(permit, answer, 0.0, retry_after)
-            if lookup.ok:
-                return settlement_of(lookup.conversations, history.since)
-            if lookup.refused:
-                self._refuse(lookup)
-                return Settlement(LookupResult.FAILED, message=self.lookups_refused)
-            if not lookup.retryable:
-                break
-        reason = lookup.error_message if lookup is not None else "the run stopped"
-        log.info("row %d: lookup of %s failed: %s", history.row.number, identity, reason)
-        return Settlement(LookupResult.FAILED, message=f"the lookup failed: {reason}")
+        found = self.lookups.find(history.row.identity)
+        if isinstance(found, str):
+            log.info("row %d: lookup failed: %s", history.row.number, found)
+            return Settlement(LookupResult.FAILED, message=found)
+        return settlement_of(found.conversations, history.since)
 
-    def _refuse(self, lookup: Lookup) -> None:
-        with self._refused_lock:
-            if self.lookups_refused:
-                return
-            self.lookups_refused = (
-                f"Twilio refused the lookup (HTTP {lookup.http_status}): these credentials "
-                "cannot read Conversations. Grant the API key read access to Conversations "
-                "(ParticipantConversations), or use the Account SID and Auth Token"
-            )
-        log.warning("%s", self.lookups_refused)
+    @property
+    def lookups_refused(self) -> str:
+        """Why lookups cannot be made, once Twilio refused one."""
+        return self.lookups.refused
 
     def _log_try(self, retry_state: RetryCallState) -> None:
         """tenacity's after= hook: a line in run.log for every try that did not succeed."""
