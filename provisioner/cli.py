@@ -221,7 +221,7 @@ def endpoint_options(command: F) -> F:
 
 
 def pacing_options(command: F) -> F:
-    """--rate and --timeout, shared by create and reconcile: how fast, and how patiently."""
+    """--rate, --timeout and --lookup-lag, shared by create and reconcile."""
     command = click.option(
         "--timeout",
         type=click.FloatRange(0.01, 600),
@@ -230,6 +230,15 @@ def pacing_options(command: F) -> F:
         callback=_finite,
         envvar=env_name("timeout"),
         help="Seconds for each whole answer.",
+    )(command)
+    command = click.option(
+        "--lookup-lag",
+        type=click.FloatRange(0, 600),
+        default=10.0,
+        show_default=True,
+        callback=_finite,
+        envvar=env_name("lookup-lag"),
+        help="Seconds Twilio's participant index may lag behind a creation.",
     )(command)
     return click.option(
         "--rate",
@@ -390,15 +399,6 @@ def cli(ctx: click.Context) -> None:
     envvar=env_name("no-lookup"),
     help="Do not look rows up at Twilio: a row whose answer was lost is sent again as it "
     "is (it may then have two web chats).",
-)
-@click.option(
-    "--lookup-lag",
-    type=click.FloatRange(0, 600),
-    default=10.0,
-    show_default=True,
-    callback=_finite,
-    envvar=env_name("lookup-lag"),
-    help="Seconds Twilio's participant index may lag behind a creation.",
 )
 @click.option(
     "--xlsx",
@@ -774,6 +774,7 @@ def reconcile_command(
     conversations_url: str | None,
     close_duplicates: bool,
     timeout: float,
+    lookup_lag: float,
     rate: float,
 ) -> None:
     """Settle rows that may exist at Twilio unrecorded, by looking them up; creates nothing.
@@ -807,6 +808,7 @@ def reconcile_command(
         close_duplicates=close_duplicates,
         timeout=timeout,
         rate=rate or None,
+        lookup_lag=lookup_lag,
     )
     voice = Voice(isatty=runtime.stderr_isatty)
     runtime.say = voice

@@ -85,6 +85,7 @@ WEB_CHATS_PATH = "/v2/WebChats"
 CONVERSATIONS_PATH = "/v1/Conversations"
 PARTICIPANT_CONVERSATIONS_PATH = "/v1/ParticipantConversations"
 USER_AGENT = f"provisioner/{__version__} (python-requests/{requests.__version__})"
+GATEWAY_FAILURES = frozenset({502, 504})  # a proxy's answer: what it forwarded may have been done
 CREATED_STATUS = 201  # what Twilio answers a new web chat; another 2xx with a SID is noted
 
 SID_PATTERN = re.compile(r"CH[0-9a-fA-F]{32}", re.ASCII)  # a Conversation SID
@@ -598,13 +599,16 @@ class TwilioClient:
             )
         code, message, retry_after = self._error_fields(answer)
         more_info = parse_error_body(answer.body).more_info if answer.complete else ""
+        # A gateway's 502 or 504 may come after Twilio created the web chat behind it.
+        gateway = answer.status in GATEWAY_FAILURES and bool(maybe)
         return Attempt(
             http_status=answer.status,
             request_id=self._redact(answer.headers.get("Twilio-Request-Id", ""), 64),
             error_code=code,
-            error_message=message,
+            error_message=message + (self._redact(maybe) if gateway else ""),
             retry_after=retry_after,
             more_info=self._redact(more_info, 300),
+            ambiguous=gateway,
         )
 
     def _error_fields(self, answer: _Answer) -> tuple[str, str, float | None]:

@@ -110,6 +110,7 @@ class Dispatcher(Generic[Job, Result]):
         return []
 
     def _collect(self) -> Iterator[list[tuple[Job, Result]]]:
+        self.stopping.announce()  # what a signal handler could not say itself
         done, _ = wait(list(self._pending), timeout=COLLECT_EVERY, return_when=FIRST_COMPLETED)
         finished = [(self._pending.pop(future), future.result()) for future in done]
         if self.stopping.abandoned.is_set():

@@ -40,7 +40,14 @@ class Credentials:
         if key and key_secret:
             _check_basic("TWILIO_API_KEY", key, username=True)
             _check_basic("TWILIO_API_SECRET", key_secret, username=False)
-            return cls(key, key_secret, account or key)
+            if not account:
+                # The ledger belongs to the account: a key alone would tie it to the key, and
+                # a rotated key would then create every customer's web chat again.
+                raise ConfigError(
+                    "TWILIO_ACCOUNT_SID is not set: with TWILIO_API_KEY and TWILIO_API_SECRET, "
+                    "set TWILIO_ACCOUNT_SID too (the account the key belongs to)"
+                )
+            return cls(key, key_secret, account)
         if account and token:
             _check_basic("TWILIO_ACCOUNT_SID", account, username=True)
             _check_basic("TWILIO_AUTH_TOKEN", token, username=False)
@@ -150,7 +157,17 @@ def _checked_root(url: str, option: str) -> str:
             f"{option} {_shown(text)}: plain http is allowed only to a loopback host "
             "(credentials must never cross a network in clear); use https://"
         )
-    return f"{scheme}://{split.netloc}"
+    host = split.hostname.lower() if split.hostname else ""
+    shown_host = f"[{host}]" if ":" in host else host
+    if port is None or DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{shown_host}"
+    return f"{scheme}://{shown_host}:{port}"
+
+
+def scope_of(account: str, base_url: str) -> str:
+    """What the ledger's entries belong to: an account on an API host (the same host however
+    it is spelt: case and the default port do not matter)."""
+    return f"{account}@{urlsplit(base_url).netloc}"
 
 
 def is_loopback(host: str) -> bool:

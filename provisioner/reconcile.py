@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from provisioner.causes import plural
 from provisioner.cells import key_fingerprint
 from provisioner.client import Credentials, FoundConversation, TwilioClient
+from provisioner.endpoints import scope_of
 from provisioner.errors import ExitCode, InputError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits
+from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
-from provisioner.rows import Columns, RowBuilder, derive_identity, names_address_column
-from provisioner.run import Runtime
-from provisioner.send import CLOSED, Lookups
+from provisioner.rows import RowBuilder, derive_identity
+from provisioner.run import Runtime, read_input
+from provisioner.send import CLOSED, Lookups, recent
 from provisioner.stopping import Stopping
-from provisioner.table import open_table, snapshot_input
+from provisioner.table import snapshot_input
 from provisioner.writers import CsvWriter
 
 RECONCILE_COLUMNS = (
@@ -58,6 +58,7 @@ class ReconcileOptions:
     close_duplicates: bool = False
     timeout: float = 30.0
     rate: float | None = 5.0
+    lookup_lag: float = 10.0
 
 
 @dataclass
@@ -67,7 +68,9 @@ class ReconcileResult:
     path: Path
     counts: Counter[str] = field(default_factory=Counter)
     closed: int = 0
+    duplicates_left: int = 0  # rows that still have open extra web chats
     failure: str = ""  # why the first failed lookup failed
+    stopped: str = ""  # why it stopped before the last row, if it did
 
     def lines(self) -> list[str]:
         """The end of a reconcile, for people."""
@@ -75,8 +78,13 @@ class ReconcileResult:
         lines = [f"looked up {plural(sum(self.counts.values()), 'row')}: {found}"]
         if self.closed:
             lines.append(f"closed {plural(self.closed, 'extra web chat')}")
-        elif self.counts[LookupResult.DUPLICATES]:
-            lines.append("rows with duplicates: pass --close-duplicates to close the extra ones")
+        if self.duplicates_left:
+            lines.append(
+                f"{plural(self.duplicates_left, 'row')} still with open extra web chats: "
+                "pass --close-duplicates to close them"
+            )
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}; run reconcile again to finish")
         if self.counts[LookupResult.FAILED]:
             lines.append(f"some lookups failed ({self.failure}); run reconcile again later")
         lines.append(f"reconcile: {self.path}")
@@ -84,9 +92,10 @@ class ReconcileResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 when every row is settled with no duplicates left."""
-        duplicates = self.counts[LookupResult.DUPLICATES] and not self.closed
-        if self.counts[LookupResult.FAILED] or duplicates:
+        """0 when every row is settled with no duplicates left; 3 when it stopped early."""
+        if self.stopped:
+            return ExitCode.STOPPED
+        if self.counts[LookupResult.FAILED] or self.duplicates_left:
             return ExitCode.ROWS_FAILED
         return ExitCode.OK
 
@@ -95,7 +104,7 @@ def reconcile(
     options: ReconcileOptions, runtime: Runtime, credentials: Credentials
 ) -> ReconcileResult:
     """Look rows up and record what exists; close extra web chats when asked."""
-    scope = f"{credentials.account}@{urlsplit(options.base_url).netloc}"
+    scope = scope_of(credentials.account, options.base_url)
     ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
     with ExitStack() as stack:
         ledger = stack.enter_context(open_ledger(ledger_path, scope))
@@ -111,28 +120,48 @@ def reconcile(
         stack.callback(client.close)
         stopping = Stopping(runtime.say)
         limits = AccountLimits(options.rate, 1, runtime.clock)
-        lookups = Lookups(client, limits, stopping, runtime.sleep or stopping.sleep)
+        sleep = runtime.sleep or stopping.sleep
+        lookups = Lookups(client, limits, stopping, sleep)
+
+        def closer(sid: str) -> bool:
+            """Close one conversation, within the account's limits; True when it closed."""
+            permit = limits.acquire(sleep, stopping.event)
+            if permit is None:
+                return False
+            answer = Answer.NO_ANSWER
+            try:
+                attempt = client.close_conversation(sid)
+                answer = Answer.THROTTLED if attempt.http_status == 429 else Answer.ACCEPTED
+            finally:
+                limits.release(permit, answer, 0.0, None)
+            return attempt.created
+
         result = ReconcileResult(run_dir / "reconcile.csv")
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
             with stopping.on_signals():
                 for key, identity, entry in _targets(options, ledger, runtime, run_dir, scope):
+                    stopping.announce()
                     if stopping.is_set:
                         break
+                    _wait_for_the_index(entry, options.lookup_lag, runtime, stopping)
                     found = lookups.find(identity)
                     verdict = (
                         Verdict(LookupResult.FAILED, message=found)
                         if isinstance(found, str)
-                        else verdict_of(found.conversations, entry)
+                        else verdict_of(recent(found.conversations, _since(entry)), entry)
                     )
-                    closed = _settle(ledger, client, key, identity, entry, verdict, options)
+                    closed = _settle(ledger, closer, key, identity, entry, verdict, options)
                     result.counts[verdict.result] += 1
                     if verdict.result is LookupResult.FAILED and not result.failure:
                         result.failure = verdict.message
                     result.closed += len(closed)
+                    if len(closed) < len(verdict.others):
+                        result.duplicates_left += 1
                     writer.write(_line(key, identity, verdict, closed))
         finally:
             writer.close()
+        result.stopped = stopping.reason
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -146,21 +175,10 @@ def _targets(
             yield entry.row_key, entry.identity or derive_identity(scope, entry.row_key), entry
         return
     source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
-    table = open_table(
-        source,
-        encoding=options.encoding,
-        delimiter=options.delimiter,
-        sheet=options.sheet,
-        header_row=options.header_row,
-        looks_like_header=lambda cells: names_address_column(cells, options.columns),
-    )
-    columns = Columns.resolve(table.headers, options.columns)
-    first = RowBuilder(columns)
-    for number, cells in table.rows():
-        first.build(number, cells)
-    builder = RowBuilder(columns, first.repeats())
+    checked = read_input(options, source)
+    builder = RowBuilder(checked.columns, checked.repeats)
     seen = False
-    for number, cells in table.rows():
+    for number, cells in checked.table.rows():
         row = builder.build(number, cells).with_identity(scope)
         seen = True
         if row.problem is None:
@@ -197,7 +215,7 @@ def verdict_of(conversations: tuple[FoundConversation, ...], entry: Entry | None
 
 def _settle(
     ledger: Ledger,
-    client: TwilioClient,
+    closer: Callable[[str], bool],
     key: str,
     identity: str,
     entry: Entry | None,
@@ -216,7 +234,7 @@ def _settle(
     closed = []
     if options.close_duplicates:
         for sid in verdict.others:
-            if client.close_conversation(sid).http_status == 200:
+            if closer(sid):
                 closed.append(sid)
     left = [sid for sid in verdict.others if sid not in closed]
     with ledger.transaction():
@@ -232,6 +250,22 @@ def _settle(
             key_fingerprint=key_fingerprint(key),
         )
     return closed
+
+
+def _wait_for_the_index(
+    entry: Entry | None, lag: float, runtime: Runtime, stopping: Stopping
+) -> None:
+    """A row an earlier run was sending moments ago may not show in the index yet."""
+    if entry is None or entry.status == "created":
+        return
+    wait = entry.updated + lag - runtime.wall_clock()
+    if wait > 0:
+        (runtime.sleep or stopping.sleep)(wait)
+
+
+def _since(entry: Entry | None) -> float | None:
+    """The row's first attempt: conversations older than it are not its web chat."""
+    return entry.first_sent or None if entry is not None else None
 
 
 def _line(key: str, identity: str, verdict: Verdict, closed: list[str]) -> list[str]:

@@ -133,6 +133,7 @@ class ResultFiles:
         self._waiting: list[tuple[int, int, Row, Outcome]] = []
         self._next = 0
         self._factories = dict(writer_factories)
+        self._closed = False
 
     @property
     def results_path(self) -> Path:
@@ -175,8 +176,11 @@ class ResultFiles:
                 writer.write([*row.cells, *in_errors])
 
     def close(self) -> None:
-        """Close every file; every accepted outcome has been written."""
+        """Close every file (once); every accepted outcome has been written."""
         assert not self._waiting, "outcomes still waiting for earlier rows"
+        if self._closed:
+            return
+        self._closed = True
         for writer in (*self._results, *self._errors):
             writer.close()
 

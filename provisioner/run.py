@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import urlsplit
+from typing import BinaryIO, Protocol
 
+from provisioner.causes import plural
 from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.client import Credentials, TwilioClient
 from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
+from provisioner.endpoints import scope_of
 from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError, ResultsError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
@@ -142,7 +143,9 @@ class _Endpoint:
 
 
 @dataclass(frozen=True)
-class _Checked:
+class CheckedInput:
+    """An input read whole and checked: its table, columns, row count and repeated values."""
+
     table: Table
     columns: Columns
     rows: int
@@ -173,6 +176,8 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         ledger = None
         if endpoint.credentials is not None:
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
+            if options.strict:
+                _refuse_key_changes(checked, ledger)
         run_id, run_dir = _run_folder(options)
         snapshot = run_dir / checked.table.path.name
         shutil.move(checked.table.path, snapshot)
@@ -187,13 +192,37 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
     raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow)
 
 
-def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> _Checked:
+class InputSettings(Protocol):
+    """How an input is read and mapped (create and reconcile share it)."""
+
+    @property
+    def input_path(self) -> Path | None: ...
+    @property
+    def columns(self) -> Mapping[str, str]: ...
+    @property
+    def encoding(self) -> str | None: ...
+    @property
+    def delimiter(self) -> str | None: ...
+    @property
+    def sheet(self) -> str | None: ...
+    @property
+    def header_row(self) -> int | None: ...
+
+
+def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> CheckedInput:
     """Snapshot the input into the run folder and read it whole before sending anything."""
     source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
-    return _read_whole(options, source)
+    checked = read_input(options, source)
+    if options.strict and checked.invalid:
+        raise InputError(
+            f"--strict: {checked.invalid} invalid rows; nothing was sent. "
+            "--dry-run lists them, with the reasons, in errors.csv"
+        )
+    return checked
 
 
-def _read_whole(options: RunOptions, source: Path) -> _Checked:
+def read_input(options: InputSettings, source: Path) -> CheckedInput:
+    """Read the input's copy `source` whole: its table, columns and what repeats in it."""
     table = open_table(
         source,
         encoding=options.encoding,
@@ -214,13 +243,7 @@ def _read_whole(options: RunOptions, source: Path) -> _Checked:
     if not rows:
         raise InputError(f"{options.input_path}: has a header row but no data rows")
     repeats = builder.repeats()
-    checked = _Checked(table, columns, rows, invalid + repeats.duplicate_rows, repeats)
-    if options.strict and checked.invalid:
-        raise InputError(
-            f"--strict: {checked.invalid} invalid rows; nothing was sent. "
-            "--dry-run lists them, with the reasons, in errors.csv"
-        )
-    return checked
+    return CheckedInput(table, columns, rows, invalid + repeats.duplicate_rows, repeats)
 
 
 def _endpoint(
@@ -236,7 +259,7 @@ def _endpoint(
         return _Endpoint(emulator.url, emulator.url, sandbox, "sandbox")
     if credentials is None and not options.dry_run:
         raise ConfigError("no credentials")  # the CLI checks first; this guards other callers
-    scope = f"{credentials.account}@{urlsplit(options.base_url).netloc}" if credentials else ""
+    scope = scope_of(credentials.account, options.base_url) if credentials else ""
     return _Endpoint(options.base_url, options.conversations_url, credentials, scope)
 
 
@@ -295,7 +318,7 @@ class _Run:
         self,
         options: RunOptions,
         runtime: Runtime,
-        checked: _Checked,
+        checked: CheckedInput,
         endpoint: _Endpoint,
         ledger: Ledger | None,
         run_id: str,
@@ -341,14 +364,17 @@ class _Run:
         )
         table = self.checked.table
         if table.hidden_rows:
-            self._warn(f"{table.where}: {_rows(table.hidden_rows)} hidden; sent like the others")
+            self._warn(
+                f"{table.where}: {plural(table.hidden_rows, 'row')} hidden; sent like the others"
+            )
         for line in self.checked.columns.describe():
             log.info("column %s", line)
             self.runtime.say(f"column {line}")
         if self.in_flight_before:
             log.warning("%d rows of earlier runs are unsettled", self.in_flight_before)
             self.runtime.say(
-                f"{_rows(self.in_flight_before)} of earlier runs may exist at Twilio unrecorded "
+                f"{plural(self.in_flight_before, 'row')} of earlier runs may exist at Twilio "
+                "unrecorded "
                 "(a run was killed, or an answer was lost); they are looked up before any is "
                 "sent again"
             )
@@ -359,21 +385,12 @@ class _Run:
         for sequence, (number, cells) in enumerate(self.checked.table.rows()):
             row = builder.build(number, cells).with_identity(self.endpoint.scope or "dry-run")
             entry = self.ledger.lookup(row.key) if self.ledger else None
-            changed_from = self._changed_from(row) if entry is None else None
+            changed_from = _changed_from(self.ledger, row) if entry is None else None
             decision = plan(row, entry, force=self.options.force, changed_from=changed_from)
             if decision.forced:
                 self.forced += 1
                 log.info("row %d (%s): creating again (--force)", row.number, row.key)
             yield sequence, decision
-
-    def _changed_from(self, row: Row) -> Entry | None:
-        span = fingerprint_range(row.key)  # every original a spreadsheet could change into it
-        if self.ledger is None or span is None or row.problem is not None:
-            return None
-        for entry in self.ledger.created_with_fingerprint_between(*span):
-            if spreadsheet_changed(entry.row_key, row.key):
-                return entry
-        return None
 
     def plan_only(self) -> Summary:
         """--dry-run: every row's outcome as far as it can be known without sending."""
@@ -439,7 +456,9 @@ class _Run:
                         since = min(self.started_wall, prior.first_sent) if prior else None
                         rechecks.append((decision.row, outcome, since or self.started_wall))
                 self._progress()
-            if rechecks and self.options.lookups and not self.stopping.abandoned.is_set():
+            with self._writing_files():
+                self.files.close()  # complete before the final check may amend them
+            if rechecks and self.options.lookups and not self.stopping.is_set:
                 self._final_check(sender, rechecks)
         self.lookups_refused = sender.lookups_refused
         return self._finish()
@@ -488,7 +507,8 @@ class _Run:
                         duplicate_sids=" ".join(checked.duplicate_sids),
                     )
         if amended:
-            self.files.amend(amended)
+            with self._writing_files():
+                self.files.amend(amended)
         self.duplicates = [
             {"row_key": key, "conversation_sid": o.conversation_sid, "others": o.duplicate_sids}
             for key, o in amended.items()
@@ -509,13 +529,8 @@ class _Run:
         return True
 
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
-        try:
+        with self._writing_files():
             written = self.files.add(sequence, row, outcome)
-        except OSError as error:
-            raise ResultsError(
-                f"cannot write the results ({error.filename or self.run_dir}: {error.strerror}); "
-                "every answer received is in the ledger: free space, then rerun the same input"
-            ) from error
         for written_row, written_outcome in written:
             self.tally.add(written_row, written_outcome)
 
@@ -527,6 +542,7 @@ class _Run:
             self.runtime.say(f"warning: {warning}")
 
     def _progress(self) -> None:
+        self.stopping.announce()
         state = self.limits.state()
         self.runtime.progress(
             Progress(
@@ -550,7 +566,9 @@ class _Run:
         return ExitCode.OK
 
     def _finish(self) -> Summary:
-        self.files.close()
+        self.stopping.announce()
+        with self._writing_files():
+            self.files.close()
         self._progress()
         exit_code = self._exit_code()
         counts = self.tally.status_counts()
@@ -563,10 +581,22 @@ class _Run:
                     stop_reason=self.stopping.reason,
                 )
         summary = _summary_of(self, exit_code, counts)
-        summary.write(self.run_dir / "summary.json")
-        write_report(self.run_dir / "report.html", asdict(summary))
+        with self._writing_files():
+            summary.write(self.run_dir / "summary.json")
+            write_report(self.run_dir / "report.html", asdict(summary))
         log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
         return summary
+
+    @contextmanager
+    def _writing_files(self) -> Iterator[None]:
+        """A file that cannot be written (a full disk) stops the run: exit 3, not a crash."""
+        try:
+            yield
+        except OSError as error:
+            raise ResultsError(
+                f"cannot write the results ({error.filename or self.run_dir}: {error.strerror}); "
+                "every answer received is in the ledger: free space, then rerun the same input"
+            ) from error
 
 
 def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
@@ -634,6 +664,34 @@ def _rerun_command(run: _Run) -> str:
     )
 
 
+def _changed_from(ledger: Ledger | None, row: Row) -> Entry | None:
+    """A created row whose key a spreadsheet changed into this row's key, if any."""
+    span = fingerprint_range(row.key)  # every original a spreadsheet could change into it
+    if ledger is None or span is None or row.problem is not None:
+        return None
+    for entry in ledger.created_with_fingerprint_between(*span):
+        if spreadsheet_changed(entry.row_key, row.key):
+            return entry
+    return None
+
+
+def _refuse_key_changes(checked: CheckedInput, ledger: Ledger) -> None:
+    """--strict: a key a spreadsheet changed is an invalid row too, so nothing is sent."""
+    builder = RowBuilder(checked.columns, checked.repeats)
+    changed = sum(
+        1
+        for number, cells in checked.table.rows()
+        if (row := builder.build(number, cells)).problem is None
+        and ledger.lookup(row.key) is None
+        and _changed_from(ledger, row) is not None
+    )
+    if changed:
+        raise InputError(
+            f"--strict: {plural(changed, 'row')} with a key a spreadsheet changed (key_changed); "
+            "nothing was sent. --dry-run lists them in errors.csv"
+        )
+
+
 class FailureStreak:
     """Rows that failed one after another; too many mean every row will (a dead endpoint)."""
 
@@ -680,7 +738,3 @@ def _writer_factories(
     if options.xlsx or table.is_workbook:
         factories[".xlsx"] = XlsxWriter
     return factories
-
-
-def _rows(count: int) -> str:
-    return f"{count} row" if count == 1 else f"{count} rows"

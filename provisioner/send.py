@@ -277,15 +277,25 @@ class RowSender:
         )
 
 
+def recent(
+    conversations: tuple[FoundConversation, ...], since: float | None
+) -> tuple[FoundConversation, ...]:
+    """The conversations that can be a row's web chat: none older than its first attempt (at
+    `since`, wall time; clock skew allowed for). Undated ones are kept, to be safe."""
+    if since is None:
+        return conversations
+    return tuple(
+        found
+        for found in conversations
+        if (created := _timestamp(found.date_created)) is None or created >= since - CLOCK_SKEW
+    )
+
+
 def settlement_of(conversations: tuple[FoundConversation, ...], since: float | None) -> Settlement:
     """What a complete lookup means for a row whose first attempt was at `since` (wall time)."""
-    if since is not None:
-        conversations = tuple(
-            found
-            for found in conversations
-            if (created := _timestamp(found.date_created)) is None or created >= since - CLOCK_SKEW
-        )
-    conversations = tuple(sorted(conversations, key=lambda found: found.date_created))
+    conversations = tuple(
+        sorted(recent(conversations, since), key=lambda found: found.date_created)
+    )
     if not conversations:
         return Settlement(LookupResult.ABSENT)
     # A closed conversation still exists (a chat that ended, or a duplicate closed by

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -28,30 +29,56 @@ class Stopping:
         self.abandoned = threading.Event()
         self.reason = ""
         self._say = say
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler runs on the main thread, maybe inside stop() itself.
+        self._lock = threading.RLock()
+        self._unsaid: deque[tuple[int, str, str]] = deque()  # what a signal handler deferred
 
     @property
     def is_set(self) -> bool:
         """The run is stopping."""
         return self.event.is_set()
 
-    def stop(self, reason: str) -> None:
-        """Stop taking new rows; requests in flight finish. The first reason is kept."""
+    def stop(self, reason: str, *, deferred: bool = False) -> None:
+        """Stop taking new rows; requests in flight finish. The first reason is kept.
+
+        `deferred` (from a signal handler): say so at the next `announce()`, since writing to
+        a stream the interrupted code may be writing to can fail.
+        """
         with self._lock:
             if self.event.is_set():
                 return
             self.reason = reason
             self.event.set()
-        log.warning("stopping: %s", reason)
-        self._say(f"stopping: {reason}; finishing requests in flight (again to stop at once)")
+        self._tell(
+            f"stopping: {reason}",
+            f"stopping: {reason}; finishing requests in flight (again to stop at once)",
+            deferred,
+        )
 
-    def abandon(self, reason: str) -> None:
+    def abandon(self, reason: str, *, deferred: bool = False) -> None:
         """Stop waiting for requests in flight too."""
-        self.stop(reason)
-        if not self.abandoned.is_set():
+        self.stop(reason, deferred=deferred)
+        with self._lock:
+            if self.abandoned.is_set():
+                return
             self.abandoned.set()
-            log.warning("abandoning requests in flight: %s", reason)
-            self._say("stopping at once: requests in flight are left unanswered")
+        self._tell(
+            f"abandoning requests in flight: {reason}",
+            "stopping at once: requests in flight are left unanswered",
+            deferred,
+        )
+
+    def announce(self) -> None:
+        """Say what a signal handler deferred (call from the main loop)."""
+        while self._unsaid:
+            level, logged, said = self._unsaid.popleft()
+            log.log(level, "%s", logged)
+            self._say(said)
+
+    def _tell(self, logged: str, said: str, deferred: bool) -> None:
+        self._unsaid.append((logging.WARNING, logged, said))
+        if not deferred:
+            self.announce()
 
     def sleep(self, seconds: float) -> None:
         """A sleep that a stop ends early."""
@@ -72,9 +99,9 @@ class Stopping:
         def handle(number: int, frame: FrameType | None) -> None:
             name = signal.Signals(number).name
             if self.event.is_set():
-                self.abandon(f"interrupted again by {name}")
+                self.abandon(f"interrupted again by {name}", deferred=True)
             else:
-                self.stop(f"interrupted by {name}")
+                self.stop(f"interrupted by {name}", deferred=True)
 
         previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
         try:

@@ -349,6 +349,8 @@ def cell_text(value: object) -> str:
 # --- .xlsx/.xlsm: hidden rows and number formats, read from the sheet's XML in one pass -------
 
 _RELATIONSHIP_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+# A tag's local name: `row` in `<row ...>` and in `<x:row ...>`, whatever its attributes.
+_TAG_NAME = re.compile(rb"<(?:[\w.-]+:)?([\w.-]+)")
 _HIDDEN_ROW = rb'<(?:[\w.-]+:)?row\s[^>]*?(?<![\w:])hidden="(?:1|true)"[^>]*>'
 _ROW_NUMBER = re.compile(rb'(?<![\w:])r="(\d+)"')
 _CELL = re.compile(rb'(?<![\w:])r="([A-Z]+)(\d+)"')
@@ -438,7 +440,8 @@ def _scan_sheet(
             continue  # the common case: nothing to find in this block
         for match in tags.finditer(text):
             tag = match.group(0)
-            if tag.lstrip(b"<").split(b":")[-1].startswith(b"row"):
+            name = _TAG_NAME.match(tag)
+            if name is not None and name.group(1) == b"row":
                 number = _ROW_NUMBER.search(tag)
                 if number:
                     hidden.add(int(number.group(1)))

@@ -405,7 +405,7 @@ def test_error_bodies_are_read_defensively(
     attempt = client.create_web_chat(PARAMETERS)
 
     assert not attempt.created
-    assert not attempt.ambiguous
+    assert attempt.ambiguous == (attempt.http_status in (502, 504))  # a gateway may have sent it on
     assert attempt.error_code == code
     assert message in attempt.error_message
     assert attempt.credentials_rejected == (attempt.http_status == 401)

@@ -250,6 +250,27 @@ def test_answers_lost_after_creating_are_found_and_never_sent_again(
     assert all(seconds <= LOOKUP_LAG for seconds in lag_waits)
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_after_creating_is_looked_up_not_blindly_sent_again(
+    provisioner: Cli, tmp_path: Path, status: int
+) -> None:
+    # A proxy in front of Twilio may answer 502/504 after Twilio created the web chat.
+    provisioner.emulator.script(sid(2), Fault(status=status, code=status * 100, create=True))
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    provisioner("create", str(source), "--run-id", "r1")
+
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["attempts"], row["ambiguous_attempts"], row["lookup"]) == (
+        "created",
+        "1",
+        "1",
+        "found",
+    )
+    (chat,) = provisioner.emulator.created
+    assert row["conversation_sid"] == chat.conversation_sid
+
+
 @pytest.mark.parametrize("lagging", [LATE_INDEX_LAG], indirect=True, ids=["late-index"])
 def test_an_index_slower_than_lookup_lag_makes_a_duplicate_that_the_final_check_names(
     lagging: Cli, tmp_path: Path

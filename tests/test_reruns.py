@@ -194,6 +194,22 @@ def test_keys_created_before_fingerprints_are_still_guarded_against_spreadsheets
     assert provisioner.emulator.created == []
 
 
+def test_strict_sends_nothing_when_a_key_was_changed_by_a_spreadsheet(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    first = write_csv(tmp_path / "first.csv", CUSTOMER_HEADER, [["00123", sid(1), "Ana"]])
+    provisioner("create", str(first), "--run-id", "r1")
+    resaved = write_csv(
+        tmp_path / "resaved.csv", CUSTOMER_HEADER, [["123", sid(1), "Ana"], ["C9", sid(2), "Bo"]]
+    )
+
+    result = provisioner("create", str(resaved), "--run-id", "r2", "--strict", expect=2)
+
+    assert "key_changed" in result.stderr
+    assert len(provisioner.emulator.created) == 1  # only the first run's
+    assert not provisioner.run_dir("r2").exists()
+
+
 def test_a_sandbox_rehearsal_never_makes_a_real_run_skip_rows(
     provisioner: Cli, tmp_path: Path
 ) -> None:

@@ -295,6 +295,26 @@ def test_hidden_rows_are_sent_and_counted_and_hidden_sheets_skipped(tmp_path: Pa
     assert read(open_table(source, sheet="Lookup")) == [(2, [SID2])]
 
 
+def test_hidden_rows_are_counted_whatever_attributes_excel_adds(tmp_path: Path) -> None:
+    source = write_xlsx(tmp_path / "in.xlsx", {"S": [["AddressSid"], [SID1], [SID2]]})
+    workbook = openpyxl.load_workbook(source)
+    workbook["S"].row_dimensions[2].hidden = True
+    workbook.save(source)
+    # Excel writes x14ac:dyDescent (a namespaced attribute) on every row, after `hidden`.
+    rewritten = tmp_path / "excel.xlsx"
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(rewritten, "w") as copy:
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename.startswith("xl/worksheets/"):
+                data = re.sub(rb"<row ([^>]*)>", rb'<row \1 x14ac:dyDescent="0.25">', data)
+            copy.writestr(item, data)
+
+    table = open_table(rewritten)
+
+    assert table.hidden_rows == 1
+    assert [number for number, _ in read(table)] == [2, 3]
+
+
 def test_a_table_that_starts_below_and_right_of_a1_keeps_the_sheets_numbers(tmp_path: Path) -> None:
     source = write_xlsx(tmp_path / "in.xlsx", {"S": []})
     workbook = openpyxl.load_workbook(source)
