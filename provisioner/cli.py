@@ -206,12 +206,6 @@ def endpoint_options(command: F) -> F:
         help="Conversations API root for lookups [default: --base-url when given, else "
         "https://conversations.twilio.com or from TWILIO_REGION/TWILIO_EDGE].",
     )(command)
-    command = click.option(
-        "--sandbox",
-        is_flag=True,
-        envvar=env_name("sandbox"),
-        help="Send to a local emulator started in-process; no credentials needed.",
-    )(command)
     return click.option(
         "--base-url",
         envvar=env_name("base-url"),
@@ -345,6 +339,12 @@ def cli(ctx: click.Context) -> None:
 @output_options
 @input_options
 @endpoint_options
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    envvar=env_name("sandbox"),
+    help="Send to a local emulator started in-process; no credentials needed.",
+)
 @pacing_options
 @click.option(
     "--config",
@@ -770,7 +770,6 @@ def reconcile_command(
     sheet: str | None,
     header_row: int | None,
     base_url: str | None,
-    sandbox: bool,
     conversations_url: str | None,
     close_duplicates: bool,
     timeout: float,
@@ -781,16 +780,14 @@ def reconcile_command(
 
     Without INPUT: every row the ledger shows in flight, with a lost answer, or with
     duplicates. With INPUT: every row of the input, recording in the ledger what already
-    exists (rebuilds a lost ledger). Writes OUT/<run-id>/reconcile.csv. Exit 0: all settled,
-    no duplicates; 1 otherwise.
+    exists (rebuilds a lost ledger). Writes OUT/reconcile-<time>/reconcile.csv. Exit 0: all
+    settled, no duplicates left; 1 otherwise; 3: stopped early.
 
     \b
     Examples:
       provisioner reconcile
       provisioner reconcile customers.xlsx --close-duplicates
     """
-    if sandbox:
-        raise ConfigError("--sandbox: a sandbox emulator starts empty; nothing to reconcile")
     resolved_url = resolve_base_url(base_url, runtime.env)
     options = ReconcileOptions(
         input_path=input_path,
