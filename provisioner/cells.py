@@ -120,10 +120,6 @@ def unescape_cell(value: str) -> str:
     return value
 
 
-# The old name, still used by rows.py and tests/test_roundtrip.py.
-unescape_formula = unescape_cell
-
-
 # ---- keys a spreadsheet has changed ----------------------------------------------------------
 #
 # What Excel and LibreOffice do to a key they read as a number, and so what we recognise:

@@ -34,16 +34,21 @@ from provisioner.config import (
     split_list,
     unknown_env,
 )
-from provisioner.emulator import Emulator
+from provisioner.emulator import (
+    Emulator,
+    serve_until_stopped,
+    standalone_credentials,
+)
+from provisioner.emulator import summary as emulator_summary
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import lock_holder, read_status
+from provisioner.outcome import ERROR_STATUSES
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary
 from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
 
 F = TypeVar("F", bound=Callable[..., Any])
-EMULATOR_TOKEN = "emulator-token"  # a stand-alone emulator's default; never a real secret
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
 # limit of 5 requests per second" per account; raised only through Twilio sales.
 DEFAULT_RATE = 5.0
@@ -642,7 +647,7 @@ def _print_summary(summary: Summary, voice: Voice) -> None:
         for line in cause_lines(summary.causes):
             voice(line)
     voice(f"results: {summary.files['results.csv']}")
-    failed = sum(summary.counts[s] for s in ("invalid", "failed", "not_attempted"))
+    failed = sum(summary.counts[status.value] for status in ERROR_STATUSES)
     voice(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
     voice(f"report:  {summary.files['report']}")
     voice(f"summary: {summary.files['summary']}")
@@ -906,9 +911,6 @@ def emulator_command(
       # in another terminal, with the same credentials in the environment:
       provisioner create big.csv --base-url http://127.0.0.1:8765
     """
-    # Moves to the module's imports when this file is merged (the lead owns them).
-    from provisioner.emulator import serve_until_stopped, standalone_credentials, summary
-
     if not is_loopback(host):
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
     username, secret = standalone_credentials(runtime.env)
@@ -941,7 +943,7 @@ def emulator_command(
     else:
         say(f"accepting: export TWILIO_ACCOUNT_SID={username} TWILIO_AUTH_TOKEN={secret}")
     serve_until_stopped(emulator, url_file=url_file, record=record)
-    say(summary(emulator))
+    say(emulator_summary(emulator))
 
 
 def main() -> None:

@@ -181,17 +181,6 @@ class Ledger:
         ).fetchone()
         return Entry(*found) if found else None
 
-    def created_with_fingerprint(self, fingerprint: str) -> list[Entry]:
-        """Created entries whose key has this fingerprint (see cells.key_fingerprint)."""
-        return [
-            Entry(*found)
-            for found in self._db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ? AND key_fingerprint = ?"
-                " AND status = 'created' LIMIT 20",
-                (self.scope, fingerprint),
-            )
-        ]
-
     def created_with_fingerprint_between(self, low: str, high: str) -> list[Entry]:
         """Created entries whose key fingerprint lies in [low, high] (cells.fingerprint_range)."""
         return [
@@ -474,12 +463,6 @@ def _read_status(connection: sqlite3.Connection, path: Path, limit: int) -> Ledg
     finally:
         connection.close()
     return LedgerStatus(runs, created, unsettled)
-
-
-def read_runs(path: Path, limit: int = 10) -> tuple[list[RunRecord], dict[str, int]]:
-    """The last runs (newest first) and created rows per scope, read without locking."""
-    status = read_status(path, limit)
-    return status.runs, status.created
 
 
 def lock_holder(path: Path) -> int | None:

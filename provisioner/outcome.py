@@ -25,10 +25,11 @@ class Status(StrEnum):
     NOT_ATTEMPTED = "not_attempted"
 
 
-# The statuses that go to errors.csv and make the exit code non-zero.
+# The statuses that go to errors.csv (invalid and failed rows also make the exit code 1).
 ERROR_STATUSES = frozenset({Status.INVALID, Status.FAILED, Status.NOT_ATTEMPTED})
 
 
+DRY_RUN = "dry_run"  # the error code of a row a dry run would send
 CUT_OFF = "cut_off"  # the error code of a request abandoned in flight by a second signal
 
 

@@ -11,11 +11,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from provisioner.causes import CauseTally, explain
 from provisioner.cells import unescape_cell
 from provisioner.outcome import (
+    DRY_RUN,
     ERROR_STATUSES,
     RESULT_COLUMNS,
     RESULT_SCHEMA,
@@ -25,22 +26,9 @@ from provisioner.outcome import (
     Status,
 )
 from provisioner.rows import Row
-from provisioner.writers import write_atomically
+from provisioner.writers import TableWriter, write_atomically
 
 REORDER_LIMIT = 10_000  # outcomes held back waiting for an earlier, slower row
-
-
-class TableWriter(Protocol):
-    """A result table written row by row (CSV or xlsx)."""
-
-    def write(self, cells: Sequence[str]) -> None:
-        """Append one row."""
-
-    def flush(self) -> None:
-        """Hand what was written to the operating system."""
-
-    def close(self) -> None:
-        """Finish the file."""
 
 
 WriterFactory = Callable[[Path, Sequence[str]], TableWriter]
@@ -65,7 +53,7 @@ class Tally:
             self.ambiguous_rows += 1
         if outcome.lookup is not LookupResult.NONE:
             self.lookups[outcome.lookup] += 1
-        if outcome.is_error and outcome.error_code != "dry_run":  # a plan, not a cause
+        if outcome.is_error and outcome.error_code != DRY_RUN:  # a plan, not a cause
             cause = explain(
                 outcome.error_code,
                 outcome.status.value,

@@ -9,13 +9,12 @@ is an inline SVG chart (chart.py).
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
+from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 EXIT_WORDS = {
@@ -113,17 +112,7 @@ def write_report(
     path: Path, summary: Mapping[str, Any], failing_rows: Sequence[Mapping[str, Any]] | None = None
 ) -> None:
     """Write report.html atomically, readable by its owner only (it holds customer data)."""
-    text = render_report(summary, failing_rows)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:  # mkstemp makes it 0600
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, render_report(summary, failing_rows))
 
 
 def _e(value: object) -> str:

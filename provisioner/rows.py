@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from provisioner.cells import unescape_formula
+from provisioner.cells import unescape_cell
 from provisioner.errors import InputError
 from provisioner.outcome import (
     ERROR_COLUMNS,
@@ -333,7 +333,7 @@ class RowBuilder:
         """Validate one row of trimmed cells (padded to the header width) and give it a key."""
         columns = self.columns
         if columns.fed_back:
-            cells = [unescape_formula(cell) for cell in cells]
+            cells = [unescape_cell(cell) for cell in cells]
         parameters = {
             name: value for name, index in columns.parameters.items() if (value := cells[index])
         }

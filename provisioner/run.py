@@ -28,7 +28,7 @@ from provisioner.endpoints import scope_of
 from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError, ResultsError
 from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
-from provisioner.outcome import ROW_KEY, LookupResult, Outcome, Status
+from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.report import (
     REORDER_LIMIT,
@@ -56,7 +56,6 @@ log = logging.getLogger("provisioner")
 
 MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
 PREVIEW_ROWS = 10  # rows and warnings shown before "and so on"
-DRY_RUN = "dry_run"  # the error code of a row a dry run would send
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 

@@ -92,11 +92,6 @@ class RowHistory:
 Step = Attempt | Settlement | None  # None: the run is stopping
 
 
-def should_retry(step: Step) -> bool:
-    """Retry what Twilio says to retry; a lookup's verdict or a stop ends the row."""
-    return isinstance(step, Attempt) and not step.created and step.retryable
-
-
 class Lookups:
     """Lookups at Twilio under the account's limits (they count against them too): transient
     failures tried again with backoff; after a refusal (credentials that cannot read
@@ -173,7 +168,6 @@ class RowSender:
             settings.max_attempts,
             sleep,
             stopping.event,
-            retry=should_retry,
             after=self._log_try,
             source=jitter,
         )

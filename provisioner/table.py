@@ -22,7 +22,6 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from provisioner.cells import escape_formula
 from provisioner.errors import ConfigError, InputError
 from provisioner.workbooks import (
     OLE2_MAGIC,
@@ -37,11 +36,9 @@ __all__ = [
     "HEADER_SEARCH_ROWS",
     "MAX_CELL_CHARS",
     "MAX_INPUT_BYTES",
-    "CsvWriter",
     "Table",
     "open_table",
     "snapshot_input",
-    "write_atomically",
 ]
 
 _SAMPLE_BYTES = 64 * 1024
@@ -634,38 +631,3 @@ def _snapshot_suffix(path: Path, suffix: str) -> str:
         except InputError:
             return suffix or ".zip"
     return suffix if suffix in _TEXT_SUFFIXES else ".csv"
-
-
-# --- Writing (moving to writers.py) -------------------------------------------------------------
-
-
-class CsvWriter:
-    """A CSV written row by row and flushed, so a killed run leaves a readable file."""
-
-    def __init__(self, path: Path, headers: Sequence[str]) -> None:
-        self.path = path
-        self._stream: IO[str] = path.open("w", encoding="utf-8-sig", newline="")
-        self._writer = csv.writer(self._stream)
-        self.write(headers)
-
-    def write(self, cells: Sequence[str]) -> None:
-        """Append one row, formula-escaped."""
-        self._writer.writerow([escape_formula(cell) for cell in cells])
-
-    def flush(self) -> None:
-        """Hand what was written to the operating system."""
-        self._stream.flush()
-
-    def close(self) -> None:
-        """Flush and close."""
-        self._stream.close()
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a reader sees the old file or the new one, never half."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)

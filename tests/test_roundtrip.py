@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioner.cells import FORMULA_TRIGGERS, escape_formula, unescape_formula
+from provisioner.cells import FORMULA_TRIGGERS, escape_formula, unescape_cell
 from tests.conftest import Cli, read_csv, sid, without_derived_identity, write_csv
 
 DANGEROUS = [
@@ -26,7 +26,7 @@ DANGEROUS = [
 
 @given(st.text())
 def test_unescape_undoes_escape(value: str) -> None:
-    assert unescape_formula(escape_formula(value)) == value
+    assert unescape_cell(escape_formula(value)) == value
 
 
 @given(st.text())
@@ -84,7 +84,7 @@ def test_values_that_look_like_formulas_round_trip_exactly(
     assert received == sorted((value, "-") for value in DANGEROUS)
     rerun = read_csv(provisioner.run_dir("r2") / "results.csv")
     assert sorted(r["row_key"] for r in rerun) == sorted(f"C{i}" for i in range(len(DANGEROUS)))
-    assert [unescape_formula(r["Note"]) for r in rerun] == DANGEROUS
+    assert [unescape_cell(r["Note"]) for r in rerun] == DANGEROUS
 
 
 # Text as people type it into cells: anything printable, newlines and quotes included.
