@@ -8,7 +8,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +65,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# Seconds between checks that the ledger file is still the one opened (a stat each commit
+# cost more than the commit on a busy run; a second's delay to notice is harmless).
+IDENTITY_CHECK_EVERY = 1.0
 
 
 def utc_now() -> str:
@@ -142,11 +146,19 @@ class Ledger:
     (or start) at the same moment into one commit, which keeps the ledger off the hot path.
     """
 
-    def __init__(self, connection: sqlite3.Connection, scope: str, path: Path) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        scope: str,
+        path: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = connection
         self.scope = scope
         self.path = path
         self._identity = _file_identity(path)
+        self._next_check = 0.0
+        self._clock = clock
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -155,11 +167,10 @@ class Ledger:
         A ledger deleted or replaced under a run would take its writes into nothing: that, a
         full disk or any other failure to commit is a LedgerError, and nothing is committed.
         """
-        if _file_identity(self.path) != self._identity:
-            raise LedgerError(
-                f"{self.path}: the ledger was deleted or replaced during the run; "
-                "put it back, then rerun (rows in flight are looked up first)"
-            )
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + IDENTITY_CHECK_EVERY
+            self._check_identity()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -172,6 +183,13 @@ class Ledger:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise LedgerError(f"{self.path}: cannot write the ledger ({error})") from error
+
+    def _check_identity(self) -> None:
+        if _file_identity(self.path) != self._identity:
+            raise LedgerError(
+                f"{self.path}: the ledger was deleted or replaced during the run; "
+                "put it back, then rerun (rows in flight are looked up first)"
+            )
 
     def lookup(self, row_key: str) -> Entry | None:
         """The ledger's entry for `row_key` in this scope, if any."""
@@ -364,7 +382,9 @@ class Ledger:
 
 
 @contextmanager
-def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
+def open_ledger(
+    path: Path, scope: str, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Ledger]:
     """Lock, check and migrate the ledger at `path` (created if absent) for one run."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -383,7 +403,7 @@ def open_ledger(path: Path, scope: str) -> Iterator[Ledger]:
         connection = _connect(path, read_only=False)
         try:
             _migrate(connection, path)
-            yield Ledger(connection, scope, path)
+            yield Ledger(connection, scope, path, clock)
         finally:
             connection.close()
 

@@ -40,6 +40,9 @@ Sleep = Callable[[float], None]
 
 # Pauses and floors.
 DEFAULT_PAUSE = 0.5  # a 429 on the rate without Retry-After: the server's bucket refills a little
+# Slots are a little wider than 1/rate: a thread wakes and sends a millisecond or two after its
+# slot, and without the margin 51 sends could fall within one second at --rate 50.
+SEND_JITTER_MARGIN = 0.01
 MIN_RATE = 0.5  # one request every two seconds still makes progress; a lower rate is a stall
 MIN_CONCURRENCY = 1  # one request in flight is always allowed, or nothing is ever sent
 
@@ -204,7 +207,7 @@ class RateLimit:
 
     def gap(self) -> float | None:
         """Seconds between two slots; None with no rate."""
-        return None if self.rate is None else 1.0 / self.rate
+        return None if self.rate is None else (1.0 + SEND_JITTER_MARGIN) / self.rate
 
     def sent(self, now: float, queued: bool) -> None:
         """Note one request sent, and whether it had to wait for its rate slot."""

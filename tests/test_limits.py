@@ -19,6 +19,7 @@ import pytest
 from provisioner.emulator import TokenBucket
 from provisioner.limits import (
     MIN_RATE,
+    SEND_JITTER_MARGIN,
     TIMELINE_POINTS,
     AccountLimits,
     Answer,
@@ -253,7 +254,7 @@ def test_after_a_pause_sends_resume_one_slot_apart() -> None:
     assert rate is not None
     assert sent[0] == pytest.approx(2.05)  # Retry-After honoured from when the 429 came
     gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
-    assert gaps == pytest.approx([1 / rate] * 6)
+    assert gaps == pytest.approx([(1 + SEND_JITTER_MARGIN) / rate] * 6)
 
 
 def test_after_a_pause_without_a_rate_sends_are_spaced_by_latency_over_concurrency() -> None:
@@ -405,8 +406,10 @@ def test_acquire_sleeps_until_the_rate_slot_and_gives_it_back_if_stopped_meanwhi
     assert limits.acquire(sleep_then_stop, stopping) is None
     assert first is not None
     assert second is not None
-    assert (first.sent_at, second.sent_at) == (0.0, 0.25)
-    assert sleeps == [0.25]
+    gap = (1 + SEND_JITTER_MARGIN) / 4.0
+    assert first.sent_at == 0.0
+    assert second.sent_at == pytest.approx(gap)
+    assert sleeps == [pytest.approx(gap)]
     assert limits.state().sent == 2
 
 
