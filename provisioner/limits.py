@@ -58,6 +58,7 @@ EARLY_RATE_BACKOFF = 0.5  # too little data to measure: halve, as TCP does (BIC 
 RATE_PROBE_INTERVAL = 1.0  # seconds of answers without a 429 before the rate climbs a step
 RATE_PROBE_STEP = 0.01  # past what the server took, climb 1 % a step: each overshoot costs 429s
 RATE_LOOKBACK = 1.0  # seconds of sends that tell whether the rate is what holds the run back
+RATE_BUSY_SHARE = 0.8  # sends at under 80 % of the rate lately: the rate cannot be binding
 RATE_QUEUED_SHARE = 0.5  # most sends waited for their slot: the rate binds, and is worth growing
 
 # Lowering and raising the concurrency limit (AIMD on 429s, Gradient2's latency signal).
@@ -219,8 +220,12 @@ class RateLimit:
         Not the send rate: a run held back by concurrency can send at nearly the rate too.
         """
         prune(self._recent, now - RATE_LOOKBACK)
+        if self.rate is None or len(self._recent) < RATE_BUSY_SHARE * self.rate * RATE_LOOKBACK:
+            # Sending well below the rate: slots booked a moment apart look queued, but the
+            # rate is not what holds the run back (a concurrency cap is).
+            return False
         queued = sum(1 for _, waited in self._recent if waited)
-        return self.rate is not None and queued > RATE_QUEUED_SHARE * len(self._recent)
+        return queued > RATE_QUEUED_SHARE * len(self._recent)
 
     def restart(self, at: float) -> None:
         """A change or a pause: the stretch of clean answers starts again at `at`."""
