@@ -334,41 +334,34 @@ class _Redactor:
         return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
-class TwilioClient:
-    """Creates web chats and looks up and closes conversations over one pooled session.
+class _Transport:
+    """One pooled, kept-alive session: a request out, at most `cap` bytes back by the deadline.
 
     Proxies (HTTPS_PROXY, NO_PROXY...) and the CA bundle come from `env` (os.environ when
-    None); unusable ones raise ConfigError here, before anything is sent. Nothing else raises.
+    None); unusable ones raise ConfigError here, before anything is sent.
     """
 
     def __init__(
         self,
-        flex_root: str,
-        conversations_root: str,
+        roots: tuple[str, ...],
         credentials: Credentials,
-        *,
         timeout: float,
         pool_size: int,
-        env: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        env: Mapping[str, str] | None,
     ) -> None:
         environment = os.environ if env is None else env
         self.timeout = timeout
-        self._web_chats_url = flex_root + WEB_CHATS_PATH
-        self._conversations_root = conversations_root
-        self._clock = clock
-        # Proxies per host, so NO_PROXY can tell the two roots apart; none means direct.
-        proxies = {
+        # Proxies per host, so NO_PROXY can tell the roots apart; none means direct.
+        self._proxies = {
             f"{urlsplit(root).scheme}://{urlsplit(root).hostname}": proxy
-            for root in (flex_root, conversations_root)
+            for root in roots
             if (proxy := proxy_for(root, environment)) is not None
         }
-        self._proxies = proxies
         self._verify = ca_bundle(environment)
-        self._redact = _Redactor(credentials, proxies)
+        self.redact = _Redactor(credentials, self._proxies)
         self._watchdog = _Watchdog()
         self._session = _Session()
-        adapter = _Adapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        adapter = _Adapter(pool_connections=len(roots), pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.auth = (credentials.username, credentials.secret)
@@ -380,71 +373,7 @@ class TwilioClient:
             {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
         )
 
-    def create_web_chat(self, parameters: Mapping[str, str]) -> Attempt:
-        """POST one web chat; every outcome, failures included, comes back as an Attempt."""
-        started = self._clock()
-        answer = self._exchange("POST", self._web_chats_url, data=dict(parameters))
-        return replace(self._web_chat_attempt(answer), latency=self._clock() - started)
-
-    def close_conversation(self, sid: str) -> Attempt:
-        """Set one conversation's State to closed (never delete); `created` means it was done."""
-        started = self._clock()
-        if not SID_PATTERN.fullmatch(sid):
-            return Attempt(
-                error_code="invalid_sid",
-                error_message="not a Conversation SID (CH + 32 hex digits); nothing was sent",
-            )
-        url = f"{self._conversations_root}{CONVERSATIONS_PATH}/{sid}"
-        answer = self._exchange("POST", url, data={"State": "closed"})
-        return replace(self._close_attempt(answer, sid), latency=self._clock() - started)
-
-    def find_conversations(self, identity: str) -> Lookup:
-        """The conversations `identity` takes part in, following same-origin next pages."""
-        started = self._clock()
-        url = self._conversations_root + PARTICIPANT_CONVERSATIONS_PATH
-        params: dict[str, str | int] | None = {"Identity": identity, "PageSize": LOOKUP_PAGE_SIZE}
-        found: dict[str, FoundConversation] = {}  # by SID: pages may overlap as the index moves
-        ignored = 0
-        for page in range(1, MAX_LOOKUP_PAGES + 1):
-            answer = self._exchange("GET", url, params=params, cap=MAX_LOOKUP_PAGE_BYTES)
-            conversations = tuple(found.values())
-            if answer.status is None or not 200 <= answer.status < 300 or not answer.complete:
-                return self._failed_lookup(answer, conversations, page, started)
-            entries, next_url = _page_of(json_object(answer.body) or {})
-            code, message = "", ""
-            if entries is None:
-                code, message = "unreadable_answer", "the answer is not a page of conversations"
-            elif next_url and _origin(next_url) != _origin(url):
-                where = urlsplit(next_url).netloc
-                code, message = "redirect_refused", f"the next page is on {where}; not followed"
-            for entry in entries or ():
-                conversation = self._found(entry, identity)
-                if conversation is None:
-                    ignored += 1
-                else:
-                    found.setdefault(conversation.sid, conversation)
-            if ignored and not code:
-                message = f"{ignored} entries without this identity's conversation SID ignored"
-            if code or not next_url:
-                return self._lookup(tuple(found.values()), answer, code, message, page, started)
-            url, params = next_url, None
-        return self._lookup(
-            tuple(found.values()),
-            answer,
-            "too_many_pages",
-            f"more than {MAX_LOOKUP_PAGES} pages of conversations for one identity; not all read",
-            MAX_LOOKUP_PAGES,
-            started,
-        )
-
-    def close(self) -> None:
-        """Close pooled connections and stop the deadline thread."""
-        self._session.close()
-        self._watchdog.close()
-
-    # -- one exchange
-
-    def _exchange(
+    def exchange(
         self,
         method: str,
         url: str,
@@ -515,6 +444,98 @@ class TwilioClient:
             failure=failure,
             detail=detail,
         )
+
+    def close(self) -> None:
+        """Close pooled connections and stop the deadline thread."""
+        self._session.close()
+        self._watchdog.close()
+
+
+class TwilioClient:
+    """Creates web chats and looks up and closes conversations; every answer becomes a value.
+
+    Only the constructor raises (ConfigError for an unusable proxy or CA bundle in `env`).
+    """
+
+    def __init__(
+        self,
+        flex_root: str,
+        conversations_root: str,
+        credentials: Credentials,
+        *,
+        timeout: float,
+        pool_size: int,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = _Transport(
+            (flex_root, conversations_root), credentials, timeout, pool_size, env
+        )
+        self._redact = self._transport.redact
+        self._web_chats_url = flex_root + WEB_CHATS_PATH
+        self._conversations_root = conversations_root
+        self._clock = clock
+
+    def create_web_chat(self, parameters: Mapping[str, str]) -> Attempt:
+        """POST one web chat; every outcome, failures included, comes back as an Attempt."""
+        started = self._clock()
+        answer = self._transport.exchange("POST", self._web_chats_url, data=dict(parameters))
+        return replace(self._web_chat_attempt(answer), latency=self._clock() - started)
+
+    def close_conversation(self, sid: str) -> Attempt:
+        """Set one conversation's State to closed (never delete); `created` means it was done."""
+        started = self._clock()
+        if not SID_PATTERN.fullmatch(sid):
+            return Attempt(
+                error_code="invalid_sid",
+                error_message="not a Conversation SID (CH + 32 hex digits); nothing was sent",
+            )
+        url = f"{self._conversations_root}{CONVERSATIONS_PATH}/{sid}"
+        answer = self._transport.exchange("POST", url, data={"State": "closed"})
+        return replace(self._close_attempt(answer, sid), latency=self._clock() - started)
+
+    def find_conversations(self, identity: str) -> Lookup:
+        """The conversations `identity` takes part in, following same-origin next pages."""
+        started = self._clock()
+        url = self._conversations_root + PARTICIPANT_CONVERSATIONS_PATH
+        params: dict[str, str | int] | None = {"Identity": identity, "PageSize": LOOKUP_PAGE_SIZE}
+        found: dict[str, FoundConversation] = {}  # by SID: pages may overlap as the index moves
+        ignored = 0
+        for page in range(1, MAX_LOOKUP_PAGES + 1):
+            answer = self._transport.exchange("GET", url, params=params, cap=MAX_LOOKUP_PAGE_BYTES)
+            conversations = tuple(found.values())
+            if answer.status is None or not 200 <= answer.status < 300 or not answer.complete:
+                return self._failed_lookup(answer, conversations, page, started)
+            entries, next_url = _page_of(json_object(answer.body) or {})
+            code, message = "", ""
+            if entries is None:
+                code, message = "unreadable_answer", "the answer is not a page of conversations"
+            elif next_url and _origin(next_url) != _origin(url):
+                where = urlsplit(next_url).netloc
+                code, message = "redirect_refused", f"the next page is on {where}; not followed"
+            for entry in entries or ():
+                conversation = self._found(entry, identity)
+                if conversation is None:
+                    ignored += 1
+                else:
+                    found.setdefault(conversation.sid, conversation)
+            if ignored and not code:
+                message = f"{ignored} entries without this identity's conversation SID ignored"
+            if code or not next_url:
+                return self._lookup(tuple(found.values()), answer, code, message, page, started)
+            url, params = next_url, None
+        return self._lookup(
+            tuple(found.values()),
+            answer,
+            "too_many_pages",
+            f"more than {MAX_LOOKUP_PAGES} pages of conversations for one identity; not all read",
+            MAX_LOOKUP_PAGES,
+            started,
+        )
+
+    def close(self) -> None:
+        """Close pooled connections and stop the deadline thread."""
+        self._transport.close()
 
     # -- answers into values
 
