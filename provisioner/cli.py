@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from provisioner import __version__
-from provisioner.causes import cause_lines, plural
+from provisioner.causes import plural
 from provisioner.client import (
     Credentials,
     is_loopback,
@@ -42,10 +42,9 @@ from provisioner.emulator import (
 from provisioner.emulator import summary as emulator_summary
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import lock_holder, read_status
-from provisioner.outcome import ERROR_STATUSES
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
-from provisioner.report import Summary
+from provisioner.report import Summary, end_of_run
 from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -599,60 +598,8 @@ def _settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
 
 
 def _print_summary(summary: Summary, voice: Voice) -> None:
-    counts = ", ".join(f"{summary.counts[s]} {s}" for s in summary.counts)
-    if summary.dry_run:
-        reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
-        voice.always(
-            f"plan: {summary.counts['not_attempted']} to create, "
-            f"{summary.counts['existing']} already created (existing), "
-            f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
-        )
-        if len(summary.warnings) > PREVIEW_WARNINGS:
-            voice(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")
-    else:
-        voice.always(
-            f"done in {summary.duration_seconds:.1f}s: {counts} "
-            f"({plural(summary.requests_sent, 'request')})"
-        )
-    if summary.stop_reason:
-        voice.always(f"stopped early: {summary.stop_reason}")
-    lookups = {name: n for name, n in summary.lookups.items() if n}
-    if lookups:
-        voice(
-            "lost answers settled by looking them up at Twilio: "
-            + ", ".join(f"{n} {name}" for name, n in lookups.items())
-        )
-    if summary.lookups_refused:
-        voice(f"warning: {summary.lookups_refused}")
-    for duplicate in summary.duplicates:
-        voice(
-            f"warning: row key {duplicate['row_key']} has more than one web chat: "
-            f"{duplicate['conversation_sid']} (kept) and {' '.join(duplicate['others'])}; "
-            "`provisioner reconcile --close-duplicates` closes the extra ones"
-        )
-    if summary.forced_rows:
-        were = "was" if summary.forced_rows == 1 else "were"
-        voice(f"--force: {plural(summary.forced_rows, 'row')} {were} created again")
-    rate = summary.rate
-    if rate["throttled_429"]:
-        settled = rate["settled"]
-        voice(
-            f"Twilio throttled {plural(int(rate['throttled_429'] or 0), 'request')} (429); "
-            f"settled at {'no rate limit' if settled is None else f'{settled:.1f}/s'} and "
-            f"{summary.limits.get('concurrency_settled')} in flight: pass these as --rate and "
-            "--concurrency next time"
-        )
-    if summary.causes:
-        voice("why rows were not created, and what to do:")
-        for line in cause_lines(summary.causes):
-            voice(line)
-    voice(f"results: {summary.files['results.csv']}")
-    failed = sum(summary.counts[status.value] for status in ERROR_STATUSES)
-    voice(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
-    voice(f"report:  {summary.files['report']}")
-    voice(f"summary: {summary.files['summary']}")
-    if summary.rerun_command:
-        voice.always(f"rerun the rest: {summary.rerun_command}")
+    for kept, line in end_of_run(summary):
+        (voice.always if kept else voice)(line)
 
 
 def _setting_kind(param: click.Parameter) -> type:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.causes import CauseTally, explain
+from provisioner.causes import CauseTally, cause_lines, explain, plural
 from provisioner.cells import unescape_cell
 from provisioner.outcome import (
     DRY_RUN,
@@ -267,3 +267,73 @@ class RedactingFilter(logging.Filter):
 def status_counts(counts: Mapping[Status, int]) -> dict[str, int]:
     """Counts for every status, zeros included, in the contract's order."""
     return {status.value: counts.get(status, 0) for status in Status}
+
+
+PREVIEW_WARNINGS = 10  # warnings a dry run lists before pointing at summary.json
+
+
+def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
+    """The lines that end a run, for people: (kept by --quiet, line)."""
+    lines: list[tuple[bool, str]] = []
+
+    def keep(line: str) -> None:
+        lines.append((True, line))
+
+    def say(line: str) -> None:
+        lines.append((False, line))
+
+    counts = ", ".join(f"{summary.counts[s]} {s}" for s in summary.counts)
+    if summary.dry_run:
+        reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
+        keep(
+            f"plan: {summary.counts['not_attempted']} to create, "
+            f"{summary.counts['existing']} already created (existing), "
+            f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
+        )
+        if len(summary.warnings) > PREVIEW_WARNINGS:
+            say(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")
+    else:
+        keep(
+            f"done in {summary.duration_seconds:.1f}s: {counts} "
+            f"({plural(summary.requests_sent, 'request')})"
+        )
+    if summary.stop_reason:
+        keep(f"stopped early: {summary.stop_reason}")
+    lookups = {name: n for name, n in summary.lookups.items() if n}
+    if lookups:
+        say(
+            "lost answers settled by looking them up at Twilio: "
+            + ", ".join(f"{n} {name}" for name, n in lookups.items())
+        )
+    if summary.lookups_refused:
+        say(f"warning: {summary.lookups_refused}")
+    for duplicate in summary.duplicates:
+        say(
+            f"warning: row key {duplicate['row_key']} has more than one web chat: "
+            f"{duplicate['conversation_sid']} (kept) and {' '.join(duplicate['others'])}; "
+            "`provisioner reconcile --close-duplicates` closes the extra ones"
+        )
+    if summary.forced_rows:
+        were = "was" if summary.forced_rows == 1 else "were"
+        say(f"--force: {plural(summary.forced_rows, 'row')} {were} created again")
+    rate = summary.rate
+    if rate["throttled_429"]:
+        settled = rate["settled"]
+        say(
+            f"Twilio throttled {plural(int(rate['throttled_429'] or 0), 'request')} (429); "
+            f"settled at {'no rate limit' if settled is None else f'{settled:.1f}/s'} and "
+            f"{summary.limits.get('concurrency_settled')} in flight: pass these as --rate and "
+            "--concurrency next time"
+        )
+    if summary.causes:
+        say("why rows were not created, and what to do:")
+        for line in cause_lines(summary.causes):
+            say(line)
+    say(f"results: {summary.files['results.csv']}")
+    failed = sum(summary.counts[status.value] for status in ERROR_STATUSES)
+    say(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
+    say(f"report:  {summary.files['report']}")
+    say(f"summary: {summary.files['summary']}")
+    if summary.rerun_command:
+        keep(f"rerun the rest: {summary.rerun_command}")
+    return lines
