@@ -346,37 +346,7 @@ class _Run:
             _writer_factories(options, checked.table, checked.columns),
         )
         self.in_flight_before = len(ledger.unsettled()) if ledger else 0
-        self._describe()
-
-    def _describe(self) -> None:
-        options = self.options
-        log.info(
-            "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s, max attempts %d%s",
-            self.run_id,
-            options.input_path,
-            self.checked.rows,
-            self.endpoint.base_url,
-            options.concurrency,
-            options.rate or "unlimited",
-            options.max_attempts,
-            ", dry run" if options.dry_run else "",
-        )
-        table = self.checked.table
-        if table.hidden_rows:
-            self._warn(
-                f"{table.where}: {plural(table.hidden_rows, 'row')} hidden; sent like the others"
-            )
-        for line in self.checked.columns.describe():
-            log.info("column %s", line)
-            self.runtime.say(f"column {line}")
-        if self.in_flight_before:
-            log.warning("%d rows of earlier runs are unsettled", self.in_flight_before)
-            self.runtime.say(
-                f"{plural(self.in_flight_before, 'row')} of earlier runs may exist at Twilio "
-                "unrecorded "
-                "(a run was killed, or an answer was lost); they are looked up before any is "
-                "sent again"
-            )
+        _describe(self)
 
     def decisions(self) -> Iterator[tuple[int, Decision]]:
         """Every row of the input, in order, with what to do with it."""
@@ -458,7 +428,7 @@ class _Run:
             with self._writing_files():
                 self.files.close()  # complete before the final check may amend them
             if rechecks and self.options.lookups and not self.stopping.is_set:
-                self._final_check(sender, rechecks)
+                _final_check(self, sender, rechecks)
         self.lookups_refused = sender.lookups_refused
         return self._finish()
 
@@ -486,33 +456,6 @@ class _Run:
         except LedgerError as error:
             self.ledger_failed = True
             self.stopping.stop(str(error))
-
-    def _final_check(self, sender: RowSender, rechecks: list[tuple[Row, Outcome, float]]) -> None:
-        """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
-        sleep = self.runtime.sleep or self.stopping.sleep
-        sleep(self.options.lookup_lag)  # the index has seen the last creation by then
-        assert self.ledger is not None
-        amended: dict[str, Outcome] = {}
-        for row, outcome, since in rechecks:  # since: the row's first attempt, this run or before
-            checked = sender.recheck(row, outcome, since=since)
-            if checked != outcome:
-                amended[row.key] = checked
-                self.tally.amend(outcome, checked)
-                # A failed ledger: the results still say it, and a rerun's lookup finds it.
-                with suppress(LedgerError), self.ledger.transaction():
-                    self.ledger.record_lookup(
-                        row.key,
-                        lookup=checked.lookup.value,
-                        duplicate_sids=" ".join(checked.duplicate_sids),
-                    )
-        if amended:
-            with self._writing_files():
-                self.files.amend(amended)
-        self.duplicates = [
-            {"row_key": key, "conversation_sid": o.conversation_sid, "others": o.duplicate_sids}
-            for key, o in amended.items()
-            if o.lookup is LookupResult.DUPLICATES
-        ]
 
     def _mark_in_flight(self, decisions: Sequence[Decision]) -> bool:
         """Mark rows in flight before they are sent; a ledger that cannot say so stops the run."""
@@ -596,6 +539,64 @@ class _Run:
                 f"cannot write the results ({error.filename or self.run_dir}: {error.strerror}); "
                 "every answer received is in the ledger: free space, then rerun the same input"
             ) from error
+
+
+def _describe(run: _Run) -> None:
+    """What the run is about to do, in run.log and for people: columns, earlier unsettled rows."""
+    options = run.options
+    log.info(
+        "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s, max attempts %d%s",
+        run.run_id,
+        options.input_path,
+        run.checked.rows,
+        run.endpoint.base_url,
+        options.concurrency,
+        options.rate or "unlimited",
+        options.max_attempts,
+        ", dry run" if options.dry_run else "",
+    )
+    table = run.checked.table
+    if table.hidden_rows:
+        run._warn(f"{table.where}: {plural(table.hidden_rows, 'row')} hidden; sent like the others")
+    for line in run.checked.columns.describe():
+        log.info("column %s", line)
+        run.runtime.say(f"column {line}")
+    if run.in_flight_before:
+        log.warning("%d rows of earlier runs are unsettled", run.in_flight_before)
+        run.runtime.say(
+            f"{plural(run.in_flight_before, 'row')} of earlier runs may exist at Twilio "
+            "unrecorded "
+            "(a run was killed, or an answer was lost); they are looked up before any is "
+            "sent again"
+        )
+
+
+def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome, float]]) -> None:
+    """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
+    sleep = run.runtime.sleep or run.stopping.sleep
+    sleep(run.options.lookup_lag)  # the index has seen the last creation by then
+    assert run.ledger is not None
+    amended: dict[str, Outcome] = {}
+    for row, outcome, since in rechecks:  # since: the row's first attempt, this run or before
+        checked = sender.recheck(row, outcome, since=since)
+        if checked != outcome:
+            amended[row.key] = checked
+            run.tally.amend(outcome, checked)
+            # A failed ledger: the results still say it, and a rerun's lookup finds it.
+            with suppress(LedgerError), run.ledger.transaction():
+                run.ledger.record_lookup(
+                    row.key,
+                    lookup=checked.lookup.value,
+                    duplicate_sids=" ".join(checked.duplicate_sids),
+                )
+    if amended:
+        with run._writing_files():
+            run.files.amend(amended)
+    run.duplicates = [
+        {"row_key": key, "conversation_sid": o.conversation_sid, "others": o.duplicate_sids}
+        for key, o in amended.items()
+        if o.lookup is LookupResult.DUPLICATES
+    ]
 
 
 def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
