@@ -175,4 +175,5 @@ def json_object(body: bytes | str) -> dict[str, Any] | None:
 
 
 def one_line(text: str) -> str:
+    """Text on one line: control characters (line breaks included) become spaces."""
     return CONTROL_CHARACTERS.sub(" ", text).strip()

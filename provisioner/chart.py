@@ -29,6 +29,7 @@ def escape(value: object) -> str:
 
 
 def finite(value: object) -> float | None:
+    """A number that can be drawn, or None (booleans, text, NaN and infinities are not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
@@ -112,6 +113,7 @@ def _time_label(seconds: float) -> str:
 
 
 def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
+    """The timeline as an inline SVG: requests/s, 429s, the rate and concurrency learnt."""
     buckets = _buckets(timeline)
     if not buckets:
         return '<p class="muted">No requests were sent in this run: nothing to chart.</p>'

@@ -68,6 +68,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # Seconds between checks that the ledger file is still the one opened (a stat each commit
 # cost more than the commit on a busy run; a second's delay to notice is harmless).
 IDENTITY_CHECK_EVERY = 1.0
+# Created keys a new key is compared with: a fingerprint range holds a few at most.
+KEY_CANDIDATES = 20
+# Seconds SQLite waits for `status` reading while a run commits (the lock is held briefly).
+BUSY_TIMEOUT = 10.0
 
 
 def utc_now() -> str:
@@ -206,7 +210,7 @@ class Ledger:
             for found in self._db.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE scope = ?"
                 " AND key_fingerprint BETWEEN ? AND ? AND status = 'created'"
-                " ORDER BY key_fingerprint LIMIT 20",
+                f" ORDER BY key_fingerprint LIMIT {KEY_CANDIDATES}",
                 (self.scope, low, high),
             )
         ]
@@ -519,7 +523,7 @@ def _file_identity(path: Path) -> tuple[int, int]:
 def _connect(path: Path, *, read_only: bool, scratch: Path | None = None) -> sqlite3.Connection:
     uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
     try:
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT)
         if read_only:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as error:

@@ -257,6 +257,7 @@ class RedactingFilter(logging.Filter):
         self._secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, with every secret in its message replaced."""
         message = record.getMessage()
         for secret in self._secrets:
             message = message.replace(secret, "[redacted]")
