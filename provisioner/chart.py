@@ -21,6 +21,24 @@ MIN_BAR_WIDTH = 1.0  # a 429 in a narrow bucket still shows as a visible bar
 NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)  # axis steps people read at a glance
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 COLOURS = {"sent": "#1f5fbf", "throttled": "#d03030", "rate": "#e08000", "concurrency": "#208040"}
+# What each colour means; the same for every chart.
+LEGEND = "".join(
+    f'<li><span class="swatch{extra}" style="{style}"></span>{text}</li>'
+    for extra, style, text in (
+        ("", f"border-color:{COLOURS['sent']}", "requests sent per second"),
+        (" box", f"background:{COLOURS['throttled']}", "429 answers per second"),
+        (
+            "",
+            f"border-color:{COLOURS['rate']};border-top-style:dashed",
+            "rate limit learnt (requests/s)",
+        ),
+        (
+            "",
+            f"border-color:{COLOURS['concurrency']}",
+            "concurrency learnt (requests in flight, right axis)",
+        ),
+    )
+)
 
 
 def escape(value: object) -> str:
@@ -112,74 +130,43 @@ def _time_label(seconds: float) -> str:
     return f"{whole}s"
 
 
+@dataclass(frozen=True)
+class _Scales:
+    """Where a time or a value is drawn: time across, requests/s on the left, in flight right."""
+
+    start: float
+    end: float
+    left_top: float
+    right_top: float
+
+    def x(self, t: float) -> float:
+        return MARGIN_LEFT + (t - self.start) / (self.end - self.start) * PLOT_WIDTH
+
+    def y_left(self, value: float) -> float:
+        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / self.left_top)
+
+    def y_right(self, value: float) -> float:
+        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / self.right_top)
+
+
+def _per_second(amount: float, bucket: _Bucket) -> float:
+    return amount / bucket.width if bucket.width > 0 else amount
+
+
 def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
     """The timeline as an inline SVG: requests/s, 429s, the rate and concurrency learnt."""
     buckets = _buckets(timeline)
     if not buckets:
         return '<p class="muted">No requests were sent in this run: nothing to chart.</p>'
-    start = min(0.0, buckets[0].start)
-    end = max(buckets[-1].end, start + 1.0)
-    per_second = [b.sent / b.width if b.width > 0 else b.sent for b in buckets]
-    throttled_per_second = [b.throttled / b.width if b.width > 0 else b.throttled for b in buckets]
-    rates = [b.rate for b in buckets if b.rate is not None]
-    left_top = _nice_ceiling(max([*per_second, *throttled_per_second, *rates, 1.0]))
-    concurrencies = [b.concurrency for b in buckets if b.concurrency is not None]
-    right_top = _nice_ceiling(max([*concurrencies, 1.0]))
-
-    def x(t: float) -> float:
-        return MARGIN_LEFT + (t - start) / (end - start) * PLOT_WIDTH
-
-    def y_left(value: float) -> float:
-        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / left_top)
-
-    def y_right(value: float) -> float:
-        return MARGIN_TOP + PLOT_HEIGHT * (1 - value / right_top)
-
-    shapes = [_axes(start, end, left_top, right_top, x, y_left)]
-    for bucket, value in zip(buckets, throttled_per_second, strict=True):
-        if value > 0:
-            left = x(max(bucket.start, start))
-            width = max(x(bucket.end) - left, MIN_BAR_WIDTH)
-            top = y_left(value)
-            shapes.append(
-                f'<rect class="throttled" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
-                f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS["throttled"]}" '
-                'fill-opacity="0.6"/>'
-            )
-    # Throughput at the middle of its bucket; the limits as steps across each bucket.
-    sent_points = [
-        (x((b.start + b.end) / 2), y_left(v)) for b, v in zip(buckets, per_second, strict=True)
+    per_second = [_per_second(b.sent, b) for b in buckets]
+    throttled_per_second = [_per_second(b.throttled, b) for b in buckets]
+    scales = _scales(buckets, per_second, throttled_per_second)
+    shapes = [
+        _axes(scales),
+        _bars(buckets, throttled_per_second, scales),
+        _lines(buckets, per_second, scales),
     ]
-    shapes.append(_line("sent", [sent_points], width=2))
-    rate_steps = _steps(buckets, [None if b.rate is None else y_left(b.rate) for b in buckets], x)
-    shapes.append(_line("rate", rate_steps, width=2, dashed=True))
-    concurrency_steps = _steps(
-        buckets, [None if b.concurrency is None else y_right(b.concurrency) for b in buckets], x
-    )
-    shapes.append(_line("concurrency", concurrency_steps, width=2))
-    sent = sum(b.sent for b in buckets)
-    description = (
-        f"{sent:,.0f} requests over {_time_label(end - start)}: on average "
-        f"{sent / (end - start):.1f} requests/s, at most {max(per_second):.1f} requests/s; "
-        f"{sum(b.throttled for b in buckets):,.0f} answered 429"
-    )
-    legend = "".join(
-        f'<li><span class="swatch{extra}" style="{style}"></span>{text}</li>'
-        for extra, style, text in (
-            ("", f"border-color:{COLOURS['sent']}", "requests sent per second"),
-            (" box", f"background:{COLOURS['throttled']}", "429 answers per second"),
-            (
-                "",
-                f"border-color:{COLOURS['rate']};border-top-style:dashed",
-                "rate limit learnt (requests/s)",
-            ),
-            (
-                "",
-                f"border-color:{COLOURS['concurrency']}",
-                "concurrency learnt (requests in flight, right axis)",
-            ),
-        )
-    )
+    description = _description(buckets, per_second, scales)
     return (
         f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
         'aria-labelledby="chart-title chart-desc">'
@@ -187,35 +174,109 @@ def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
         f'time</title><desc id="chart-desc">{escape(description)}</desc>'
         + "".join(shapes)
         + "</svg>"
-        + f'<ul class="legend">{legend}</ul>'
+        + f'<ul class="legend">{LEGEND}</ul>'
         + f'<p class="muted">{escape(description)}.</p>'
     )
 
 
-def _axes(
-    start: float,
-    end: float,
-    left_top: float,
-    right_top: float,
-    x: Callable[[float], float],
-    y_left: Callable[[float], float],
+def _scales(
+    buckets: Sequence[_Bucket], per_second: Sequence[float], throttled_per_second: Sequence[float]
+) -> _Scales:
+    """From the run's start (or the first bucket, if earlier) to its end; a nice top per axis."""
+    start = min(0.0, buckets[0].start)
+    end = max(buckets[-1].end, start + 1.0)
+    rates = [b.rate for b in buckets if b.rate is not None]
+    left_top = _nice_ceiling(max([*per_second, *throttled_per_second, *rates, 1.0]))
+    concurrencies = [b.concurrency for b in buckets if b.concurrency is not None]
+    right_top = _nice_ceiling(max([*concurrencies, 1.0]))
+    return _Scales(start, end, left_top, right_top)
+
+
+def _bars(
+    buckets: Sequence[_Bucket], throttled_per_second: Sequence[float], scales: _Scales
 ) -> str:
-    """Gridlines, tick labels on three axes and their titles."""
-    bottom = MARGIN_TOP + PLOT_HEIGHT
-    right = MARGIN_LEFT + PLOT_WIDTH
-    parts = [
+    """A bar across each bucket with 429s, as high as their number per second."""
+    bars = []
+    for bucket, value in zip(buckets, throttled_per_second, strict=True):
+        if value > 0:
+            left = scales.x(max(bucket.start, scales.start))
+            width = max(scales.x(bucket.end) - left, MIN_BAR_WIDTH)
+            top = scales.y_left(value)
+            bars.append(
+                f'<rect class="throttled" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS["throttled"]}" '
+                'fill-opacity="0.6"/>'
+            )
+    return "".join(bars)
+
+
+def _lines(buckets: Sequence[_Bucket], per_second: Sequence[float], scales: _Scales) -> str:
+    """Throughput at the middle of its bucket; the limits as steps across each bucket."""
+    x, y_left, y_right = scales.x, scales.y_left, scales.y_right
+    sent_points = [
+        (x((b.start + b.end) / 2), y_left(v)) for b, v in zip(buckets, per_second, strict=True)
+    ]
+    rate_heights = [None if b.rate is None else y_left(b.rate) for b in buckets]
+    concurrency_heights = [
+        None if b.concurrency is None else y_right(b.concurrency) for b in buckets
+    ]
+    return (
+        _line("sent", [sent_points], width=2)
+        + _line("rate", _steps(buckets, rate_heights, x), width=2, dashed=True)
+        + _line("concurrency", _steps(buckets, concurrency_heights, x), width=2)
+    )
+
+
+def _description(buckets: Sequence[_Bucket], per_second: Sequence[float], scales: _Scales) -> str:
+    """The chart in one sentence, for screen readers and under the chart."""
+    duration = scales.end - scales.start
+    sent = sum(b.sent for b in buckets)
+    return (
+        f"{sent:,.0f} requests over {_time_label(duration)}: on average "
+        f"{sent / duration:.1f} requests/s, at most {max(per_second):.1f} requests/s; "
+        f"{sum(b.throttled for b in buckets):,.0f} answered 429"
+    )
+
+
+def _axes(scales: _Scales) -> str:
+    """The plot's frame, gridlines and tick labels on three axes, and the axes' titles."""
+    middle = MARGIN_TOP + PLOT_HEIGHT / 2
+    return (
         f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" '
         'fill="#fbfbfb" stroke="#bbb"/>'
-    ]
+        + _value_ticks(scales)
+        + _time_ticks(scales)
+        + f'<text x="{MARGIN_LEFT + PLOT_WIDTH / 2}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
+        "time since the run started</text>"
+        f'<text transform="translate(16 {middle}) rotate(-90)" text-anchor="middle">'
+        "requests per second</text>"
+        f'<text transform="translate({CHART_WIDTH - 12} {middle}) rotate(-90)" '
+        'text-anchor="middle">requests in flight</text>'
+    )
+
+
+def _value_ticks(scales: _Scales) -> str:
+    """A gridline per step of both vertical axes, labelled left (requests/s) and right."""
+    right = MARGIN_LEFT + PLOT_WIDTH
+    parts = []
     for index in range(Y_TICKS + 1):
-        value = left_top * index / Y_TICKS
-        y = y_left(value)
+        value = scales.left_top * index / Y_TICKS
+        in_flight = scales.right_top * index / Y_TICKS
+        y = scales.y_left(value)
         parts.append(
             f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#e4e4e4"/>'
             f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick(value)}</text>'
-            f'<text x="{right + 6}" y="{y + 4:.1f}">{_tick(right_top * index / Y_TICKS)}</text>'
+            f'<text x="{right + 6}" y="{y + 4:.1f}">{_tick(in_flight)}</text>'
         )
+    return "".join(parts)
+
+
+def _time_ticks(scales: _Scales) -> str:
+    """A tick and a time label every round step (1s... 1 day), about X_TICKS of them."""
+    start, end, x = scales.start, scales.end, scales.x
+    bottom = MARGIN_TOP + PLOT_HEIGHT
     step = next((s for s in TIME_STEPS if (end - start) / s <= X_TICKS), TIME_STEPS[-1])
+    parts = []
     t = math.ceil(start / step) * step
     while t <= end + 1e-9:
         parts.append(
@@ -223,15 +284,6 @@ def _axes(
             f'<text x="{x(t):.1f}" y="{bottom + 18}" text-anchor="middle">{_time_label(t)}</text>'
         )
         t += step
-    middle = MARGIN_TOP + PLOT_HEIGHT / 2
-    parts.append(
-        f'<text x="{MARGIN_LEFT + PLOT_WIDTH / 2}" y="{CHART_HEIGHT - 8}" text-anchor="middle">'
-        "time since the run started</text>"
-        f'<text transform="translate(16 {middle}) rotate(-90)" text-anchor="middle">'
-        "requests per second</text>"
-        f'<text transform="translate({CHART_WIDTH - 12} {middle}) rotate(-90)" '
-        'text-anchor="middle">requests in flight</text>'
-    )
     return "".join(parts)
 
 

@@ -1,0 +1,80 @@
+"""chart.py: the exact SVG for fixed timelines, so a change to the drawing is always seen.
+
+The expected files in tests/data/chart/ were written by `render_chart` before it was split
+into its parts (scales, bars, lines, description, legend). Rewrite them only for a change
+to the drawing that is meant, and read the diff: `PROVISIONER_WRITE_CHARTS=1 pytest ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.chart import MAX_CHART_POINTS, render_chart
+
+EXPECTED = Path(__file__).parent / "data" / "chart"
+SEED = 20261125  # the long timeline's traffic is the same on every run
+
+
+def long_timeline(points: int) -> list[dict[str, Any]]:
+    """A seeded run with 429s, the limits backing off and recovering, merged when drawn."""
+    randomness = random.Random(SEED)
+    timeline: list[dict[str, Any]] = []
+    rate, concurrency = 5.0, 4
+    for second in range(points):
+        throttled = 1 if second % 97 in (40, 41) else 0
+        if throttled:
+            rate, concurrency = rate * 0.7, max(1, concurrency - 1)
+        else:
+            rate, concurrency = min(5.0, rate + 0.05), min(4, concurrency + second % 2)
+        sent = max(0, round(rate + randomness.uniform(-1, 1)))
+        timeline.append(
+            {"t": second * 0.5, "sent": sent, "throttled": throttled, "rate": rate}
+            | ({"concurrency": concurrency} if second % 50 else {})
+        )
+    return timeline
+
+
+TIMELINES: dict[str, list[dict[str, Any]]] = {
+    "one-point": [{"t": 0.0, "sent": 3, "throttled": 1, "rate": 5.0, "concurrency": 2}],
+    "a-gap-in-the-rate": [
+        {
+            "t": float(t),
+            "sent": 3 + t % 4,
+            "throttled": int(t % 3 == 0),
+            "rate": None if 3 <= t < 5 else 5.0 - t / 10,
+            "concurrency": 2 if t != 6 else None,
+        }
+        for t in range(8)
+    ],
+    "unordered-and-unreadable": [
+        {"t": 12.5, "sent": 40, "throttled": 2, "rate": 9.5, "concurrency": 7},
+        {"t": 3, "sent": -4, "throttled": "x", "rate": float("nan"), "concurrency": True},
+        {"t": None, "sent": 100},
+        {"t": 7, "sent": 2.5, "throttled": 0, "rate": float("inf"), "concurrency": 3},
+        {"t": 7, "sent": 1, "throttled": 1, "rate": 2, "concurrency": 3},
+        {"t": 3700, "sent": 1500, "throttled": 0, "rate": 1200.0, "concurrency": 1800},
+    ],
+    "hours-merged": long_timeline(3 * MAX_CHART_POINTS + 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMELINES))
+def test_the_chart_of_a_fixed_timeline_is_exactly_the_same(name: str) -> None:
+    drawn = render_chart(TIMELINES[name])
+    expected = EXPECTED / f"{name}.html"
+    if os.environ.get("PROVISIONER_WRITE_CHARTS") == "1":
+        expected.write_text(drawn, encoding="utf-8")
+
+    assert drawn == expected.read_text(encoding="utf-8")
+
+
+def test_nothing_sent_is_said_not_drawn() -> None:
+    expected = '<p class="muted">No requests were sent in this run: nothing to chart.</p>'
+
+    assert render_chart([]) == expected
+    assert render_chart([{"sent": 5}, {"t": float("nan")}]) == expected
