@@ -9,6 +9,15 @@ creation at 5 requests a second, and error 20429, too many requests in flight on
   `DEFAULT_PAUSE`) moves the next slot to the pause's end and spaces the slots after it again.
 - a concurrency limit (`ConcurrencyLimit`), enforced by a condition variable.
 
+A Retry-After (on a 429 or any other answer) pauses the whole account: the server said when it
+takes requests again, for every request, and 429s that arrive together share that one pause
+(it ends at the latest of their waits, each counted from when it arrived); each throttled row
+retries once the pause is over, never after a pause of its own on top. A Retry-After of
+`MAX_RETRY_AFTER` or more asks for more than the run ever waits: the first one is honoured for
+that long, together with those sent in the same burst, but no second one within
+`OVERSIZED_PAUSE_EVERY`: a server answering `Retry-After: 999999` to every first try would
+otherwise stall the run half a minute per row. Such an answer then counts as a 429 without one.
+
 A 429 is blamed on concurrency when it went out at the concurrency limit, or with more in flight
 than the server has lately accepted (the server refuses that level); on the rate when concurrency
 is not suspected, or when the rate was what held the run back just before (then both are lowered,
@@ -35,6 +44,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from provisioner.attempts import MAX_RETRY_AFTER
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
@@ -43,6 +54,9 @@ DEFAULT_PAUSE = 0.5  # a 429 on the rate without Retry-After: the server's bucke
 # Slots are a little wider than 1/rate: a thread wakes and sends a millisecond or two after its
 # slot, and without the margin 51 sends could fall within one second at --rate 50.
 SEND_JITTER_MARGIN = 0.01
+# A Retry-After at or beyond the cap is honoured once in this long: a server whose every answer
+# asks for hours gets one full pause, then its Retry-After says nothing new.
+OVERSIZED_PAUSE_EVERY = 600.0
 MIN_RATE = 0.5  # one request every two seconds still makes progress; a lower rate is a stall
 MIN_CONCURRENCY = 1  # one request in flight is always allowed, or nothing is ever sent
 
@@ -433,6 +447,7 @@ class Limits:
         self.throttled = 0
         self._resumed_at = now  # when the last pause ended: what came before it is not measured
         self._last_latency: float | None = None  # of any answer: until a baseline exists
+        self._oversized_at = -math.inf  # when a Retry-After at the cap was last honoured
 
     def room(self) -> int:
         """How many more requests the concurrency limit lets in now."""
@@ -468,15 +483,37 @@ class Limits:
         self.in_flight -= 1
         if answer is not Answer.NO_ANSWER and latency > 0:  # a timeout's latency is the timeout
             self._last_latency = latency
+        wait = self._believed(retry_after, permit, now)
         if answer is Answer.ACCEPTED:
             self.accepted.add(now, permit.in_flight)
             self.concurrency.answered(permit, latency, now)
             self.rate.answered(permit, now, self._usable())
         elif answer is Answer.THROTTLED:
             self.throttled += 1
-            if self._blame(permit, now) or retry_after is not None:
-                self._pause(now, DEFAULT_PAUSE if retry_after is None else retry_after)
+            if self._blame(permit, now) and wait is None:
+                wait = DEFAULT_PAUSE
+        if wait is not None:
+            self._pause(now, wait)
         self._count(now, throttled=int(answer is Answer.THROTTLED))
+
+    def pause_left(self, now: float) -> float:
+        """Seconds until the account's pause ends (0 when there is none): when a retry may go."""
+        return max(0.0, self.schedule.paused_until - now)
+
+    def _believed(self, retry_after: float | None, permit: Permit, now: float) -> float | None:
+        """The Retry-After to honour: any under the cap; one at the cap once in a while.
+
+        One at the cap is honoured when none was lately, and for every request sent before the
+        one honoured came back (the same burst: their waits share its pause).
+        """
+        if retry_after is None or retry_after < MAX_RETRY_AFTER:
+            return retry_after
+        if permit.sent_at < self._oversized_at:
+            return retry_after
+        if now - self._oversized_at < OVERSIZED_PAUSE_EVERY:
+            return None
+        self._oversized_at = now
+        return retry_after
 
     def _blame(self, permit: Permit, now: float) -> bool:
         """Lower the limit(s) the 429 may have hit; whether the rate may be at fault.
@@ -578,6 +615,11 @@ class AccountLimits:
         """The limits now, where they settled, and the lowest, for progress and summary.json."""
         with self._changed:
             return self._limits.state()
+
+    def pause_left(self) -> float:
+        """Seconds until the account's pause ends (0 when there is none)."""
+        with self._changed:
+            return self._limits.pause_left(self._clock())
 
     def timeline(self) -> list[dict[str, Any]]:
         """Per-second points (t, sent, throttled, rate, concurrency), at most ~2000."""

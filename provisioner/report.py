@@ -273,6 +273,25 @@ def status_counts(counts: Mapping[Status, int]) -> dict[str, int]:
 PREVIEW_WARNINGS = 10  # warnings a dry run lists before pointing at summary.json
 
 
+def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
+    """The options this run learnt, as words to pass next time (empty if it learnt nothing).
+
+    A limit learnt is one that settled somewhere other than where it was asked to be: a rate
+    measured under the server's, or the concurrency a 429 showed too high. A rate only guessed
+    down (halved with nothing to measure) never settles, so it is never advised.
+    """
+    words: list[str] = []
+    settled_rate = rate.get("settled")
+    if settled_rate != rate.get("requested"):
+        words += ["--rate", "0" if settled_rate is None else f"{settled_rate:.1f}"]
+    settled_concurrency = limits.get("concurrency_settled")
+    if settled_concurrency is not None and settled_concurrency != limits.get(
+        "concurrency_requested"
+    ):
+        words += ["--concurrency", str(settled_concurrency)]
+    return words
+
+
 def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     """The lines that end a run, for people: (kept by --quiet, line)."""
     lines: list[tuple[bool, str]] = []
@@ -317,15 +336,14 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     if summary.forced_rows:
         were = "was" if summary.forced_rows == 1 else "were"
         say(f"--force: {plural(summary.forced_rows, 'row')} {were} created again")
-    rate = summary.rate
-    if rate["throttled_429"]:
-        settled = rate["settled"]
-        say(
-            f"Twilio throttled {plural(int(rate['throttled_429'] or 0), 'request')} (429); "
-            f"settled at {'no rate limit' if settled is None else f'{settled:.1f}/s'} and "
-            f"{summary.limits.get('concurrency_settled')} in flight: pass these as --rate and "
-            "--concurrency next time"
-        )
+    throttled = int(summary.rate["throttled_429"] or 0)
+    if throttled:
+        line = f"Twilio throttled {plural(throttled, 'request')} (429)"
+        learnt = learnt_options(summary.rate, summary.limits)
+        if learnt:
+            these = "these" if len(learnt) > 2 else "this"
+            line += f"; the run learnt {' '.join(learnt)}: pass {these} next time"
+        say(line)
     if summary.causes:
         say("why rows were not created, and what to do:")
         for line in cause_lines(summary.causes):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
+from provisioner.report import learnt_options
 from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -304,11 +305,16 @@ def _rate_section(summary: Mapping[str, Any]) -> str:
         '<section id="rate"><h2>Sending rate over time</h2>'
         + render_chart(timeline)
         + _values_table("rate (requests per second)", summary.get("rate") or {})
-        + _values_table(
-            "limits learnt (pass the settled values next time)", summary.get("limits") or {}
-        )
+        + _values_table(_limits_title(summary), summary.get("limits") or {})
         + "</section>"
     )
+
+
+def _limits_title(summary: Mapping[str, Any]) -> str:
+    learnt = learnt_options(summary.get("rate") or {}, summary.get("limits") or {})
+    if not learnt:
+        return "limits (none learnt below what was asked)"
+    return f"limits learnt (pass {' '.join(learnt)} next time)"
 
 
 def _warnings_section(warnings: Sequence[Any]) -> str:

@@ -39,19 +39,19 @@ class wait_full_jitter(wait_base):  # noqa: N801  (named like tenacity's own wai
         return max(self.floor, self.source.uniform(0, high))
 
 
-class wait_retry_after(wait_base):  # noqa: N801  (named like tenacity's own waits)
-    """Wait at least what the server's Retry-After asks, else the fallback backoff."""
+class wait_for_pause(wait_base):  # noqa: N801  (named like tenacity's own waits)
+    """Wait the fallback backoff, or until the account's pause ends if that is later.
 
-    def __init__(self, fallback: wait_base) -> None:
+    The pause holds every Retry-After the run honours (limits.py): 429s that arrive together
+    share it, so a row retries when it ends, never after a wait of its own stacked on it.
+    """
+
+    def __init__(self, fallback: wait_base, pause_left: Callable[[], float]) -> None:
         self.fallback = fallback
+        self.pause_left = pause_left
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        backoff = self.fallback(retry_state)
-        outcome = retry_state.outcome
-        attempt = outcome.result() if outcome is not None and not outcome.failed else None
-        if isinstance(attempt, Attempt) and attempt.retry_after is not None:
-            return max(attempt.retry_after, backoff)  # the client caps Retry-After
-        return backoff
+        return max(self.fallback(retry_state), self.pause_left())
 
 
 def should_retry(attempt: object) -> bool:
@@ -67,8 +67,12 @@ def retry_policy(
     retry: Callable[[Any], bool] = should_retry,
     after: Callable[[RetryCallState], None] | None = None,
     source: random.Random | None = None,
+    pause_left: Callable[[], float] = lambda: 0.0,
 ) -> Retrying:
-    """Exponential backoff with full jitter, honouring Retry-After, up to `max_attempts` tries.
+    """Exponential backoff with full jitter, or the account's pause, up to `max_attempts` tries.
+
+    `pause_left` is how long the account's pause still lasts (limits.AccountLimits.pause_left):
+    Retry-After is honoured there, once for every row throttled together.
 
     tenacity checks `stop` before it sleeps, not after: a stop during the backoff is seen by
     the next try itself (send.RowSender's step returns None at once when stopping).
@@ -76,8 +80,9 @@ def retry_policy(
     return Retrying(
         retry=retry_if_result(retry),
         stop=stop_after_attempt(max_attempts) | stop_when_event_set(stopping),
-        wait=wait_retry_after(
-            wait_full_jitter(BACKOFF_BASE, MAX_BACKOFF, BACKOFF_FLOOR, source or random.Random())
+        wait=wait_for_pause(
+            wait_full_jitter(BACKOFF_BASE, MAX_BACKOFF, BACKOFF_FLOOR, source or random.Random()),
+            pause_left,
         ),
         sleep=sleep,
         after=after or (lambda retry_state: None),

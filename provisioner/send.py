@@ -170,6 +170,7 @@ class RowSender:
             stopping.event,
             after=self._log_try,
             source=jitter,
+            pause_left=limits.pause_left,
         )
 
     def send(self, decision: Decision) -> Outcome:

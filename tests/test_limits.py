@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from provisioner.attempts import MAX_RETRY_AFTER
 from provisioner.emulator import TokenBucket
 from provisioner.limits import (
+    DEFAULT_PAUSE,
     MIN_RATE,
+    OVERSIZED_PAUSE_EVERY,
     SEND_JITTER_MARGIN,
     TIMELINE_POINTS,
     AccountLimits,
@@ -138,8 +141,9 @@ def simulate(
             want(waiting.popleft())
         if reply.answer is Answer.THROTTLED:
             run.throttled.append(now)
-            # The retry policy's first waits: Retry-After, else a jittered short backoff.
-            at(now + max(reply.retry_after or 0.0, rng.uniform(0.25, 1.0)), lambda: want(worker))
+            # The retry policy's first waits: the account's pause, else a jittered short backoff.
+            wait = max(limits.pause_left(now), rng.uniform(0.25, 1.0))
+            at(now + wait, lambda: want(worker))
         else:
             run.accepted.append(now)
             want(worker)
@@ -419,3 +423,69 @@ def test_no_rate_means_no_waiting(asked: float | None) -> None:
 
     assert [limits.book(0.0).start for _ in range(4)] == [0.0] * 4
     assert limits.state().rate is None
+
+
+def send_together(limits: Limits, count: int, now: float) -> list[Permit]:
+    """`count` requests sent at `now`, all in flight together."""
+    permits = [limits.begin(limits.book(now), now) for _ in range(count)]
+    assert all(permit is not None for permit in permits)
+    return [permit for permit in permits if permit is not None]
+
+
+def test_429s_that_arrive_together_share_one_pause_from_the_latest() -> None:
+    limits = Limits(None, 8, now=0.0)
+    permits = send_together(limits, 4, 0.0)
+
+    for number, permit in enumerate(permits):  # 10 ms apart, each asking for 5 s
+        limits.finish(permit, Answer.THROTTLED, 0.01, retry_after=5.0, now=0.01 * (number + 1))
+
+    assert limits.pause_left(0.04) == pytest.approx(5.0)  # ends at 5.04: one pause, not four
+    assert limits.pause_left(5.04) == 0.0
+
+
+def test_a_retry_after_at_the_cap_is_honoured_once_with_its_burst_then_not_again() -> None:
+    limits = Limits(None, 8, now=0.0)
+    burst = send_together(limits, 2, 0.0)
+    limits.finish(burst[0], Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER, now=0.01)
+    limits.finish(burst[1], Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER, now=0.02)
+    assert limits.pause_left(0.02) == pytest.approx(MAX_RETRY_AFTER)  # the burst's, from 0.02
+
+    after = send_together(limits, 1, 30.02)[0]  # sent once the pause was over
+    limits.finish(after, Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER, now=30.03)
+
+    # Not believed: a 429 without Retry-After, a short pause at most, never another 30 s.
+    assert limits.pause_left(30.03) <= DEFAULT_PAUSE
+    assert limits.state().throttled == 3
+
+
+def test_a_retry_after_at_the_cap_is_believed_again_after_a_while() -> None:
+    limits = Limits(None, 8, now=0.0)
+    first = send_together(limits, 1, 0.0)[0]
+    limits.finish(first, Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER, now=0.01)
+    later = 0.01 + OVERSIZED_PAUSE_EVERY
+    again = send_together(limits, 1, later)[0]
+
+    limits.finish(again, Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER, now=later)
+
+    assert limits.pause_left(later) == pytest.approx(MAX_RETRY_AFTER)
+
+
+def test_a_retry_after_under_the_cap_is_always_honoured() -> None:
+    limits = Limits(None, 8, now=0.0)
+    now = 0.0
+    for _ in range(5):
+        permit = send_together(limits, 1, now)[0]
+        limits.finish(permit, Answer.THROTTLED, 0.01, retry_after=MAX_RETRY_AFTER - 1, now=now)
+        assert limits.pause_left(now) == pytest.approx(MAX_RETRY_AFTER - 1)
+        now += MAX_RETRY_AFTER
+
+
+def test_a_retry_after_on_another_answer_than_429_pauses_the_account_too() -> None:
+    # A 503 with Retry-After: the server is unavailable to every request, not just this one.
+    limits = Limits(None, 8, now=0.0)
+    permit = send_together(limits, 1, 0.0)[0]
+
+    limits.finish(permit, Answer.ACCEPTED, 0.01, retry_after=3.0, now=0.01)
+
+    assert limits.pause_left(0.01) == pytest.approx(3.0)
+    assert limits.book(0.01).start == pytest.approx(3.01)

@@ -15,7 +15,15 @@ import pytest
 from provisioner import dispatch
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher
 from provisioner.outcome import ERROR_COLUMNS, RESULT_COLUMNS, LookupResult, Outcome, Status
-from provisioner.report import RedactingFilter, ResultFiles, Summary, Tally, WriterFactory
+from provisioner.report import (
+    RedactingFilter,
+    ResultFiles,
+    Summary,
+    Tally,
+    WriterFactory,
+    end_of_run,
+    learnt_options,
+)
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
 from provisioner.writers import CsvWriter
@@ -424,3 +432,84 @@ def test_the_redacting_filter_removes_secrets_from_any_record() -> None:
 
     assert RedactingFilter(["s3cr3t", ""]).filter(record)
     assert record.getMessage() == "auth [redacted] failed for AC1"
+
+
+@pytest.mark.parametrize(
+    ("rate", "limits", "learnt"),
+    [
+        # Asked 50/s and 4 in flight; the rate was only guessed down (never settled): nothing.
+        (
+            {"requested": 50.0, "settled": 50.0, "final": 12.5},
+            {"concurrency_requested": 4, "concurrency_settled": 4},
+            [],
+        ),
+        # A rate measured under the server's, and the concurrency a 429 showed too high.
+        (
+            {"requested": 200.0, "settled": 39.64, "final": 40.1},
+            {"concurrency_requested": 8, "concurrency_settled": 1},
+            ["--rate", "39.6", "--concurrency", "1"],
+        ),
+        # No rate asked (--rate 0), one measured.
+        (
+            {"requested": None, "settled": 12.0},
+            {"concurrency_requested": 4, "concurrency_settled": 4},
+            ["--rate", "12.0"],
+        ),
+        # A rate dropped again because the concurrency limit held the run back anyway.
+        (
+            {"requested": 5.0, "settled": None},
+            {"concurrency_requested": 8, "concurrency_settled": 8},
+            ["--rate", "0"],
+        ),
+        ({}, {}, []),  # an old or hand-made summary: nothing to go by
+    ],
+)
+def test_only_limits_the_run_learnt_are_advised(
+    rate: dict[str, float | None], limits: dict[str, int], learnt: list[str]
+) -> None:
+    assert learnt_options(rate, limits) == learnt
+
+
+def summary_throttled(rate: dict[str, object], limits: dict[str, object]) -> Summary:
+    return Summary(
+        run_id="run-1",
+        input="customers.csv",
+        started_at="2026-11-25T10:00:00Z",
+        ended_at="2026-11-25T10:01:00Z",
+        duration_seconds=60.0,
+        rows=5,
+        counts={status.value: 5 * (status is Status.CREATED) for status in Status},
+        invalid_reasons={},
+        requests_sent=10,
+        exit_code=0,
+        stop_reason="",
+        dry_run=False,
+        warnings=[],
+        forced_rows=0,
+        ambiguous_rows=0,
+        in_flight_from_earlier_runs=0,
+        rate={"throttled_429": 5, **rate},  # type: ignore[dict-item]
+        limits=limits,
+        base_url="https://flex-api.twilio.com",
+        ledger="ledger.db",
+        files={name: name for name in ("results.csv", "errors.csv", "report", "summary")},
+        rerun_command="",
+        lookups={},
+    )
+
+
+def test_the_end_of_a_throttled_run_advises_what_it_learnt_or_nothing() -> None:
+    nothing = summary_throttled(
+        {"requested": 50.0, "settled": 50.0, "final": 12.5},
+        {"concurrency_requested": 4, "concurrency_settled": 4},
+    )
+    learnt = summary_throttled(
+        {"requested": 5.0, "settled": 5.0, "final": 5.0},
+        {"concurrency_requested": 8, "concurrency_settled": 1},
+    )
+
+    assert "Twilio throttled 5 requests (429)" in [line for _, line in end_of_run(nothing)]
+    assert (
+        False,
+        "Twilio throttled 5 requests (429); the run learnt --concurrency 1: pass this next time",
+    ) in end_of_run(learnt)

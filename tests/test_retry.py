@@ -81,16 +81,28 @@ def test_slots_are_shared_by_threads_without_overlap() -> None:
     ]
 
 
-def test_the_retry_policy_waits_at_least_retry_after() -> None:
+def test_the_retry_policy_waits_until_the_accounts_pause_ends() -> None:
+    sleeps: list[float] = []
+    answers = iter([Attempt(http_status=429, retry_after=12.0), Attempt(http_status=201)])
+
+    policy = retry_policy(
+        5, sleeps.append, threading.Event(), source=random.Random(SEED), pause_left=lambda: 12.0
+    )
+    last = policy(lambda: next(answers))
+
+    assert last.created
+    assert sleeps == [12.0]  # the pause, longer than the first backoff (at most 0.5 s)
+
+
+def test_the_retry_policy_leaves_retry_after_to_the_accounts_pause() -> None:
+    """The account's limits decide what of a Retry-After is honoured, once for all rows."""
     sleeps: list[float] = []
     answers = iter([Attempt(http_status=429, retry_after=12.0), Attempt(http_status=201)])
 
     policy = retry_policy(5, sleeps.append, threading.Event(), source=random.Random(SEED))
-    last = policy(lambda: next(answers))
+    policy(lambda: next(answers))
 
-    assert last.created
-    assert len(sleeps) == 1
-    assert sleeps[0] >= 12.0
+    assert sleeps == expected_waits(SEED, 1)  # the backoff alone: no pause was set
 
 
 SEED = 8  # any fixed seed: the policy and the expectation draw the same jitter from it
