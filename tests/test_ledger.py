@@ -1,4 +1,4 @@
-"""The SQLite ledger on real files: transactions, restore, unsettled rows, status, the lock."""
+"""The SQLite ledger's entries on real files: transactions, restore, unsettled rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import itertools
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +13,8 @@ import pytest
 
 from provisioner import ledger as ledger_module
 from provisioner.errors import LedgerError
-from provisioner.ledger import (
-    IDENTITY_CHECK_EVERY,
-    Entry,
-    Ledger,
-    lock_holder,
-    open_ledger,
-    read_status,
-)
+from provisioner.ledger import Entry, Ledger, open_ledger
+from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
 
 SCOPE = "AC123@flex-api.twilio.com"
 OTHER_SCOPE = "AC999@flex-api.twilio.com"
@@ -76,14 +69,6 @@ def test_a_new_ledger_is_made_private_with_its_folder(path: Path) -> None:
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-
-
-def test_a_file_that_is_not_a_ledger_is_refused(path: Path) -> None:
-    path.parent.mkdir()
-    path.write_text("customer_id,AddressSid\n")
-
-    with pytest.raises(LedgerError, match="not a provisioner ledger"), open_ledger(path, SCOPE):
-        pass
 
 
 def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
@@ -290,91 +275,3 @@ def test_created_with_fingerprint_finds_created_entries_of_this_scope(path: Path
     assert sorted(entry.row_key for entry in found) == ["0000123", "00123"]
     assert all(entry.status == "created" for entry in found)
     assert nothing == []
-
-
-def fill_for_status(path: Path) -> None:
-    with open_ledger(path, SCOPE) as opened, opened.transaction():
-        opened.begin_run("run-1", "customers.csv", forced=False)
-        created(opened, "c-1")
-        created(opened, "c-2")
-        opened.record_failed("c-3", "run-1", ambiguous_attempts=1)
-        opened.end_run("run-1", exit_code=1, counts={"created": 2, "failed": 1}, stop_reason="")
-    with open_ledger(path, OTHER_SCOPE) as other, other.transaction():
-        other.begin_run("run-2", "more.csv", forced=False)
-        other.mark_in_flight("d-1", "run-2")
-
-
-def check_status(path: Path) -> None:
-    status = read_status(path)
-    assert [run.run_id for run in status.runs] == ["run-2", "run-1"]  # newest first
-    first = status.runs[1]
-    assert (first.scope, first.input, first.exit_code, first.created) == (
-        SCOPE,
-        "customers.csv",
-        1,
-        2,
-    )
-    assert first.counts == {"created": 2, "failed": 1}
-    assert status.runs[0].ended_at == ""
-    assert status.created == {SCOPE: 2}
-    assert status.unsettled == {SCOPE: 1, OTHER_SCOPE: 1}
-
-
-def test_read_status_counts_runs_created_and_unsettled(path: Path) -> None:
-    fill_for_status(path)
-
-    check_status(path)
-
-
-def test_read_status_of_a_missing_ledger_says_how_one_is_made(path: Path) -> None:
-    with pytest.raises(LedgerError, match="no ledger here yet"):
-        read_status(path)
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the mode; see the next test")
-def test_read_status_reads_a_ledger_its_user_may_not_write(path: Path) -> None:
-    fill_for_status(path)
-    path.chmod(0o400)
-    path.parent.chmod(0o500)
-    try:
-        check_status(path)
-    finally:
-        path.parent.chmod(0o700)
-        path.chmod(0o600)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="chattr needs root; the test above covers users")
-def test_read_status_reads_a_ledger_in_a_folder_even_root_cannot_write(path: Path) -> None:
-    """As root, modes stop nothing: an immutable folder makes SQLite's read-only open fail the
-    same way (it cannot create the -shm file), so the immutable fallback is what reads it."""
-    fill_for_status(path)
-    if shutil.which("chattr") is None:
-        pytest.skip("no chattr on this system")
-    made = subprocess.run(["chattr", "+i", str(path.parent)], capture_output=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"this file system has no immutable flag: {made.stderr.decode().strip()}")
-    try:
-        with pytest.raises(PermissionError):
-            (path.parent / "probe").touch()  # the folder really cannot be written
-        check_status(path)
-    finally:
-        subprocess.run(["chattr", "-i", str(path.parent)], check=True)
-
-
-def test_lock_holder_names_the_run_holding_the_lock_and_then_nobody(path: Path) -> None:
-    assert lock_holder(path) is None  # no lock file yet
-
-    with open_ledger(path, SCOPE):
-        assert lock_holder(path) == os.getpid()
-        link = path.with_name("link.db")
-        link.symlink_to(path)
-        assert lock_holder(link) == os.getpid()  # another path to the same ledger
-        with (
-            pytest.raises(LedgerError, match=rf"another run \(pid {os.getpid()}\)"),
-            open_ledger(link, SCOPE),
-        ):
-            pass
-
-    assert lock_holder(path) is None
-    with open_ledger(path, SCOPE):  # the lock was freed
-        pass
