@@ -46,6 +46,7 @@ from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
 from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
+from provisioner.table import encoding_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
@@ -176,7 +177,8 @@ def input_options(command: F) -> F:
                 "--encoding",
                 envvar=env_name("encoding"),
                 callback=_check_encoding,
-                help="Input encoding [default: detected: UTF-8, UTF-16 or Windows-1252].",
+                help="The CSV's text encoding, e.g. utf-8, cp1252 [default: detected: UTF-8, "
+                "UTF-16 or UTF-32 with a BOM, or Windows-1252].",
             ),
             click.option(
                 "--delimiter",
@@ -252,16 +254,11 @@ def pacing_options(command: F) -> F:
 
 
 def _check_encoding(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    import codecs
-
     if value is None:
         return None
-    try:
-        codecs.lookup(value)
-    except LookupError:
-        raise click.BadParameter(
-            f"{value!r} is not an encoding Python knows; try utf-8, cp1252 or utf-16"
-        ) from None
+    problem = encoding_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem)
     return value
 
 
@@ -317,9 +314,23 @@ class _Commands(click.Group):
                 error.ctx.command_path if isinstance(error, click.UsageError) and error.ctx else ""
             )
             hint = f" (see {where} --help)" if where else ""
+            _name_the_source(error)
             _voice().always(f"error: {error.format_message()}{hint}")
             sys.exit(error.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _name_the_source(error: click.ClickException) -> None:
+    """A bad value that came from the environment or the settings file says which."""
+    if not isinstance(error, click.BadParameter) or error.param_hint is not None:
+        return
+    param, ctx = error.param, error.ctx
+    if not isinstance(param, click.Option) or not param.name or ctx is None:
+        return
+    source = ctx.get_parameter_source(param.name)
+    if source in (ParameterSource.ENVIRONMENT, ParameterSource.DEFAULT_MAP):
+        label = source_label(source.name, max(param.opts, key=len), ctx.meta.get("config_path"))
+        error.param_hint = f"{param.get_error_hint(ctx)} from the {label}"
 
 
 @click.group(

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_CELL_CHARS",
     "MAX_INPUT_BYTES",
     "Table",
+    "encoding_problem",
     "open_table",
     "snapshot_input",
 ]
@@ -173,9 +174,12 @@ def open_table(
     if sheet is not None:
         raise InputError(f"--sheet {sheet}: {name} is not a workbook but a text (CSV) file")
     encoding = _encoding(path, sample, encoding)
-    if b"\x00" in sample and not encoding.startswith("utf-16"):
+    if b"\x00" in sample and not _is_wide(encoding):
         raise InputError(f"{name}: looks like a binary file, not a CSV file or workbook")
-    lines = sample.decode(encoding, errors="replace").splitlines()
+    try:
+        lines = sample.decode(encoding, errors="replace").splitlines()
+    except UnicodeError as error:  # a codec that knows no `replace` (idna)
+        raise _undecodable(name, encoding, error) from error
     sep = _SEP_LINE.fullmatch(lines[0].lstrip("\ufeff")) if lines else None
     if sep is not None:
         lines = lines[1:]
@@ -361,11 +365,8 @@ def _csv_records(
                     if opened is not None:
                         raise InputError(_open_quote_message(where, pending_start + opened))
                 yield pending
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{where}: not valid {encoding} text ({error.reason}); "
-            "name the encoding with --encoding, for example --encoding cp1252"
-        ) from error
+    except UnicodeError as error:  # a decode error, or a codec refusing its input (idna)
+        raise _undecodable(where, encoding, error, path) from error
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -455,22 +456,112 @@ def _open_quote(
     return None
 
 
+# --- Encodings ---------------------------------------------------------------------------------
+
+_NAME_IT = "name the file's encoding, for example utf-8, cp1252 or utf-16"
+# A BOM that confirms an explicit encoding is read past, as detection does: Python's utf-8 and
+# utf-16-le keep it, glued to the first header (`\ufeffAddressSid` names no column).
+_BOM_READERS = {
+    "utf-8": (codecs.BOM_UTF8, "utf-8-sig"),
+    "utf-16-le": (codecs.BOM_UTF16_LE, "utf-16"),
+    "utf-16-be": (codecs.BOM_UTF16_BE, "utf-16"),
+    "utf-32-le": (codecs.BOM_UTF32_LE, "utf-32"),
+    "utf-32-be": (codecs.BOM_UTF32_BE, "utf-32"),
+}
+_WIDE_ENCODINGS = ("utf-16", "utf-32")  # text in which NUL bytes are normal, not binary
+
+
+def encoding_problem(name: str) -> str | None:
+    """Why `name` cannot read a text file, as a sentence naming it; None when it can.
+
+    The one check of an encoding name, wherever it comes from (--encoding, PROVISIONER_ENCODING,
+    provisioner.toml, a caller of open_table). Python knows codecs that are not text encodings
+    (rot13, hex, base64, zlib, ...: bytes to bytes, or text to text); open() refuses those with
+    a LookupError, so they are refused here first, with the unknown names and the odd ones.
+    """
+    if not name.strip():
+        return f"{name!r} is empty; {_NAME_IT}"
+    if not (name.isascii() and name.isprintable()):
+        return f"{name!r} is not an encoding name; {_NAME_IT}"
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):
+        return f"{name!r} is not an encoding Python knows; {_NAME_IT}"
+    if not info._is_text_encoding:
+        return (
+            f"{name!r} is not a text encoding (it turns bytes into bytes, or text into text); "
+            f"{_NAME_IT}"
+        )
+    try:
+        codecs.getincrementaldecoder(name)().decode(b"", final=True)
+    except UnicodeError:  # Python's `undefined` codec refuses everything
+        return f"{name!r} decodes nothing; {_NAME_IT}"
+    return None
+
+
 def _encoding(path: Path, sample: bytes, encoding: str | None) -> str:
+    """The encoding to read the file in: the one named (checked), else the one detected."""
     if encoding is None:
         return _detect_encoding(path, sample)
-    try:
-        codecs.lookup(encoding)
-    except LookupError as error:
-        raise ConfigError(
-            f"--encoding {encoding}: unknown encoding; for example utf-8, cp1252"
-        ) from error
-    return encoding
+    problem = encoding_problem(encoding)
+    if problem is not None:
+        raise ConfigError(f"--encoding {problem}")
+    bom, reader = _BOM_READERS.get(codecs.lookup(encoding).name, (b"", ""))
+    return reader if bom and sample.startswith(bom) else encoding
+
+
+def _is_wide(encoding: str) -> bool:
+    return codecs.lookup(encoding).name.startswith(_WIDE_ENCODINGS)
+
+
+def _undecodable(
+    where: str, encoding: str, error: UnicodeError, path: Path | None = None
+) -> InputError:
+    if isinstance(error, UnicodeDecodeError):
+        bad = error.object[error.start : error.end].hex(" ")
+        count = error.end - error.start
+        reason = f"byte{'s' if count > 1 else ''} {bad}: {error.reason}" if bad else error.reason
+    else:
+        reason = str(error)
+    line = _undecodable_line(path, encoding) if path is not None else None
+    return InputError(
+        f"{where}: {f'line {line}: ' if line else ''}not valid {encoding} text ({reason}); "
+        f"{_NAME_IT}, with --encoding; or leave --encoding out to detect it"
+    )
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """The line of the first bytes `encoding` cannot decode; the file is read again for it,
+    only after an error (the text layer decodes ahead of the line it returns)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    newlines = 0
+    with path.open("rb") as stream:
+        while block := stream.read(_SAMPLE_BYTES):
+            state = decoder.getstate()
+            try:
+                newlines += decoder.decode(block).count("\n")
+                continue
+            except UnicodeError:
+                decoder.setstate(state)
+            for index in range(len(block)):
+                try:
+                    newlines += decoder.decode(block[index : index + 1]).count("\n")
+                except UnicodeError:
+                    return newlines + 1
+            return None  # pragma: no cover (the block failed whole, so a byte of it fails)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeError:
+            return newlines + 1
+    return None
 
 
 def _detect_encoding(path: Path, sample: bytes) -> str:
     """UTF-8 (with or without BOM) or UTF-16 when the bytes say so, else Windows-1252/Latin-1."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"  # before UTF-16: UTF-32-LE's BOM starts with UTF-16-LE's
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     decoder = codecs.getincrementaldecoder("utf-8")()

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from provisioner.cli import cli
 from provisioner.config import (
     CONFIG_NAME,
     Setting,
@@ -24,6 +25,8 @@ from provisioner.config import (
     unknown_env,
 )
 from provisioner.errors import ConfigError
+from provisioner.run import Runtime
+from tests.conftest import said
 
 SETTINGS = [
     Setting("out", "out_dir", Path),
@@ -427,3 +430,35 @@ def toml_value(value: object) -> str:
         return "[" + ", ".join(map(toml_value, value)) + "]"
     assert isinstance(value, dict)
     return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+# --- a bad value names where it came from (the real command) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("command line", "'--concurrency'"),
+        ("environment", "'--concurrency' from the environment (PROVISIONER_CONCURRENCY)"),
+        ("file", "'--concurrency' from the file ({config})"),
+    ],
+)
+def test_a_value_out_of_range_names_the_variable_or_the_file_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, hint: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path, "concurrency = 999\n" if source == "file" else "rate = 5\n")
+    (tmp_path / "in.csv").write_text("AddressSid\nIG" + "1" * 32 + "\n")
+    arguments = ["create", "in.csv", "--sandbox", "--out", str(tmp_path / "out")]
+    if source == "command line":
+        arguments += ["--concurrency", "999"]
+    env = {"PROVISIONER_CONCURRENCY": "999" if source == "environment" else None}
+
+    result = CliRunner(env=env).invoke(cli, arguments, obj=Runtime())
+
+    assert result.exit_code == 2
+    assert said(result.stderr) == [  # CliRunner calls the program `cli`
+        f"error: Invalid value for {hint.format(config=config)}: 999 is not in the range "
+        "1<=x<=256. (see cli create --help)"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -447,3 +447,173 @@ def test_blank_lines_above_the_header_are_skipped(provisioner: Cli, tmp_path: Pa
 
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert [(r["row"], r["status"]) for r in rows] == [("4", "created")]  # as the sheet shows it
+
+
+# --- Encodings: every name, wherever it comes from, is checked once --------------------------
+
+NAME_IT = "name the file's encoding, for example utf-8, cp1252 or utf-16"
+NOT_TEXT = "is not a text encoding (it turns bytes into bytes, or text into text)"
+BAD_ENCODINGS = {
+    "rot13": f"'rot13' {NOT_TEXT}; {NAME_IT}",
+    "hex": f"'hex' {NOT_TEXT}; {NAME_IT}",
+    "base64": f"'base64' {NOT_TEXT}; {NAME_IT}",
+    "zlib": f"'zlib' {NOT_TEXT}; {NAME_IT}",
+    "bz2": f"'bz2' {NOT_TEXT}; {NAME_IT}",
+    "uu": f"'uu' {NOT_TEXT}; {NAME_IT}",
+    "quopri": f"'quopri' {NOT_TEXT}; {NAME_IT}",
+    "utf-88": f"'utf-88' is not an encoding Python knows; {NAME_IT}",
+    "undefined": f"'undefined' decodes nothing; {NAME_IT}",
+    "utf\x01": f"'utf\\x01' is not an encoding name; {NAME_IT}",  # Python would read it as utf-8
+    "ütf-8": f"'ütf-8' is not an encoding name; {NAME_IT}",
+    "": f"'' is empty; {NAME_IT}",
+}
+# Where a value comes from, and how the error names it (CliRunner calls the program `cli`).
+# Click ignores an empty variable: an empty name comes only from the command line or the file.
+SOURCES = {
+    "command-line": "'--encoding'",
+    "environment": "'--encoding' from the environment (PROVISIONER_ENCODING)",
+    "file": "'--encoding' from the file ({config})",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        (name, source)
+        for name in BAD_ENCODINGS
+        for source in SOURCES
+        if name or source != "environment"
+    ],
+)
+def test_an_encoding_that_cannot_read_text_is_one_error_line_and_nothing_is_made(
+    provisioner: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str
+) -> None:
+    input_path = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    config = tmp_path / "settings.toml"
+    config.write_text("[create]\nrate = 5\n")
+    arguments = ["create", str(input_path), "--config", str(config)]
+    if source == "command-line":
+        arguments += ["--encoding", name]
+    elif source == "environment":
+        monkeypatch.setenv("PROVISIONER_ENCODING", name)
+    else:
+        config.write_text(f"[create]\nencoding = {json.dumps(name)}\n")
+
+    result = provisioner(*arguments, expect=2)
+
+    hint = SOURCES[source].format(config=config)
+    assert said(result.stderr) == [
+        f"error: Invalid value for {hint}: {BAD_ENCODINGS[name]} (see cli create --help)"
+    ]
+    assert result.stdout == ""
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.out.exists()  # no run folder, no ledger
+
+
+@pytest.mark.parametrize("source", ["command-line", "environment"])
+@pytest.mark.parametrize("name", ["rot13", "zlib", "utf-88"])
+def test_reconcile_checks_the_encoding_the_same_way(
+    provisioner: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str
+) -> None:
+    input_path = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    out = tmp_path / "outputs"
+    arguments = ["reconcile", str(input_path), "--out", str(out)]
+    if source == "command-line":
+        arguments += ["--encoding", name]
+    else:
+        monkeypatch.setenv("PROVISIONER_ENCODING", name)
+
+    result = provisioner(*arguments, expect=2)
+
+    assert said(result.stderr) == [
+        f"error: Invalid value for {SOURCES[source]}: {BAD_ENCODINGS[name]} "
+        "(see cli reconcile --help)"
+    ]
+    assert provisioner.emulator.requests == 0
+    assert not out.exists()
+
+
+ACCENTED = f"AddressSid,Name\n{sid(1)},Ana\n{sid(2)},Zoë\n"
+READ_AGAIN = f"{NAME_IT}, with --encoding; or leave --encoding out to detect it"
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "message"),
+    [
+        (
+            ACCENTED.encode("utf-8"),
+            "ascii",
+            "line 3: not valid ascii text (byte c3: ordinal not in range(128))",
+        ),
+        (
+            ACCENTED.encode("utf-8"),
+            "utf-32",
+            "line 1: not valid utf-32 text (bytes 41 64 64 72: code point not in range(0x110000))",
+        ),
+        (
+            ACCENTED.encode("utf-16"),
+            "utf-32",
+            "line 1: not valid utf-32 text (bytes ff fe 41 00: code point not in range(0x110000))",
+        ),
+        (
+            ACCENTED.encode("utf-8"),
+            "idna",
+            "not valid idna text (decoding with 'idna' codec failed "
+            "(UnicodeError: Unsupported error handling replace))",
+        ),
+    ],
+    ids=["ascii-on-accents", "utf-32-on-utf-8", "utf-32-on-utf-16", "idna"],
+)
+def test_a_text_encoding_that_cannot_decode_the_file_is_one_error_line(
+    provisioner: Cli, tmp_path: Path, content: bytes, encoding: str, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+
+    result = provisioner("create", str(source), "--encoding", encoding, expect=2)
+
+    assert [line for line in said(result.stderr) if line.startswith("error:")] == [
+        f"error: {source}: {message}; {READ_AGAIN}"
+    ]
+    assert "internal error" not in result.stderr
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.out.exists()  # checked in a staging folder: nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        (codecs.BOM_UTF8 + ACCENTED.encode("utf-8"), "utf-8"),
+        (codecs.BOM_UTF8 + ACCENTED.encode("utf-8"), "UTF8"),
+        (ACCENTED.encode("utf-16"), "UTF16"),
+        (codecs.BOM_UTF16_LE + ACCENTED.encode("utf-16-le"), "utf-16-le"),
+        (codecs.BOM_UTF16_BE + ACCENTED.encode("utf-16-be"), "utf_16_be"),
+        (ACCENTED.encode("utf-32"), "utf-32"),
+        (codecs.BOM_UTF32_LE + ACCENTED.encode("utf-32-le"), "utf-32-le"),
+        (ACCENTED.encode("utf-32"), None),
+    ],
+    ids=[
+        "utf-8-bom",
+        "utf-8-bom-other-spelling",
+        "utf-16-other-spelling",
+        "utf-16-le-bom",
+        "utf-16-be-bom",
+        "utf-32",
+        "utf-32-le-bom",
+        "utf-32-detected",
+    ],
+)
+def test_a_named_unicode_encoding_reads_its_file_bom_or_not(
+    provisioner: Cli, tmp_path: Path, content: bytes, encoding: str | None
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+    named = ["--encoding", encoding] if encoding else []
+
+    provisioner("create", str(source), *named, "--run-id", "r1")
+
+    assert sent(provisioner) == [{"AddressSid": sid(1)}, {"AddressSid": sid(2)}]
+    assert [r["Name"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")] == [
+        "Ana",
+        "Zoë",
+    ]
