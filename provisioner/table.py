@@ -231,12 +231,42 @@ def _layout(
 ) -> _Layout:
     """Find the header row, then read every row once: which columns hold data, hidden rows.
 
-    A blank header cell over a column with data is a column named by its letter (`Column C`).
-    In a workbook any column with data counts; in a CSV file a value beyond the header's last
-    cell is refused, as it nearly always means a delimiter inside an unquoted value, which
-    shifts the cells after it. Columns with neither a header nor data are left out.
+    A blank header cell over a column with data is a column named by its letter (`Column C`),
+    at the end of the header as anywhere else; columns with neither a header nor data are left
+    out. In a workbook any column with data counts; in a CSV file a value beyond the header
+    record's last cell (blank ones count: `AddressSid,,Name,` has four) is refused, as it nearly
+    always means a delimiter inside an unquoted value, which shifts the cells after it.
     """
     head = list(islice(records, header_row or HEADER_SEARCH_ROWS))
+    number = _header_number(head, header_row, looks_like_header, where)
+    header = head[number - 1][1]
+    # A CSV row's width is bounded by the header record itself, so nothing has to be learnt
+    # before this pass; which columns under it hold data is learnt here, streaming every row
+    # once without holding them (run.read_input reads the whole input before sending anyway).
+    width = len(header)
+    if sheet is not None:  # read whole already: ask the array, not row by row
+        used, hidden_rows = sheet.columns_with_data(number), sheet.hidden_data_rows(number)
+    else:
+        used, hidden_rows = set(), 0
+        for row, cells in chain((r for r in head if r[0] > number), records):
+            _check_width(where, row, cells, width)
+            used.update(i for i, cell in enumerate(cells) if cell and cell.strip())
+    span = max(width, max(used) + 1) if used else width
+    columns = tuple(i for i in range(span) if (i < width and header[i].strip()) or i in used)
+    headers = tuple(
+        header[i] if i < width and header[i].strip() else f"Column {column_letter(i)}"
+        for i in columns
+    )
+    return _Layout(number, headers, columns, width, hidden_rows)
+
+
+def _header_number(
+    head: list[tuple[int, list[str]]],
+    header_row: int | None,
+    looks_like_header: HeaderTest | None,
+    where: str,
+) -> int:
+    """The header's row number among the first rows `head`: named, found, or row 1."""
     if header_row is not None:
         if len(head) < header_row:
             raise InputError(f"--header-row {header_row}: {where} has only {len(head)} rows")
@@ -254,8 +284,7 @@ def _layout(
         )
     if not head:
         raise InputError(f"{where}: is empty; expected a header row and data rows")
-    header = list(head[number - 1][1])
-    if not any(cell.strip() for cell in header):
+    if not any(cell.strip() for cell in head[number - 1][1]):
         if header_row is not None:
             raise InputError(
                 f"--header-row {header_row}: row {header_row} of {where} is empty; "
@@ -265,23 +294,7 @@ def _layout(
             f"{where}: the first row is empty; expected a header row "
             "(name it with --header-row N if it is further down)"
         )
-    while not header[-1].strip():
-        header.pop()  # trailing empty columns, as spreadsheets export them
-    width = len(header)
-    if sheet is not None:  # read whole already: ask the array, not row by row
-        used, hidden_rows = sheet.columns_with_data(number), sheet.hidden_data_rows(number)
-    else:
-        used, hidden_rows = set(), 0
-        for row, cells in chain((r for r in head if r[0] > number), records):
-            _check_width(where, row, cells, width)
-            used.update(i for i, cell in enumerate(cells) if cell and cell.strip())
-    span = max(width, max(used) + 1) if used else width
-    columns = tuple(i for i in range(span) if (i < width and header[i].strip()) or i in used)
-    headers = tuple(
-        header[i] if i < width and header[i].strip() else f"Column {column_letter(i)}"
-        for i in columns
-    )
-    return _Layout(number, headers, columns, width, hidden_rows)
+    return number
 
 
 def _check_width(where: str, number: int, cells: list[str], width: int) -> None:

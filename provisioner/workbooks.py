@@ -254,11 +254,19 @@ class Sheet:
         return texts
 
     def columns_with_data(self, after_row: int) -> set[int]:
-        """The 0-based columns that hold a value in some row below sheet row `after_row`."""
+        """The 0-based columns that hold a value in some row below sheet row `after_row`.
+
+        Spaces are no value (they are trimmed, as in a CSV): a column of them has no data.
+        """
         below = self.cells[after_row:]
         if not below.size:
             return set()
-        return {int(column) for column in np.flatnonzero((below != "").any(axis=0))}
+        return {
+            int(column)
+            for column in np.flatnonzero((below != "").any(axis=0))
+            # stops at the column's first value that is not spaces: nearly always its first
+            if any(type(value) is not str or value.strip() for value in below[:, column])
+        }
 
     def hidden_data_rows(self, after_row: int) -> int:
         """How many hidden rows below sheet row `after_row` hold a value."""

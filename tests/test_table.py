@@ -545,6 +545,96 @@ def test_blank_header_cells(
     assert [cells for _, cells in read(table)] == rows
 
 
+# Trailing blank headers: (header, rows as typed, headers read, cells read). "" is a blank cell.
+TRAILING_BLANK_HEADERS: dict[
+    str, tuple[list[str], list[list[str]], tuple[str, ...], list[list[str]]]
+] = {
+    "over-data-in-every-row": (
+        ["AddressSid", "", "CustomerFriendlyName", ""],
+        [[SID1, "b1", "Ana", "d1"], [SID2, "b2", "Bo", "d2"]],
+        ("AddressSid", "Column B", "CustomerFriendlyName", "Column D"),
+        [[SID1, "b1", "Ana", "d1"], [SID2, "b2", "Bo", "d2"]],
+    ),
+    "several-with-data-in-some-rows": (
+        ["AddressSid", "Name", "", "", ""],
+        [[SID1, "a", "x"], [SID2, "b", "", "", "y"], [SID1, "c"]],
+        ("AddressSid", "Name", "Column C", "Column E"),
+        [[SID1, "a", "x", ""], [SID2, "b", "", "y"], [SID1, "c", "", ""]],
+    ),
+    "data-in-one-row-only": (
+        ["AddressSid", "Name", ""],
+        [[SID1, "a"], [SID2, "b", "z"], [SID1, "c", ""]],
+        ("AddressSid", "Name", "Column C"),
+        [[SID1, "a", ""], [SID2, "b", "z"], [SID1, "c", ""]],
+    ),
+    "no-data-anywhere": (
+        ["AddressSid", "Name", "", " "],
+        [[SID1, "a", "", " "], [SID2, "b"]],
+        ("AddressSid", "Name"),
+        [[SID1, "a"], [SID2, "b"]],
+    ),
+}
+
+
+def write_rows(path: Path, rows: list[list[str]]) -> Path:
+    """The rows as a CSV (ragged, as typed) or a workbook of one sheet (a blank cell empty)."""
+    if path.suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as stream:
+            csv.writer(stream).writerows(rows)
+        return path
+    if path.suffix == ".ods":
+        width = max(len(row) for row in rows)
+        padded = [[cell or None for cell in row] + [None] * (width - len(row)) for row in rows]
+        with pd.ExcelWriter(path, engine="odf") as writer:
+            pd.DataFrame(padded).to_excel(writer, sheet_name="S", header=False, index=False)
+        return path
+    return write_xlsx(path, {"S": [[cell or None for cell in row] for row in rows]})
+
+
+@pytest.mark.parametrize("suffix", ["csv", "xlsx", "ods"])
+@pytest.mark.parametrize(
+    ("header", "rows", "headers", "cells"),
+    TRAILING_BLANK_HEADERS.values(),
+    ids=TRAILING_BLANK_HEADERS.keys(),
+)
+def test_a_trailing_blank_header_over_data_is_a_column_named_by_its_letter(
+    tmp_path: Path,
+    suffix: str,
+    header: list[str],
+    rows: list[list[str]],
+    headers: tuple[str, ...],
+    cells: list[list[str]],
+) -> None:
+    table = open_table(write_rows(tmp_path / f"in.{suffix}", [header, *rows]))
+
+    assert table.headers == headers
+    assert read(table) == [(number, row) for number, row in enumerate(cells, start=2)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"AddressSid,Name,\n{SID1},a,b,c\n", "row 2 has 4 cells but the header has 3 columns"),
+        (
+            f"AddressSid,,Name,\n{SID1},b,a,d\n{SID2},b,a,d,e\n",
+            "row 3 has 5 cells but the header has 4 columns",
+        ),
+    ],
+    ids=["beyond-one-trailing-blank", "beyond-a-blank-in-between-and-one-trailing"],
+)
+def test_a_csv_value_beyond_the_header_record_blank_cells_included_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(text)
+
+    with pytest.raises(InputError) as raised:
+        open_table(source, name="in.csv")
+    assert str(raised.value) == (
+        f"in.csv: {message}; quote values that contain the delimiter, or add headers"
+    )
+
+
 def test_a_workbook_column_beyond_the_header_is_a_column_a_csv_one_is_refused(
     tmp_path: Path,
 ) -> None:

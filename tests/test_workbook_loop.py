@@ -20,7 +20,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from provisioner.cells import unescape_cell
 from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS
-from tests.conftest import Cli, read_csv, read_header, sid
+from tests.conftest import Cli, read_csv, read_header, sid, without_derived_identity
 from tests.test_table import HEADERS, SID1, SID2, WORKBOOKS
 from tests.test_writers import resave
 
@@ -379,6 +379,89 @@ def test_a_blank_header_over_a_filled_column_is_a_column(provisioner: Cli, tmp_p
     (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert (row["Column C"], row["Notes"], row["status"]) == ("call first", "VIP", "created")
     assert "column carried to the outputs only, not sent: Column C, Notes" in result.stderr
+
+
+TRAILING_HEADER = ["AddressSid", "", "CustomerFriendlyName", ""]  # blank in B and at the end
+TRAILING_ROWS = [
+    [sid(1), "b1", "Ana", "d1"],
+    ["IG-typo", "b2", "Bo", "d2"],  # invalid: fixed in the errors file, fed back
+    [sid(3), "b3", "Cy", "d3"],
+]
+CARRIED = ["AddressSid", "Column B", "CustomerFriendlyName", "Column D"]
+
+
+def retype_address(path: Path, wrong: str, right: str) -> None:
+    """Fix one AddressSid in an errors file, as a person would in a text editor or a sheet."""
+    if path.suffix == ".csv":
+        path.write_text(path.read_text(encoding="utf-8-sig").replace(wrong, right), "utf-8-sig")
+        return
+    workbook = openpyxl.load_workbook(path)
+    sheet = workbook.active
+    assert isinstance(sheet, Worksheet)
+    (cell,) = [cell for row in sheet.iter_rows() for cell in row if cell.value == wrong]
+    cell.value = right
+    workbook.save(path)
+
+
+@pytest.mark.parametrize("fed_back", ["errors.csv", "errors.xlsx"])
+@pytest.mark.parametrize("suffix", ["csv", "xlsx"])
+def test_a_trailing_blank_header_over_data_is_carried_through_and_fed_back(
+    provisioner: Cli, tmp_path: Path, suffix: str, fed_back: str
+) -> None:
+    source = tmp_path / f"in.{suffix}"
+    if suffix == "csv":
+        source.write_text("\n".join(",".join(row) for row in [TRAILING_HEADER, *TRAILING_ROWS]))
+    else:
+        write_sheet(
+            source, [[cell or None for cell in row] for row in [TRAILING_HEADER, *TRAILING_ROWS]]
+        )
+
+    provisioner("create", str(source), "--run-id", "r1", "--xlsx", expect=1)
+
+    run = provisioner.run_dir("r1")
+    results = csv_cells(run / "results.csv")
+    assert results[0] == [*CARRIED, *RESULT_COLUMNS]
+    assert [row[:6] for row in results[1:]] == [
+        [*TRAILING_ROWS[0], "2", "created"],
+        [*TRAILING_ROWS[1], "3", "invalid"],
+        [*TRAILING_ROWS[2], "4", "created"],
+    ]
+    key = results[2][RESULT_COLUMNS.index("row_key") + len(CARRIED)]
+    assert csv_cells(run / "errors.csv") == [
+        [*CARRIED, *ERROR_COLUMNS],
+        [
+            *TRAILING_ROWS[1],
+            "3",
+            "invalid",
+            "invalid_address_sid",
+            "AddressSid 'IG-typo' is not IG followed by 32 hex digits",
+            key,
+            "3",
+        ],
+    ]
+    for name in ("results", "errors"):
+        assert cells_of(sheet_of(run / f"{name}.xlsx")) == csv_cells(run / f"{name}.csv")
+
+    fed = tmp_path / f"fixed {fed_back}"
+    shutil.copy(run / fed_back, fed)
+    retype_address(fed, "IG-typo", sid(2))
+    created_before = len(provisioner.emulator.created)
+
+    provisioner("create", str(fed), "--run-id", "r2")
+
+    assert [without_derived_identity(p) for p in sent(provisioner, created_before)] == [
+        {"AddressSid": sid(2), "CustomerFriendlyName": "Bo"}
+    ]
+    again = csv_cells(provisioner.run_dir("r2") / "results.csv")
+    assert again[0] == [*CARRIED, *RESULT_COLUMNS]  # the tool's columns dropped, D kept
+    (row,) = [dict(zip(again[0], cells, strict=True)) for cells in again[1:]]
+    assert [row[name] for name in CARRIED] == [sid(2), "b2", "Bo", "d2"]
+    assert (row["row"], row["source_row"], row["row_key"], row["status"]) == (
+        "2",
+        "3",
+        key,
+        "created",
+    )
 
 
 def test_column_maps_pre_engagement_keys_into_pre_engagement_data(
