@@ -12,13 +12,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from provisioner import __version__
 from provisioner.causes import plural
+from provisioner.charsets import encoding_problem
 from provisioner.client import (
     Credentials,
     is_loopback,
@@ -46,7 +47,6 @@ from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
 from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
-from provisioner.table import encoding_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
@@ -349,7 +349,27 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(Runtime)
 
 
-@cli.command("create")
+# create's --help, kept apart from the function so that the function stays readable whole.
+CREATE_HELP = """\
+Create one Flex web chat per row of INPUT (CSV, xlsx, xlsm, xls, ods, xlsb, or - for
+standard input).
+
+Writes OUT/<run-id>/results.csv, errors.csv, summary.json, report.html and run.log.
+Credentials come from TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, or TWILIO_API_KEY +
+TWILIO_API_SECRET. Every option can also come from a PROVISIONER_<OPTION> variable or
+provisioner.toml: the command line wins over the environment, which wins over the file.
+Exit 0: all created or existing; 1: some rows invalid or failed; 2: nothing sent (usage,
+input, config); 3: stopped early; 4: internal error.
+
+\b
+Examples:
+  provisioner create inputs/example.csv --sandbox
+  provisioner create customers.xlsx --rate 5 --concurrency 4
+  provisioner create outputs/20261124T214500Z/errors.csv
+"""
+
+
+@cli.command("create", help=CREATE_HELP)
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, allow_dash=True))
 @output_options
 @input_options
@@ -460,49 +480,21 @@ def create_command(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Create one Flex web chat per row of INPUT (CSV, xlsx, xlsm, xls, ods, xlsb, or - for
-    standard input).
-
-    Writes OUT/<run-id>/results.csv, errors.csv, summary.json, report.html and run.log.
-    Credentials come from TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, or TWILIO_API_KEY +
-    TWILIO_API_SECRET. Every option can also come from a PROVISIONER_<OPTION> variable or
-    provisioner.toml: the command line wins over the environment, which wins over the file.
-    Exit 0: all created or existing; 1: some rows invalid or failed; 2: nothing sent (usage,
-    input, config); 3: stopped early; 4: internal error.
-
-    \b
-    Examples:
-      provisioner create inputs/example.csv --sandbox
-      provisioner create customers.xlsx --rate 5 --concurrency 4
-      provisioner create outputs/20261124T214500Z/errors.csv
-    """
+    """`provisioner create`: the options as one RunOptions, one run, its exit code."""
     runtime: Runtime = ctx.obj
-    voice = Voice(isatty=runtime.stderr_isatty, quiet=quiet)
-    conversations = None
-    credentials = None
-    if sandbox:
-        resolved_url = ""
-    else:
-        resolved_url = resolve_base_url(base_url, runtime.env)
-        conversations = resolve_conversations_url(
-            conversations_url, base_url or runtime.env.get("PROVISIONER_BASE_URL"), runtime.env
-        )
-        try:
-            credentials = Credentials.from_env(runtime.env)
-        except ProvisionerError:
-            if not dry_run:
-                raise
-    run_id = run_id or new_run_id(out_dir)  # named on the first line, for cron logs
+    base, conversations, credentials = _create_endpoint(
+        runtime, base_url, conversations_url, sandbox=sandbox, dry_run=dry_run
+    )
     options = RunOptions(
         input_path=input_path,
         out_dir=out_dir,
-        run_id=run_id,
+        run_id=run_id or new_run_id(out_dir),  # named on the first line, for cron logs
         concurrency=concurrency,
         rate=rate or None,
         max_attempts=max_attempts,
         timeout=timeout,
-        base_url=resolved_url,
-        conversations_url=conversations or "",
+        base_url=base,
+        conversations_url=conversations,
         dry_run=dry_run,
         sandbox=sandbox,
         force=force,
@@ -519,10 +511,61 @@ def create_command(
         rerun_options=_rerun_options(ctx),
         settings=_settings(ctx),
     )
-    shown = shlex.join([str(input_path), *_given(ctx)])
-    voice(f"provisioner {__version__} create {shown} (run {run_id})")
+    _run_create(ctx, options, credentials, quiet=quiet, as_json=as_json)
+
+
+def _api_roots(
+    runtime: Runtime, base_url: str | None, conversations_url: str | None
+) -> tuple[str, str]:
+    """The Flex and Conversations API roots: given, from the environment, or Twilio's."""
+    given = base_url or runtime.env.get("PROVISIONER_BASE_URL")
+    return (
+        resolve_base_url(base_url, runtime.env),
+        resolve_conversations_url(conversations_url, given, runtime.env),
+    )
+
+
+def _create_endpoint(
+    runtime: Runtime,
+    base_url: str | None,
+    conversations_url: str | None,
+    *,
+    sandbox: bool,
+    dry_run: bool,
+) -> tuple[str, str, Credentials | None]:
+    """The API roots and credentials of a create: none for --sandbox (its emulator brings its
+    own), and a dry run goes on without credentials."""
+    if sandbox:
+        return "", "", None
+    base, conversations = _api_roots(runtime, base_url, conversations_url)
+    try:
+        return base, conversations, Credentials.from_env(runtime.env)
+    except ProvisionerError:
+        if not dry_run:
+            raise
+    return base, conversations, None
+
+
+def _announce(ctx: click.Context, options: RunOptions, voice: Voice) -> None:
+    """The run's first line (the input, the options given, the run id); variables misspelt."""
+    shown = shlex.join([str(options.input_path), *_given(ctx)])
+    voice(f"provisioner {__version__} create {shown} (run {options.run_id})")
     for typo in unknown_env(os.environ, [setting.name for setting in _SETTINGS]):
         voice(f"warning: {typo} is not a setting provisioner reads; it was ignored")
+
+
+def _run_create(
+    ctx: click.Context,
+    options: RunOptions,
+    credentials: Credentials | None,
+    *,
+    quiet: bool,
+    as_json: bool,
+) -> NoReturn:
+    """Announce the run, run it (a bar on a terminal, lines otherwise), print its end, exit."""
+    runtime: Runtime = ctx.obj
+    voice = Voice(isatty=runtime.stderr_isatty, quiet=quiet)
+    _announce(ctx, options, voice)
     runtime.say = voice
     printer = ProgressBar(sys.stderr) if runtime.stderr_isatty else ProgressLines(voice)
     runtime.progress = printer
@@ -751,7 +794,7 @@ def reconcile_command(
       provisioner reconcile
       provisioner reconcile customers.xlsx --close-duplicates
     """
-    resolved_url = resolve_base_url(base_url, runtime.env)
+    base, conversations = _api_roots(runtime, base_url, conversations_url)
     options = ReconcileOptions(
         input_path=input_path,
         out_dir=out_dir,
@@ -761,10 +804,8 @@ def reconcile_command(
         delimiter=delimiter,
         sheet=sheet,
         header_row=header_row,
-        base_url=resolved_url,
-        conversations_url=resolve_conversations_url(
-            conversations_url, base_url or runtime.env.get("PROVISIONER_BASE_URL"), runtime.env
-        ),
+        base_url=base,
+        conversations_url=conversations,
         close_duplicates=close_duplicates,
         timeout=timeout,
         rate=rate or None,

@@ -1,8 +1,9 @@
-"""Reading input tables (CSV streamed; workbooks through pandas), and writing the result tables.
+"""Reading input tables (CSV streamed; workbooks through pandas), and the input's snapshot.
 
 CSV is read by the stdlib csv module, not pandas: pandas pads ragged rows and renames duplicate
 headers (`Name.1`), which hides what the file says, and it holds the whole file in memory where
-csv streams one record at a time. Workbooks are read whole by pandas anyway (see workbooks.py).
+csv streams one record at a time. Workbooks are read whole by pandas anyway (see workbooks.py);
+text encodings (the one check of a name, detection) are in charsets.py.
 
 Row numbers are the numbers a spreadsheet shows: the header row, title rows above it and blank
 rows all count; a CSV record with a quoted line break is one row, as a spreadsheet shows it.
@@ -10,7 +11,6 @@ rows all count; a CSV record with a quoted line break is one row, as a spreadshe
 
 from __future__ import annotations
 
-import codecs
 import csv
 import os
 import re
@@ -22,6 +22,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from provisioner.charsets import is_wide, reading_encoding, undecodable
 from provisioner.errors import ConfigError, InputError
 from provisioner.workbooks import (
     OLE2_MAGIC,
@@ -37,7 +38,6 @@ __all__ = [
     "MAX_CELL_CHARS",
     "MAX_INPUT_BYTES",
     "Table",
-    "encoding_problem",
     "open_table",
     "snapshot_input",
 ]
@@ -144,48 +144,20 @@ def open_table(
     left open. `name` is how messages name the file (default: `path`).
     """
     name = name or str(path)
-    if header_row is not None and header_row < 1:
-        raise ConfigError(f"--header-row {header_row}: rows are numbered from 1")
-    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
-        raise ConfigError(
-            f"--delimiter {delimiter!r}: use one character other than a quote or line break, "
-            "for example --delimiter ';'"
-        )
+    _check_reading_options(header_row, delimiter)
     sample = _sample(path, name)
     if not sample.strip():
         raise InputError(f"{name}: the file is empty; expected a header row and data rows")
     workbook_format = detect_format(path, sample, name)
     if workbook_format is not None:
-        sheet_data = read_sheet(path, workbook_format, sheet, name)
-        where = f"sheet {sheet_data.name!r} of {name}"
-        layout = _layout(sheet_data.rows(), header_row, looks_like_header, where, sheet_data)
-        return Table(
-            path,
-            layout.headers,
-            sheet=sheet_data.name,
-            header_row=layout.header_row,
-            format=workbook_format,
-            hidden_rows=layout.hidden_rows,
-            hidden_sheets=sheet_data.hidden_sheets,
-            name=name,
-            columns=layout.columns,
-            _sheet=sheet_data,
-        )
+        return _open_workbook(path, workbook_format, sheet, header_row, looks_like_header, name)
     if sheet is not None:
         raise InputError(f"--sheet {sheet}: {name} is not a workbook but a text (CSV) file")
-    encoding = _encoding(path, sample, encoding)
-    if b"\x00" in sample and not _is_wide(encoding):
+    encoding = reading_encoding(path, sample, encoding)
+    if b"\x00" in sample and not is_wide(encoding):
         raise InputError(f"{name}: looks like a binary file, not a CSV file or workbook")
-    try:
-        lines = sample.decode(encoding, errors="replace").splitlines()
-    except UnicodeError as error:  # a codec that knows no `replace` (idna)
-        raise _undecodable(name, encoding, error) from error
-    sep = _SEP_LINE.fullmatch(lines[0].lstrip("\ufeff")) if lines else None
-    if sep is not None:
-        lines = lines[1:]
-    if delimiter is None:
-        delimiter = sep.group(1) if sep else _sniff_delimiter(lines, header_row, looks_like_header)
-    records = _csv_records(path, encoding, delimiter, sep is not None, name, looks_like_row)
+    delimiter, sep_line = _dialect(sample, encoding, delimiter, header_row, looks_like_header, name)
+    records = _csv_records(path, encoding, delimiter, sep_line, name, looks_like_row)
     layout = _layout(records, header_row, looks_like_header, name, None)
     return Table(
         path,
@@ -196,9 +168,68 @@ def open_table(
         name=name,
         columns=layout.columns,
         width=layout.width,
-        sep_line=sep is not None,
+        sep_line=sep_line,
         _looks_like_row=looks_like_row,
     )
+
+
+def _check_reading_options(header_row: int | None, delimiter: str | None) -> None:
+    """--header-row and --delimiter as a caller other than the CLI may pass them."""
+    if header_row is not None and header_row < 1:
+        raise ConfigError(f"--header-row {header_row}: rows are numbered from 1")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ConfigError(
+            f"--delimiter {delimiter!r}: use one character other than a quote or line break, "
+            "for example --delimiter ';'"
+        )
+
+
+def _open_workbook(
+    path: Path,
+    workbook_format: str,
+    sheet: str | None,
+    header_row: int | None,
+    looks_like_header: HeaderTest | None,
+    name: str,
+) -> Table:
+    """One sheet of a workbook, read whole through pandas, as a Table."""
+    sheet_data = read_sheet(path, workbook_format, sheet, name)
+    where = f"sheet {sheet_data.name!r} of {name}"
+    layout = _layout(sheet_data.rows(), header_row, looks_like_header, where, sheet_data)
+    return Table(
+        path,
+        layout.headers,
+        sheet=sheet_data.name,
+        header_row=layout.header_row,
+        format=workbook_format,
+        hidden_rows=layout.hidden_rows,
+        hidden_sheets=sheet_data.hidden_sheets,
+        name=name,
+        columns=layout.columns,
+        _sheet=sheet_data,
+    )
+
+
+def _dialect(
+    sample: bytes,
+    encoding: str,
+    delimiter: str | None,
+    header_row: int | None,
+    looks_like_header: HeaderTest | None,
+    name: str,
+) -> tuple[str, bool]:
+    """The CSV's delimiter (named, from Excel's `sep=X` first line, or sniffed from the header
+    line), and whether that `sep=` line is there."""
+    try:
+        lines = sample.decode(encoding, errors="replace").splitlines()
+    except UnicodeError as error:  # a codec that knows no `replace` (idna)
+        raise undecodable(name, encoding, error) from error
+    sep = _SEP_LINE.fullmatch(lines[0].lstrip("\ufeff")) if lines else None
+    if sep is not None:
+        lines = lines[1:]
+    if delimiter is None:
+        delimiter = sep.group(1) if sep else _sniff_delimiter(lines, header_row, looks_like_header)
+    return delimiter, sep is not None
 
 
 def _sample(path: Path, name: str) -> bytes:
@@ -379,7 +410,7 @@ def _csv_records(
                         raise InputError(_open_quote_message(where, pending_start + opened))
                 yield pending
     except UnicodeError as error:  # a decode error, or a codec refusing its input (idna)
-        raise _undecodable(where, encoding, error, path) from error
+        raise undecodable(where, encoding, error, path) from error
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -467,132 +498,6 @@ def _open_quote(
     if stray and strict:
         return first_spanning or 0
     return None
-
-
-# --- Encodings ---------------------------------------------------------------------------------
-
-_NAME_IT = "name the file's encoding, for example utf-8, cp1252 or utf-16"
-# A BOM that confirms an explicit encoding is read past, as detection does: Python's utf-8 and
-# utf-16-le keep it, glued to the first header (`\ufeffAddressSid` names no column).
-_BOM_READERS = {
-    "utf-8": (codecs.BOM_UTF8, "utf-8-sig"),
-    "utf-16-le": (codecs.BOM_UTF16_LE, "utf-16"),
-    "utf-16-be": (codecs.BOM_UTF16_BE, "utf-16"),
-    "utf-32-le": (codecs.BOM_UTF32_LE, "utf-32"),
-    "utf-32-be": (codecs.BOM_UTF32_BE, "utf-32"),
-}
-_WIDE_ENCODINGS = ("utf-16", "utf-32")  # text in which NUL bytes are normal, not binary
-
-
-def encoding_problem(name: str) -> str | None:
-    """Why `name` cannot read a text file, as a sentence naming it; None when it can.
-
-    The one check of an encoding name, wherever it comes from (--encoding, PROVISIONER_ENCODING,
-    provisioner.toml, a caller of open_table). Python knows codecs that are not text encodings
-    (rot13, hex, base64, zlib, ...: bytes to bytes, or text to text); open() refuses those with
-    a LookupError, so they are refused here first, with the unknown names and the odd ones.
-    """
-    if not name.strip():
-        return f"{name!r} is empty; {_NAME_IT}"
-    if not (name.isascii() and name.isprintable()):
-        return f"{name!r} is not an encoding name; {_NAME_IT}"
-    try:
-        info = codecs.lookup(name)
-    except (LookupError, ValueError):
-        return f"{name!r} is not an encoding Python knows; {_NAME_IT}"
-    if not info._is_text_encoding:
-        return (
-            f"{name!r} is not a text encoding (it turns bytes into bytes, or text into text); "
-            f"{_NAME_IT}"
-        )
-    try:
-        codecs.getincrementaldecoder(name)().decode(b"", final=True)
-    except UnicodeError:  # Python's `undefined` codec refuses everything
-        return f"{name!r} decodes nothing; {_NAME_IT}"
-    return None
-
-
-def _encoding(path: Path, sample: bytes, encoding: str | None) -> str:
-    """The encoding to read the file in: the one named (checked), else the one detected."""
-    if encoding is None:
-        return _detect_encoding(path, sample)
-    problem = encoding_problem(encoding)
-    if problem is not None:
-        raise ConfigError(f"--encoding {problem}")
-    bom, reader = _BOM_READERS.get(codecs.lookup(encoding).name, (b"", ""))
-    return reader if bom and sample.startswith(bom) else encoding
-
-
-def _is_wide(encoding: str) -> bool:
-    return codecs.lookup(encoding).name.startswith(_WIDE_ENCODINGS)
-
-
-def _undecodable(
-    where: str, encoding: str, error: UnicodeError, path: Path | None = None
-) -> InputError:
-    if isinstance(error, UnicodeDecodeError):
-        bad = error.object[error.start : error.end].hex(" ")
-        count = error.end - error.start
-        reason = f"byte{'s' if count > 1 else ''} {bad}: {error.reason}" if bad else error.reason
-    else:
-        reason = str(error)
-    line = _undecodable_line(path, encoding) if path is not None else None
-    return InputError(
-        f"{where}: {f'line {line}: ' if line else ''}not valid {encoding} text ({reason}); "
-        f"{_NAME_IT}, with --encoding; or leave --encoding out to detect it"
-    )
-
-
-def _undecodable_line(path: Path, encoding: str) -> int | None:
-    """The line of the first bytes `encoding` cannot decode; the file is read again for it,
-    only after an error (the text layer decodes ahead of the line it returns)."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    newlines = 0
-    with path.open("rb") as stream:
-        while block := stream.read(_SAMPLE_BYTES):
-            state = decoder.getstate()
-            try:
-                newlines += decoder.decode(block).count("\n")
-                continue
-            except UnicodeError:
-                decoder.setstate(state)
-            for index in range(len(block)):
-                try:
-                    newlines += decoder.decode(block[index : index + 1]).count("\n")
-                except UnicodeError:
-                    return newlines + 1
-            return None  # pragma: no cover (the block failed whole, so a byte of it fails)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeError:
-            return newlines + 1
-    return None
-
-
-def _detect_encoding(path: Path, sample: bytes) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 when the bytes say so, else Windows-1252/Latin-1."""
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        return "utf-32"  # before UTF-16: UTF-32-LE's BOM starts with UTF-16-LE's
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as stream:
-        try:
-            while block := stream.read(1 << 20):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-            return "utf-8"
-        except UnicodeDecodeError:
-            pass
-        stream.seek(0)
-        # Windows-1252 leaves five bytes undefined; a file that has them is Latin-1.
-        undefined = set(b"\x81\x8d\x8f\x90\x9d")
-        while block := stream.read(1 << 20):
-            if undefined.intersection(block):
-                return "latin-1"
-    return "cp1252"
 
 
 def _sniff_delimiter(

