@@ -6,12 +6,15 @@ timeline (requests/s, 429s/s, the rate and concurrency it allowed itself).
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
     ACCOUNT,
     CREATED,
+    ENV,
     HERE,
     THROTTLED,
     TOKEN,
@@ -21,6 +24,7 @@ from benchmarks.harness import (
     address_sid,
     emulator,
     make_input,
+    measure,
     run_job,
 )
 from benchmarks.plots import ServerLimits, plot_timeline
@@ -29,6 +33,9 @@ from provisioner.emulator import Emulator, Fault
 # Targets (issue 11), each with its reason.
 SHARE_OF_IDEAL = 0.90  # the run finds the binding limit and keeps to it 90 % of the time or more
 MAX_429_SHARE = 0.03  # learning a limit costs at most 3 requests in 100
+NEW_ACCOUNT_SHARE = 0.97  # issue 16: as close to a plain loop (98 %) as a cap found costs
+NEW_ACCOUNT_MAX_429 = 0.01  # issue 16: finding a cap of 1 costs one 429 in 100 rows, no more
+RATE_ONLY_SHARE = 0.95  # issue 16: with no cap in flight, the job keeps to the rate
 SETTLE_AFTER = 5.0  # seconds after the early 429 from which the run must be back at --rate
 TWILIO_CODE = 20429  # Twilio's code for too many requests (concurrency), no Retry-After
 LOOKUPS_OFF = ("--lookup-lag", "0")  # no answer is lost here: nothing waits for Twilio's index
@@ -48,7 +55,14 @@ def learnt(summary: dict[str, Any]) -> str:
 
 
 def _share_results(
-    name: str, api: Served, job: JobRun, rows: int, ideal: float, ideal_text: str
+    name: str,
+    api: Served,
+    job: JobRun,
+    rows: int,
+    ideal: float,
+    ideal_text: str,
+    share_target: float = SHARE_OF_IDEAL,
+    max_429: float = MAX_429_SHARE,
 ) -> list[Result]:
     """Rows/s against the ideal and the share of 429s: the two figures of a limit scenario."""
     created = job.created
@@ -56,21 +70,21 @@ def _share_results(
     share, throttled, total = api.share_throttled()
     print(
         f"{name}: {throughput:.2f} rows/s = {throughput / ideal:.0%} of {ideal_text} = "
-        f"{ideal:.2f}/s; {throttled} of {total} requests answered 429 ({share:.1%})"
+        f"{ideal:.2f}/s; {throttled} of {total} requests answered 429 ({share:.2%})"
     )
     return [
         Result(
             name,
             f"{throughput:.2f} rows/s = {throughput / ideal:.0%} of {ideal_text} = {ideal:.2f}/s "
             f"({created:,} of {rows:,} created in {api.span():.1f} s; {learnt(job.summary)})",
-            f">= {SHARE_OF_IDEAL:.0%}",
-            throughput / ideal >= SHARE_OF_IDEAL and created == rows,
+            f">= {share_target:.0%}",
+            throughput / ideal >= share_target and created == rows,
         ),
         Result(
             name,
-            f"{share:.1%} of requests answered 429 ({throttled} of {total})",
-            f"< {MAX_429_SHARE:.0%}",
-            share < MAX_429_SHARE,
+            f"{share:.2%} of requests answered 429 ({throttled} of {total})",
+            f"< {max_429:.0%}",
+            share < max_429,
         ),
     ]
 
@@ -103,9 +117,32 @@ def concurrency_cap(work: Path) -> list[Result]:
     return _share_results(name, api, job, rows, cap / latency, ideal_text)
 
 
+def sdk_loop(
+    source: Path, rows: int, work: Path, latency: float, rate: float, cap: int | None = None
+) -> tuple[float, str]:
+    """Twilio's SDK in a plain loop (benchmarks.sdk_loop) against an emulator of this shape:
+    rows/s on the emulator's record, and the outcomes."""
+    with emulator(work, latency=latency, rate_limit=rate, max_concurrent=cap) as api:
+        command = [sys.executable, "-m", "benchmarks.sdk_loop", str(source), api.url]
+        measure(command, ENV, stdout=work / "sdk.txt")
+    outcomes = json.loads((work / "sdk.txt").read_text())
+    created = int(outcomes.get("created", 0))
+    _, throttled, total = api.share_throttled()
+    text = (
+        f"{created / api.span():.2f} rows/s ({created:,} of {rows:,} created, {throttled} of "
+        f"{total} answered 429)"
+    )
+    return created / api.span(), text
+
+
 def twilio_shape(work: Path) -> list[Result]:
-    """Twilio's shape: 5/s, 1 in flight, 300 ms answers; the job with its default flags."""
-    rows, rate, cap, latency = 150, 5.0, 1, 0.3
+    """Twilio's shape for a new account: 5/s, 1 in flight, 300 ms answers; default flags.
+
+    Issue 16's targets: a plain SDK loop, which never has two requests in flight, makes about
+    98 % of the ideal with no 429; the job, which must find the cap of 1 in flight, must come
+    close: 97 % or more, under 1 % of requests answered 429.
+    """
+    rows, rate, cap, latency = 100, 5.0, 1, 0.3
     source = make_input(work / "twilio.csv", rows)
     with emulator(work, latency=latency, rate_limit=rate, max_concurrent=cap) as api:
         job = run_job(source, work, "--base-url", api.url, *LOOKUPS_OFF)
@@ -118,7 +155,55 @@ def twilio_shape(work: Path) -> list[Result]:
     name = f"Twilio's shape: {rate:g}/s, {cap} in flight, {latency * 1e3:g} ms; default flags"
     ideal = min(rate, cap / latency)
     ideal_text = f"min({rate:g}, {cap} / {latency:g} s)"
-    return _share_results(name, api, job, rows, ideal, ideal_text)
+    results = _share_results(
+        name,
+        api,
+        job,
+        rows,
+        ideal,
+        ideal_text,
+        share_target=NEW_ACCOUNT_SHARE,
+        max_429=NEW_ACCOUNT_MAX_429,
+    )
+    loop_rate, loop_text = sdk_loop(source, rows, work, latency, rate, cap)
+    results.append(
+        Result(
+            f"Twilio's shape: the SDK in a plain loop, same {rows} rows",
+            f"{loop_text} = {loop_rate / ideal:.0%} of {ideal:.2f}/s; the job made "
+            f"{job.created / api.span() / loop_rate:.0%} of the loop's rows/s",
+        )
+    )
+    return results
+
+
+def rate_only(work: Path) -> list[Result]:
+    """5/s, no cap on requests in flight, 300 ms answers; default flags: the rate binds.
+
+    A plain loop is held to one request in flight (1 / 0.3 s = 3.33/s, 67 %); the job sends
+    at the rate.
+    """
+    rows, rate, latency = 150, 5.0, 0.3
+    source = make_input(work / "rate-only.csv", rows)
+    with emulator(work, latency=latency, rate_limit=rate) as api:
+        job = run_job(source, work, "--base-url", api.url, *LOOKUPS_OFF)
+    plot_timeline(
+        job.timeline,
+        ServerLimits(rate=rate),
+        f"default flags against {rate:g}/s, no cap in flight, {latency * 1e3:g} ms answers",
+        HERE / "rate-only.png",
+    )
+    name = f"{rate:g}/s, no cap in flight, {latency * 1e3:g} ms; default flags"
+    results = _share_results(
+        name, api, job, rows, rate, f"{rate:g}/s", share_target=RATE_ONLY_SHARE
+    )
+    loop_rate, loop_text = sdk_loop(source, rows, work, latency, rate)
+    results.append(
+        Result(
+            f"{rate:g}/s, no cap in flight: the SDK in a plain loop, same {rows} rows",
+            f"{loop_text} = {loop_rate / rate:.0%} of {rate:g}/s",
+        )
+    )
+    return results
 
 
 def early_429(work: Path) -> list[Result]:

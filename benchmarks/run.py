@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "adaptive": throughput.adaptive,
     "concurrency-cap": accounts.concurrency_cap,
     "twilio-shape": accounts.twilio_shape,
+    "rate-only": accounts.rate_only,
     "early-429": accounts.early_429,
     "alternatives": throughput.alternatives,
     "scale": memory.scale,
@@ -59,6 +60,7 @@ PLOTS = {  # the PNG each benchmark writes, linked from RESULTS.md when it ran
     "adaptive": "adaptive.png",
     "concurrency-cap": "concurrency-cap.png",
     "twilio-shape": "twilio-shape.png",
+    "rate-only": "rate-only.png",
     "early-429": "early-429.png",
 }
 

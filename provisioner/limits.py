@@ -24,8 +24,11 @@ is not suspected, or when the rate was what held the run back just before (then 
 and the wrong one climbs back). Each limit is lowered once per episode: answers to requests sent
 before the last decrease say nothing about the new limit. A 429 on the rate pauses everyone for
 its Retry-After (else `DEFAULT_PAUSE`); one on concurrency alone pauses nobody, as the lower limit
-already holds requests back until answers drain. Each limit climbs back after a stretch of clean
-answers, never above what was asked, never below `MIN_RATE` or one request in flight.
+already holds requests back until answers drain; bookings over the lowered limit are voided at
+once, so requests waiting for a far rate slot do not hold it while nothing is sent. Each limit
+climbs back after a stretch of clean answers, never above what was asked, never below `MIN_RATE`
+or one request in flight; a try at one more in flight that is refused makes the next try wait
+twice as long (a new account's cap of 1 costs one 429, not one every few seconds).
 
 The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
 thin, thread-facing shell over them. Libraries considered: pyrate-limiter and limits enforce a
@@ -78,8 +81,13 @@ RATE_QUEUED_SHARE = 0.5  # most sends waited for their slot: the rate binds, and
 # Lowering and raising the concurrency limit (AIMD on 429s, Gradient2's latency signal).
 CONCURRENCY_BACKOFF = 0.9  # AIMDLimit's default backoff ratio
 CONCURRENCY_PROBE_INTERVAL = 5.0  # seconds between tries of one more in flight: a try that finds
-# the account's cap costs a 429 and a retry, so tries must be rare to keep 429s under 3 %
-CONCURRENCY_PROBE_ANSWERS = 50  # and at least this many answers between tries: < 2 % are 429s
+# the account's cap costs a 429 and a retry (and the cap is shared with the live contact
+# centre, whose requests a try may crowd out), so tries must be rare
+CONCURRENCY_PROBE_ANSWERS = 100  # and at least this many answers between tries: < 1 % are 429s
+# Each 429 blamed on concurrency doubles both spacings, up to this many times the base; a try
+# that holds halves them back. A cap that refuses every try is tried ever more rarely: TCP's
+# exponential backoff. The first 429 counts: on a new account (1 in flight) it is the cap.
+CONCURRENCY_PROBE_BACKOFF_MAX = 64
 SHORT_LATENCY_SAMPLES = 10  # the recent latency: an average over about the last 10 answers
 LONG_LATENCY_SAMPLES = 200  # the baseline (Gradient2Limit keeps 600 samples; our runs are shorter)
 LATENCY_SPIKE = 2.0  # answers twice as slow as the baseline: the account is queueing us
@@ -103,6 +111,7 @@ class Booking:
     start: float  # when the request may be sent
     epoch: int  # the schedule's pause count when booked: a pause since voids the booking
     queued: bool  # it waited for its slot, not for a pause: the rate held it back
+    number: int = 0  # which booking it is: a lower concurrency limit voids the latest at once
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,10 @@ class SlotSchedule:
         start = max(start, self.next_slot)
         self.next_slot = start + gap
         return start
+
+    def give_back(self, start: float) -> None:
+        """Bookings from `start` on will not be sent, none after them: their slots are free."""
+        self.next_slot = min(self.next_slot, max(start, self.paused_until))
 
     def pause(self, until: float, ramp: int, resume_gap: float) -> None:
         """Nothing starts before `until`; then `ramp` rate-less bookings are `resume_gap` apart."""
@@ -338,6 +351,8 @@ class ConcurrencyLimit:
         self._changed_at = now
         self._answers = 0  # clean answers since the last change
         self._reached = False  # whether a request went out at the limit since the last change
+        self._backoff = 1  # the probe spacings' multiplier: doubled by each 429 blamed here
+        self._probing = False  # the limit was raised by a try not yet accepted at the new level
 
     def latency(self) -> float | None:
         """The baseline latency of an accepted answer, if any was measured."""
@@ -349,7 +364,11 @@ class ConcurrencyLimit:
             self.recent.add(latency)
             self.baseline.add(latency)
         self._answers += 1
-        self._reached = self._reached or permit.in_flight >= self.limit
+        reached = permit.in_flight >= self.limit
+        self._reached = self._reached or reached
+        if self._probing and reached and permit.sent_at >= self._changed_at:
+            self._probing = False  # the try held: the next one need not wait as long
+            self._backoff = max(1, self._backoff // 2)
         settled = self.baseline.count >= SHORT_LATENCY_SAMPLES
         ratio = self.recent.value / self.baseline.value if settled else 1.0
         if ratio >= LATENCY_SPIKE and permit.sent_at > self.cut_at:
@@ -358,10 +377,11 @@ class ConcurrencyLimit:
             self.limit < self.ceiling
             and self._reached
             and ratio <= LATENCY_CALM
-            and self._answers >= CONCURRENCY_PROBE_ANSWERS
-            and now - self._changed_at >= CONCURRENCY_PROBE_INTERVAL
+            and self._answers >= CONCURRENCY_PROBE_ANSWERS * self._backoff
+            and now - self._changed_at >= CONCURRENCY_PROBE_INTERVAL * self._backoff
         ):
             self._set(self.limit + 1, now)
+            self._probing = True
             if self.limit == self.ceiling:
                 self.settled = self.limit
 
@@ -370,6 +390,8 @@ class ConcurrencyLimit:
         if permit.sent_at <= self.cut_at:
             return
         self._lower(min(int(self.limit * CONCURRENCY_BACKOFF), permit.in_flight - 1), now)
+        self._backoff = min(CONCURRENCY_PROBE_BACKOFF_MAX, self._backoff * 2)
+        self._probing = False
 
     def _lower(self, limit: int, now: float) -> None:
         self._set(max(MIN_CONCURRENCY, limit), now)
@@ -448,6 +470,8 @@ class Limits:
         self._resumed_at = now  # when the last pause ended: what came before it is not measured
         self._last_latency: float | None = None  # of any answer: until a baseline exists
         self._oversized_at = -math.inf  # when a Retry-After at the cap was last honoured
+        self._bookings = 0  # bookings made so far: each one's number
+        self._booked: dict[int, float] = {}  # bookings not yet sent: number -> start, in order
 
     def room(self) -> int:
         """How many more requests the concurrency limit lets in now."""
@@ -458,14 +482,19 @@ class Limits:
         self.held += 1
         earliest = max(now, self.schedule.paused_until)
         start = self.schedule.book(now, self.rate.gap())
-        return Booking(start, self.schedule.epoch, queued=start > earliest)
+        self._bookings += 1
+        self._booked[self._bookings] = start
+        return Booking(start, self.schedule.epoch, start > earliest, self._bookings)
 
     def cancel(self, booking: Booking) -> None:
         """Give back a booking that will not be sent."""
-        self.held -= 1
+        if self._booked.pop(booking.number, None) is not None:
+            self.held -= 1
 
     def begin(self, booking: Booking, now: float) -> Permit | None:
         """The request goes out now; None if its booking was voided (the slot is given back)."""
+        if self._booked.pop(booking.number, None) is None:
+            return None  # voided by a lower concurrency limit: its slot was given back then
         if booking.epoch != self.schedule.epoch or self.held > self.concurrency.limit:
             self.held -= 1
             return None
@@ -494,7 +523,21 @@ class Limits:
                 wait = DEFAULT_PAUSE
         if wait is not None:
             self._pause(now, wait)
+        self._void_excess()
         self._count(now, throttled=int(answer is Answer.THROTTLED))
+
+    def _void_excess(self) -> None:
+        """Bookings over a lowered concurrency limit are voided now, the earliest first (as
+        their own turn would void them); when none is left, the slots are given back. Their
+        holders, asleep until their slots, find them voided and queue again. Without this,
+        bookings slots apart (a rate slot may be a second away) hold the lowered limit while
+        nothing is sent: on a new account (1 in flight) the first seconds went so."""
+        voided: list[float] = []
+        while self.held > self.concurrency.limit and self._booked:
+            voided.append(self._booked.pop(next(iter(self._booked))))
+            self.held -= 1
+        if voided and not self._booked:
+            self.schedule.give_back(min(voided))
 
     def pause_left(self, now: float) -> float:
         """Seconds until the account's pause ends (0 when there is none): when a retry may go."""

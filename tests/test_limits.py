@@ -489,3 +489,38 @@ def test_a_retry_after_on_another_answer_than_429_pauses_the_account_too() -> No
 
     assert limits.pause_left(0.01) == pytest.approx(3.0)
     assert limits.book(0.01).start == pytest.approx(3.01)
+
+
+def test_bookings_over_a_lowered_limit_are_voided_at_once_and_their_slots_given_back() -> None:
+    # A new account: 5/s, 1 in flight. Eight bookings 0.2 s apart; the second is refused.
+    limits = Limits(5.0, 8, now=0.0)
+    first = limits.begin(limits.book(0.0), 0.0)
+    bookings = [limits.book(0.0) for _ in range(7)]
+    gap = (1 + SEND_JITTER_MARGIN) / 5.0
+    assert [booking.start for booking in bookings] == pytest.approx([gap * n for n in range(1, 8)])
+    second = limits.begin(bookings[0], bookings[0].start)
+    assert first is not None
+    assert second is not None
+
+    limits.finish(second, Answer.THROTTLED, 0.001, None, now=gap + 0.001)
+
+    assert limits.state().concurrency == 1
+    assert limits.held == 1  # the first, in flight: every booking over the limit is voided now
+    assert all(limits.begin(b, b.start) is None for b in bookings[1:])  # their turn: voided
+    assert limits.held == 1  # and not given back twice
+    limits.finish(first, Answer.ACCEPTED, 0.3, None, now=0.3)
+    # The next request takes the first slot given back, not one after the voided ones.
+    assert limits.book(0.3).start == pytest.approx(2 * gap)
+
+
+def test_a_new_accounts_cap_of_one_costs_one_429_then_ever_rarer_tries() -> None:
+    account = Account(cap=1, rate_limit=5.0, latency=(0.3, 0.3))
+    run = simulate(account, 5.0, 8, duration=300.0)
+
+    early = [at for at in run.throttled if at < 100 * 0.3]  # a 100-row batch: one 429
+    assert len(early) == 1
+    # Each refused try doubles the wait for the next: about 60 s, then 120 s, then 240 s.
+    assert len(run.throttled) <= 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(run.throttled)]
+    assert gaps == sorted(gaps)
+    assert run.throughput() >= 0.97 * (1 / 0.3)
