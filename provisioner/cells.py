@@ -21,6 +21,7 @@ QUOTE = "'"
 
 # A cell starting with one of these runs as a formula in Excel, LibreOffice or Sheets (OWASP).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPE_FIRST = frozenset([*FORMULA_TRIGGERS, QUOTE])  # first characters escape_formula looks at
 
 # Opening a CSV, Excel and LibreOffice keep a leading `'` as a character of the text (shown in the
 # cell, unlike a `'` typed into a cell, which Excel hides as a "text" prefix): the cell stays text
@@ -91,6 +92,8 @@ def escape_formula(value: str) -> str:
     A value that already starts with quotes before anything `unescape_cell` would unquote gets
     one more, so that `unescape_cell` always gives back exactly what was written.
     """
+    if not value or value[0] not in _ESCAPE_FIRST:
+        return value  # most cells: nothing at the start that is a formula or a quote
     bare = value.lstrip(QUOTE)
     if bare.startswith(FORMULA_TRIGGERS) or (bare != value and is_spreadsheet_value(bare)):
         return QUOTE + value

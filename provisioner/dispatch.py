@@ -6,9 +6,11 @@ finishes, so that this part can be tested with a fake sender.
 
 from __future__ import annotations
 
+import itertools
+import queue
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Generic, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar, cast
 
 from provisioner.stopping import Stopping
 
@@ -16,9 +18,11 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 COLLECT_EVERY = 0.2  # seconds between checks for a stop while every worker is busy
-# Rows handed out ahead of the workers: enough that none waits, few enough that a hard kill
-# leaves few rows marked in flight (the ledger marks a whole batch at once).
-WINDOW_PER_WORKER = 2
+# Rows handed out ahead of the workers: enough that none waits and that the window refills in
+# batches (each batch is one ledger transaction marking it in flight, and the rows finished
+# meanwhile one more recording them: the main thread wakes and commits per batch, not per
+# row), few enough that a hard kill leaves few rows marked in flight.
+WINDOW_PER_WORKER = 4
 
 
 class Dispatcher(Generic[Job, Result]):
@@ -51,7 +55,13 @@ class Dispatcher(Generic[Job, Result]):
         self.on_start = on_start
         self.backlog = backlog
         self.backlog_limit = backlog_limit
-        self._pending: dict[Future[Result], Job] = {}
+        self._pending: dict[int, Job] = {}  # handed to the workers, by ticket
+        self._tickets = itertools.count()
+        # Workers put what they finished here: the main thread takes all of it at once, where
+        # waiting on futures would cost a pass over every pending one per wake-up.
+        self._done: queue.SimpleQueue[tuple[int, Result | BaseException, bool]] = (
+            queue.SimpleQueue()
+        )
         self._batch: list[Job] = []
 
     def run(self, jobs: Iterable[Job]) -> Iterator[list[tuple[Job, Result]]]:
@@ -69,8 +79,8 @@ class Dispatcher(Generic[Job, Result]):
                     # would all wait in the reorder buffer.
                     if self.backlog() >= self.backlog_limit:
                         yield from self._flush_batch(executor)
-                        while self._pending and self.backlog() >= self.backlog_limit:
-                            yield from self._collect()
+                        if drained := self._drain(lambda: self.backlog() >= self.backlog_limit):
+                            yield drained
                     yield [(job, known)]
                     continue
                 self._batch.append(job)
@@ -78,13 +88,17 @@ class Dispatcher(Generic[Job, Result]):
                     refused = self._submit(executor)
                     if refused:
                         yield refused
-                    while self._pending and (
-                        len(self._pending) >= refill_below or self.backlog() >= self.backlog_limit
+                    if drained := self._drain(
+                        lambda: (
+                            len(self._pending) >= refill_below
+                            or self.backlog() >= self.backlog_limit
+                        )
                     ):
-                        yield from self._collect()
+                        yield drained
             yield from self._flush_batch(executor)
             while self._pending:
-                yield from self._collect()
+                if finished := self._collect():
+                    yield finished
         finally:
             executor.shutdown(wait=not self.stopping.abandoned.is_set(), cancel_futures=True)
 
@@ -106,15 +120,46 @@ class Dispatcher(Generic[Job, Result]):
         if not self.on_start(list(batch)):
             return [(job, self.not_sent(job)) for job in batch]
         for job in batch:
-            self._pending[executor.submit(self.work, job)] = job
+            ticket = next(self._tickets)
+            self._pending[ticket] = job
+            executor.submit(self._work, ticket, job)
         return []
 
-    def _collect(self) -> Iterator[list[tuple[Job, Result]]]:
+    def _work(self, ticket: int, job: Job) -> None:
+        """On a worker: do the job, and hand its result (or what it raised) back."""
+        try:
+            result = self.work(job)
+        except BaseException as error:  # raised again on the main thread, as futures do
+            self._done.put((ticket, error, False))
+        else:
+            self._done.put((ticket, result, True))
+
+    def _drain(self, more: Callable[[], bool]) -> list[tuple[Job, Result]]:
+        """Collect while jobs run and `more()` holds; what finished meanwhile, as one batch."""
+        finished: list[tuple[Job, Result]] = []
+        while self._pending and more():
+            finished += self._collect()
+        return finished
+
+    def _collect(self) -> list[tuple[Job, Result]]:
+        """What finished by the next answer (or COLLECT_EVERY); all that is left, if abandoned."""
         self.stopping.announce()  # what a signal handler could not say itself
-        done, _ = wait(list(self._pending), timeout=COLLECT_EVERY, return_when=FIRST_COMPLETED)
-        finished = [(self._pending.pop(future), future.result()) for future in done]
+        finished = []
+        try:
+            answers = [self._done.get(timeout=COLLECT_EVERY)]
+            while not self._done.empty():
+                answers.append(self._done.get_nowait())
+        except queue.Empty:
+            answers = []
+        for ticket, result, worked in answers:
+            job = self._pending.pop(ticket, None)
+            if job is None:
+                continue  # abandoned before it finished: given back cut off already
+            if not worked:
+                assert isinstance(result, BaseException)
+                raise result
+            finished.append((job, cast(Result, result)))
         if self.stopping.abandoned.is_set():
             finished += [(job, self.cut_off(job)) for job in self._pending.values()]
             self._pending.clear()
-        if finished:
-            yield finished
+        return finished

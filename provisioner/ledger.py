@@ -7,10 +7,11 @@ and `provisioner status` ledger_runs.py's; callers import them all from here.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Entry",
+    "Finished",
     "Ledger",
     "LedgerStatus",
     "RunRecord",
@@ -94,6 +96,90 @@ _ENTRY_COLUMNS = (
 )
 
 
+# Writes of many rows in one statement: the rows come as one JSON array (`:rows`) that
+# json_each takes apart inside SQLite. A statement per row would be one step per row, and each
+# step gives Python's lock to the threads sending requests: the main thread then waits its
+# turn again, row after row (`WHERE true` lets the parser see the ON CONFLICT clause).
+def _at(index: int, table: str = "json_each") -> str:
+    """The `index`-th value of a row of `:rows` (json_extract: SQLite 3.37 has no ->>)."""
+    return f"json_extract({table}.value, '$[{index}]')"
+
+
+_CREATED_IN_SPANS = (  # spans: [[low, high], ...]
+    f"SELECT span, {_ENTRY_COLUMNS} FROM (SELECT spans.key AS span, entries.*,"
+    " row_number() OVER (PARTITION BY spans.key ORDER BY key_fingerprint) AS candidate"
+    " FROM json_each(:spans) AS spans JOIN entries ON entries.scope = :scope"
+    f" AND key_fingerprint BETWEEN {_at(0, 'spans')} AND {_at(1, 'spans')}"
+    f" AND status = 'created') WHERE candidate <= {KEY_CANDIDATES} ORDER BY span, candidate"
+)
+_MARK_IN_FLIGHT = (  # rows: [row_key, identity]
+    "INSERT INTO entries (scope, row_key, status, run_id, updated_at, first_sent_at, identity)"
+    f" SELECT :scope, {_at(0)}, 'in_flight', :run_id, :now, :now, {_at(1)}"
+    " FROM json_each(:rows) WHERE true"
+    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
+    " run_id = excluded.run_id, updated_at = excluded.updated_at,"
+    " identity = excluded.identity,"
+    " first_sent_at = CASE WHEN entries.first_sent_at = '' OR entries.status = 'created'"
+    " THEN excluded.first_sent_at ELSE entries.first_sent_at END"
+)
+_RECORD_CREATED = (  # rows: [row_key, sid, identity, request_id, ambiguous, lookup, dups, print]
+    "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
+    " run_id, ambiguous_attempts, created_at, updated_at, lookup, duplicate_sids,"
+    " key_fingerprint)"
+    f" SELECT :scope, {_at(0)}, 'created', {_at(1)}, {_at(2)}, {_at(3)}, :run_id, {_at(4)},"
+    f" :now, :now, {_at(5)}, {_at(6)}, {_at(7)}"
+    " FROM json_each(:rows) WHERE true"
+    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'created',"
+    " conversation_sid = excluded.conversation_sid, identity = excluded.identity,"
+    " request_id = excluded.request_id, run_id = excluded.run_id,"
+    " ambiguous_attempts = excluded.ambiguous_attempts,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+    " lookup = excluded.lookup, duplicate_sids = excluded.duplicate_sids,"
+    " key_fingerprint = excluded.key_fingerprint"
+)
+_RECORD_FAILED = (  # rows: [row_key, ambiguous_attempts, lookup]
+    "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at,"
+    f" lookup) SELECT :scope, {_at(0)}, 'failed', :run_id, {_at(1)}, :now, {_at(2)}"
+    " FROM json_each(:rows) WHERE true"
+    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
+    " run_id = excluded.run_id, ambiguous_attempts = excluded.ambiguous_attempts,"
+    " updated_at = excluded.updated_at, lookup = excluded.lookup"
+    " WHERE entries.status != 'created'"
+)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A row whose outcome is to be recorded: its key, the outcome, what the ledger had before,
+    whether it was marked in flight, and its key's fingerprint (cells.key_fingerprint)."""
+
+    row_key: str
+    outcome: Outcome
+    prior: Entry | None
+    sent: bool
+    key_fingerprint: str | None
+
+    @property
+    def never_sent(self) -> bool:
+        """Marked in flight, then not sent after all (one cut off in flight stays in flight)."""
+        status, code = self.outcome.status, self.outcome.error_code
+        return self.sent and status is Status.NOT_ATTEMPTED and code != CUT_OFF
+
+
+def _created_values(row: Finished) -> tuple[object, ...]:
+    outcome = row.outcome
+    return (
+        row.row_key,
+        outcome.conversation_sid,
+        outcome.identity,
+        outcome.request_id,
+        outcome.ambiguous_attempts,
+        outcome.lookup.value,
+        " ".join(outcome.duplicate_sids),
+        row.key_fingerprint,
+    )
+
+
 class Ledger:
     """One open ledger, used from the run's main thread.
 
@@ -126,17 +212,26 @@ class Ledger:
 
     def lookup(self, row_key: str) -> Entry | None:
         """The ledger's entry for `row_key` in this scope, if any."""
-        found = self._entries("row_key = ?", row_key)
-        return found[0] if found else None
+        return self.lookup_all([row_key]).get(row_key)
+
+    def lookup_all(self, row_keys: Sequence[str]) -> dict[str, Entry]:
+        """The entries of these row keys that the ledger has, by key: one query for them all."""
+        condition = "row_key IN (SELECT value FROM json_each(?))"
+        return {entry.row_key: entry for entry in self._entries(condition, json.dumps(row_keys))}
 
     def created_with_fingerprint_between(self, low: str, high: str) -> list[Entry]:
         """Created entries whose key fingerprint lies in [low, high] (cells.fingerprint_range)."""
-        return self._entries(
-            "key_fingerprint BETWEEN ? AND ? AND status = 'created'"
-            f" ORDER BY key_fingerprint LIMIT {KEY_CANDIDATES}",
-            low,
-            high,
-        )
+        return self.created_with_fingerprints_in([(low, high)])[0]
+
+    def created_with_fingerprints_in(self, spans: Sequence[tuple[str, str]]) -> list[list[Entry]]:
+        """For each (low, high), the created entries whose key fingerprint lies in it, the first
+        KEY_CANDIDATES by fingerprint: one query for every span."""
+        found: list[list[Entry]] = [[] for _ in spans]
+        if spans:
+            parameters = {"scope": self.scope, "spans": json.dumps(spans)}
+            for span, *entry in self._db.execute(_CREATED_IN_SPANS, parameters):
+                found[span].append(Entry(*entry))
+        return found
 
     def unsettled(self) -> list[Entry]:
         """Entries that may exist at Twilio unrecorded: in flight, or with lost answers."""
@@ -149,17 +244,11 @@ class Ledger:
 
     def mark_in_flight(self, row_key: str, run_id: str, identity: str = "") -> None:
         """Record that a request for `row_key` (with this identity) is about to be sent."""
-        now = utc_now()
-        self._db.execute(
-            "INSERT INTO entries (scope, row_key, status, run_id, updated_at, first_sent_at,"
-            " identity) VALUES (?, ?, 'in_flight', ?, ?, ?, ?)"
-            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
-            " run_id = excluded.run_id, updated_at = excluded.updated_at,"
-            " identity = excluded.identity,"
-            " first_sent_at = CASE WHEN entries.first_sent_at = '' OR entries.status = 'created'"
-            " THEN excluded.first_sent_at ELSE entries.first_sent_at END",
-            (self.scope, row_key, run_id, now, now, identity),
-        )
+        self.mark_all_in_flight([(row_key, identity)], run_id)
+
+    def mark_all_in_flight(self, rows: Sequence[tuple[str, str]], run_id: str) -> None:
+        """Record that requests for these (row key, identity) are about to be sent."""
+        self._write_rows(_MARK_IN_FLIGHT, run_id, rows)
 
     def restore(self, row_key: str, prior: Entry | None) -> None:
         """Undo `mark_in_flight` for a row that was never sent after all."""
@@ -190,33 +279,9 @@ class Ledger:
         key_fingerprint: str | None = None,
     ) -> None:
         """Record a web chat that exists at Twilio (a 201, or found by a lookup)."""
-        now = utc_now()
-        self._db.execute(
-            "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
-            " run_id, ambiguous_attempts, created_at, updated_at, lookup, duplicate_sids,"
-            " key_fingerprint)"
-            " VALUES (?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'created',"
-            " conversation_sid = excluded.conversation_sid, identity = excluded.identity,"
-            " request_id = excluded.request_id, run_id = excluded.run_id,"
-            " ambiguous_attempts = excluded.ambiguous_attempts,"
-            " created_at = excluded.created_at, updated_at = excluded.updated_at,"
-            " lookup = excluded.lookup, duplicate_sids = excluded.duplicate_sids,"
-            " key_fingerprint = excluded.key_fingerprint",
-            (
-                self.scope,
-                row_key,
-                conversation_sid,
-                identity,
-                request_id,
-                run_id,
-                ambiguous_attempts,
-                now,
-                now,
-                lookup,
-                duplicate_sids,
-                key_fingerprint,
-            ),
+        created = (row_key, conversation_sid, identity, request_id, ambiguous_attempts)
+        self._write_rows(
+            _RECORD_CREATED, run_id, [(*created, lookup, duplicate_sids, key_fingerprint)]
         )
 
     def record_lookup(self, row_key: str, *, lookup: str, duplicate_sids: str) -> None:
@@ -231,15 +296,7 @@ class Ledger:
         self, row_key: str, run_id: str, *, ambiguous_attempts: int, lookup: str = ""
     ) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
-        self._db.execute(
-            "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at,"
-            " lookup) VALUES (?, ?, 'failed', ?, ?, ?, ?)"
-            " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
-            " run_id = excluded.run_id, ambiguous_attempts = excluded.ambiguous_attempts,"
-            " updated_at = excluded.updated_at, lookup = excluded.lookup"
-            " WHERE entries.status != 'created'",
-            (self.scope, row_key, run_id, ambiguous_attempts, utc_now(), lookup),
-        )
+        self._write_rows(_RECORD_FAILED, run_id, [(row_key, ambiguous_attempts, lookup)])
 
     def record_outcome(
         self,
@@ -252,27 +309,28 @@ class Ledger:
         key_fingerprint: str | None,
     ) -> None:
         """Record what became of a row (inside the caller's transaction)."""
-        if outcome.status is Status.CREATED:
-            self.record_created(
-                row_key,
-                run_id,
-                conversation_sid=outcome.conversation_sid,
-                identity=outcome.identity,
-                request_id=outcome.request_id,
-                ambiguous_attempts=outcome.ambiguous_attempts,
-                lookup=outcome.lookup.value,
-                duplicate_sids=" ".join(outcome.duplicate_sids),
-                key_fingerprint=key_fingerprint,
-            )
-        elif outcome.status is Status.FAILED:
-            self.record_failed(
-                row_key,
-                run_id,
-                ambiguous_attempts=outcome.ambiguous_attempts,
-                lookup=outcome.lookup.value,
-            )
-        elif outcome.status is Status.NOT_ATTEMPTED and sent and outcome.error_code != CUT_OFF:
-            self.restore(row_key, prior)  # never sent after all; one cut off stays in flight
+        self.record_outcomes([Finished(row_key, outcome, prior, sent, key_fingerprint)], run_id)
+
+    def record_outcomes(self, finished: Sequence[Finished], run_id: str) -> None:
+        """Record what became of these rows (inside the caller's transaction): one statement
+        for the created ones and one for the failed ones, whatever their number."""
+        created, failed = [], []
+        for row in finished:
+            outcome = row.outcome
+            if outcome.status is Status.CREATED:
+                created.append(_created_values(row))
+            elif outcome.status is Status.FAILED:
+                failed.append((row.row_key, outcome.ambiguous_attempts, outcome.lookup.value))
+            elif row.never_sent:
+                self.restore(row.row_key, row.prior)
+        self._write_rows(_RECORD_CREATED, run_id, created)
+        self._write_rows(_RECORD_FAILED, run_id, failed)
+
+    def _write_rows(self, statement: str, run_id: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run an upsert over `rows`: one statement, one step, however many rows (json_each)."""
+        if rows:
+            values = {"scope": self.scope, "run_id": run_id, "now": utc_now()}
+            self._db.execute(statement, {**values, "rows": json.dumps(rows)})
 
     def in_flight_count(self) -> int:
         """Rows of this scope left in flight by a run that never finished them."""

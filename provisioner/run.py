@@ -11,25 +11,26 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from provisioner.causes import plural
-from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.client import Credentials, TwilioClient
 from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError, ResultsError
-from provisioner.ledger import Entry, Ledger, open_ledger, utc_now
+from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
+from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
     REORDER_LIMIT,
     RedactingFilter,
@@ -55,6 +56,8 @@ from provisioner.writers import CsvWriter, XlsxWriter
 log = logging.getLogger("provisioner")
 
 MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
+LEDGER_CHUNK = 500  # rows whose ledger entries are read in one query (SQLite takes any number)
+NOTHING_KNOWN = Known()
 PREVIEW_ROWS = 10  # rows and warnings shown before "and so on"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -176,7 +179,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         if endpoint.credentials is not None:
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
             if options.strict:
-                _refuse_key_changes(checked, ledger)
+                _refuse_key_changes(checked, ledger, endpoint)
         run_id, run_dir = _run_folder(options)
         snapshot = run_dir / checked.table.path.name
         shutil.move(checked.table.path, snapshot)
@@ -338,7 +341,7 @@ class _Run:
         self.warnings: list[str] = []
         self.forced = 0
         self.duplicates: list[dict[str, object]] = []
-        self.ledger_failed = False
+        self.recorder: Recorder | None = None  # once sending starts
         self.lookups_refused = ""
         self.files = ResultFiles(
             run_dir,
@@ -350,12 +353,10 @@ class _Run:
 
     def decisions(self) -> Iterator[tuple[int, Decision]]:
         """Every row of the input, in order, with what to do with it."""
-        builder = RowBuilder(self.checked.columns, self.checked.repeats)
-        for sequence, (number, cells) in enumerate(self.checked.table.rows()):
-            row = builder.build(number, cells).with_identity(self.endpoint.scope or "dry-run")
-            entry = self.ledger.lookup(row.key) if self.ledger else None
-            changed_from = _changed_from(self.ledger, row) if entry is None else None
-            decision = plan(row, entry, force=self.options.force, changed_from=changed_from)
+        for sequence, row, seen in _rows_and_entries(self.checked, self.ledger, self.endpoint):
+            decision = plan(
+                row, seen.entry, force=self.options.force, changed_from=seen.changed_from
+            )
             if decision.forced:
                 self.forced += 1
                 log.info("row %d (%s): creating again (--force)", row.number, row.key)
@@ -399,6 +400,7 @@ class _Run:
             jitter=self.runtime.jitter,
         )
         ledger.begin_run(self.run_id, str(self.options.input_path), forced=self.options.force)
+        recorder = self.recorder = Recorder(ledger, self.run_id, self.stopping)
         dispatcher: Dispatcher[tuple[int, Decision], Outcome] = Dispatcher(
             lambda job: sender.send(job[1]),
             concurrency=self.options.concurrency,
@@ -406,7 +408,7 @@ class _Run:
             ready=lambda job: job[1].outcome,
             not_sent=lambda job: not_sent(job[1], self.stopping.not_sent_message),
             cut_off=lambda job: cut_off(job[1]),
-            on_start=lambda jobs: self._mark_in_flight([decision for _, decision in jobs]),
+            on_start=lambda jobs: recorder.mark_in_flight([decision for _, decision in jobs]),
             backlog=lambda: self.files.waiting,
             backlog_limit=REORDER_LIMIT,
         )
@@ -414,7 +416,7 @@ class _Run:
         rechecks: list[tuple[Row, Outcome, float]] = []
         with self.stopping.on_signals():
             for finished in dispatcher.run(self.decisions()):
-                self._record(finished)
+                recorder.record((decision, outcome) for (_, decision), outcome in finished)
                 for (sequence, decision), outcome in finished:
                     self._write(sequence, decision.row, outcome)
                     reason = streak.add(outcome)
@@ -431,44 +433,6 @@ class _Run:
                 _final_check(self, sender, rechecks)
         self.lookups_refused = sender.lookups_refused
         return self._finish()
-
-    def _record(self, finished: list[tuple[tuple[int, Decision], Outcome]]) -> None:
-        """Commit finished rows to the ledger before they are written anywhere else.
-
-        A ledger that fails (a full disk, deleted under the run) stops the run; the rows
-        finishing meanwhile still reach the files, and the ledger keeps them in flight, so
-        the next run looks them up instead of sending them again.
-        """
-        if self.ledger_failed:
-            return
-        assert self.ledger is not None
-        try:
-            with self.ledger.transaction():
-                for (_, decision), outcome in finished:
-                    self.ledger.record_outcome(
-                        decision.row.key,
-                        outcome,
-                        self.run_id,
-                        prior=decision.prior,
-                        sent=decision.to_send,
-                        key_fingerprint=key_fingerprint(decision.row.key),
-                    )
-        except LedgerError as error:
-            self.ledger_failed = True
-            self.stopping.stop(str(error))
-
-    def _mark_in_flight(self, decisions: Sequence[Decision]) -> bool:
-        """Mark rows in flight before they are sent; a ledger that cannot say so stops the run."""
-        assert self.ledger is not None
-        try:
-            with self.ledger.transaction():
-                for decision in decisions:
-                    row = decision.row
-                    self.ledger.mark_in_flight(row.key, self.run_id, row.identity)
-        except LedgerError as error:
-            self.stopping.stop(str(error))
-            return False
-        return True
 
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
         with self._writing_files():
@@ -514,7 +478,7 @@ class _Run:
         self._progress()
         exit_code = self._exit_code()
         counts = self.tally.status_counts()
-        if self.ledger and not self.options.dry_run and not self.ledger_failed:
+        if self.ledger and self.recorder and not self.recorder.failed:
             with suppress(LedgerError), self.ledger.transaction():
                 self.ledger.end_run(
                     self.run_id,
@@ -575,20 +539,14 @@ def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome
     """Rows that had a lost answer are looked up once more: one web chat, or duplicates?"""
     sleep = run.runtime.sleep or run.stopping.sleep
     sleep(run.options.lookup_lag)  # the index has seen the last creation by then
-    assert run.ledger is not None
+    assert run.recorder is not None
     amended: dict[str, Outcome] = {}
     for row, outcome, since in rechecks:  # since: the row's first attempt, this run or before
         checked = sender.recheck(row, outcome, since=since)
         if checked != outcome:
             amended[row.key] = checked
             run.tally.amend(outcome, checked)
-            # A failed ledger: the results still say it, and a rerun's lookup finds it.
-            with suppress(LedgerError), run.ledger.transaction():
-                run.ledger.record_lookup(
-                    row.key,
-                    lookup=checked.lookup.value,
-                    duplicate_sids=" ".join(checked.duplicate_sids),
-                )
+            run.recorder.record_lookup(row.key, checked)
     if amended:
         with run._writing_files():
             run.files.amend(amended)
@@ -664,26 +622,29 @@ def _rerun_command(run: _Run) -> str:
     )
 
 
-def _changed_from(ledger: Ledger | None, row: Row) -> Entry | None:
-    """A created row whose key a spreadsheet changed into this row's key, if any."""
-    span = fingerprint_range(row.key)  # every original a spreadsheet could change into it
-    if ledger is None or span is None or row.problem is not None:
-        return None
-    for entry in ledger.created_with_fingerprint_between(*span):
-        if spreadsheet_changed(entry.row_key, row.key):
-            return entry
-    return None
-
-
-def _refuse_key_changes(checked: CheckedInput, ledger: Ledger) -> None:
-    """--strict: a key a spreadsheet changed is an invalid row too, so nothing is sent."""
+def _rows_and_entries(
+    checked: CheckedInput, ledger: Ledger | None, endpoint: _Endpoint
+) -> Iterator[tuple[int, Row, Known]]:
+    """Every row of the input in order (its position, the row, what the ledger knows of it),
+    the ledger read a chunk of rows at a time."""
     builder = RowBuilder(checked.columns, checked.repeats)
+    numbered = enumerate(checked.table.rows())
+    while chunk := list(islice(numbered, LEDGER_CHUNK)):
+        rows = [
+            (sequence, builder.build(number, cells).with_identity(endpoint.scope or "dry-run"))
+            for sequence, (number, cells) in chunk
+        ]
+        seen = known(ledger, [row for _, row in rows]) if ledger else {}
+        for sequence, row in rows:
+            yield sequence, row, seen.get(row.key, NOTHING_KNOWN)
+
+
+def _refuse_key_changes(checked: CheckedInput, ledger: Ledger, endpoint: _Endpoint) -> None:
+    """--strict: a key a spreadsheet changed is an invalid row too, so nothing is sent."""
     changed = sum(
         1
-        for number, cells in checked.table.rows()
-        if (row := builder.build(number, cells)).problem is None
-        and ledger.lookup(row.key) is None
-        and _changed_from(ledger, row) is not None
+        for _, row, seen in _rows_and_entries(checked, ledger, endpoint)
+        if row.problem is None and seen.changed_from is not None
     )
     if changed:
         raise InputError(

@@ -23,6 +23,7 @@ import html
 import http.client
 import http.cookiejar
 import json
+import math
 import os
 import re
 import socket
@@ -130,6 +131,7 @@ class _Watchdog:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._wakes_at = math.inf  # when the thread wakes next by itself
 
     def arm(self, timeout: float) -> _Guard:
         guard = _Guard(time.monotonic() + timeout)
@@ -142,7 +144,12 @@ class _Watchdog:
                     target=self._run, name="provisioner-deadlines", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            # Woken only for a deadline sooner than its own: with one timeout for every
+            # request, a new deadline is the latest, and waking the thread per request would
+            # cost every request a thread switch.
+            if guard.deadline < self._wakes_at:
+                self._wakes_at = guard.deadline
+                self._wake.notify()
         return guard
 
     def disarm(self, guard: _Guard) -> bool:
@@ -166,8 +173,9 @@ class _Watchdog:
                 for guard in [g for g in self._guards if g.deadline <= now]:
                     self._guards.discard(guard)
                     guard.expire()
-                soonest = min((g.deadline for g in self._guards), default=None)
-                self._wake.wait(None if soonest is None else max(soonest - now, 0.0))
+                self._wakes_at = min((g.deadline for g in self._guards), default=math.inf)
+                wait = None if self._wakes_at == math.inf else max(self._wakes_at - now, 0.0)
+                self._wake.wait(wait)
 
 
 _current = threading.local()  # the guard of the attempt this thread is making

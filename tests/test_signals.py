@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.dispatch import WINDOW_PER_WORKER
 from provisioner.emulator import Emulator
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, write_csv
 
 pytestmark = pytest.mark.slow
 ROWS = 1500
+CONCURRENCY = 4
 SEED = 20261124  # when each signal comes is drawn at random, from this seed: a failure repeats
 
 
@@ -39,7 +41,7 @@ def start_run(emulator: Emulator, source: Path, out: Path, run_id: str) -> subpr
             "--rate",
             "0",
             "--concurrency",
-            "4",
+            str(CONCURRENCY),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -116,7 +118,8 @@ def test_after_sigkill_the_rerun_looks_up_what_was_in_flight_and_creates_nothing
     duplicates = {name for name, n in counts.items() if n > 1}
     assert duplicates <= flagged
     assert duplicates == set()  # rows left in flight were looked up before any was sent again
-    assert len(flagged) <= 2 * 4  # at most those in flight or handed to a worker
+    # At most those in flight or handed to a worker: the dispatcher's window.
+    assert len(flagged) <= WINDOW_PER_WORKER * CONCURRENCY
     assert read_summary(provisioner.run_dir("r2"))["in_flight_from_earlier_runs"] == len(flagged)
 
 
