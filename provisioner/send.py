@@ -304,72 +304,90 @@ def settlement_of(conversations: tuple[FoundConversation, ...], since: float | N
 def outcome_of(history: RowHistory, max_attempts: int, not_sent_message: str) -> Outcome:
     """What a row's attempts and lookups came to (a pure function of its history)."""
     row, attempts = history.row, history.attempts
-    ambiguous = history.ambiguous
     settlement = history.settlements[-1] if history.settlements else None
-    lookup = settlement.result if settlement is not None else LookupResult.NONE
+    last = attempts[-1] if attempts else None
     if settlement is not None and settlement.result in (
         LookupResult.FOUND,
         LookupResult.DUPLICATES,
     ):
-        first, *others = settlement.conversations
-        return Outcome(
-            Status.CREATED,
-            conversation_sid=first.sid,
-            identity=row.identity,
-            attempts=len(attempts),
-            ambiguous_attempts=ambiguous,
-            error_message=_found_message(settlement),
-            lookup=lookup,
-            duplicate_sids=tuple(found.sid for found in others),
-        )
-    last = attempts[-1] if attempts else None
+        return _found_outcome(history, settlement)
+    lookup = settlement.result if settlement is not None else LookupResult.NONE
     if last is not None and last.created:
         return Outcome(
             Status.CREATED,
             conversation_sid=last.conversation_sid,
             identity=last.identity or row.identity,
             attempts=len(attempts),
-            ambiguous_attempts=ambiguous,
+            ambiguous_attempts=history.ambiguous,
             http_status=last.http_status,
             error_message=last.error_message,
             request_id=last.request_id,
             lookup=lookup,
         )
     if settlement is not None and settlement.result is LookupResult.FAILED:
-        return Outcome(
-            Status.FAILED,
-            identity=row.identity,
-            attempts=len(attempts),
-            ambiguous_attempts=ambiguous,
-            http_status=last.http_status if last else None,
-            error_code="lookup_failed",
-            error_message=(
-                f"an earlier answer was lost and the web chat may exist; not sent again "
-                f"because {settlement.message}"
-            ),
-            request_id=last.request_id if last else "",
-            lookup=lookup,
-        )
+        return _lookup_failed_outcome(history, settlement)
     if last is None:
         return Outcome(
             Status.NOT_ATTEMPTED,
             identity=row.identity,
-            ambiguous_attempts=ambiguous,
+            ambiguous_attempts=history.ambiguous,
             error_message=not_sent_message,
             lookup=lookup,
         )
+    return _refused_outcome(history, last, max_attempts, lookup)
+
+
+def _found_outcome(history: RowHistory, settlement: Settlement) -> Outcome:
+    """A lookup found the row's web chat (or several): created, never sent again."""
+    first, *others = settlement.conversations
+    return Outcome(
+        Status.CREATED,
+        conversation_sid=first.sid,
+        identity=history.row.identity,
+        attempts=len(history.attempts),
+        ambiguous_attempts=history.ambiguous,
+        error_message=_found_message(settlement),
+        lookup=settlement.result,
+        duplicate_sids=tuple(found.sid for found in others),
+    )
+
+
+def _lookup_failed_outcome(history: RowHistory, settlement: Settlement) -> Outcome:
+    """An answer was lost and the lookup could not tell: failed, not sent again."""
+    last = history.attempts[-1] if history.attempts else None
+    return Outcome(
+        Status.FAILED,
+        identity=history.row.identity,
+        attempts=len(history.attempts),
+        ambiguous_attempts=history.ambiguous,
+        http_status=last.http_status if last else None,
+        error_code="lookup_failed",
+        error_message=(
+            f"an earlier answer was lost and the web chat may exist; not sent again "
+            f"because {settlement.message}"
+        ),
+        request_id=last.request_id if last else "",
+        lookup=settlement.result,
+    )
+
+
+def _refused_outcome(
+    history: RowHistory, last: Attempt, max_attempts: int, lookup: LookupResult
+) -> Outcome:
+    """Twilio's last answer refused the row: whether retries ran out or the run stopped."""
+    attempts = len(history.attempts)
     exhausted = last.retryable
     message = last.error_message
-    if exhausted and len(attempts) < max_attempts:
+    if exhausted and attempts < max_attempts:
         message += " (the run stopped before the next try)"
         exhausted = False
     elif exhausted:
-        message += f" (gave up after {len(attempts)} tries)"
+        message += f" (gave up after {attempts} tries)"
     return Outcome(
         Status.FAILED,
-        identity=row.identity,
-        attempts=len(attempts),
-        ambiguous_attempts=ambiguous,
+        identity=history.row.identity,
+        attempts=attempts,
+        ambiguous_attempts=history.ambiguous,
         http_status=last.http_status,
         error_code=last.error_code,
         error_message=message,
