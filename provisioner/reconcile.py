@@ -7,11 +7,13 @@ or deleted ledger is rebuilt without a duplicate.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,12 +21,12 @@ from provisioner.causes import plural
 from provisioner.cells import key_fingerprint
 from provisioner.client import Credentials, FoundConversation, TwilioClient
 from provisioner.endpoints import scope_of
-from provisioner.errors import ExitCode, InputError
+from provisioner.errors import ExitCode
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
-from provisioner.run import Runtime, read_input
+from provisioner.run import CheckedInput, Runtime, read_input
 from provisioner.send import CLOSED, Lookups, recent
 from provisioner.stopping import Stopping
 from provisioner.table import snapshot_input
@@ -107,8 +109,19 @@ def reconcile(
     scope = scope_of(credentials.account, options.base_url)
     ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
     with ExitStack() as stack:
+        checked = None
+        if options.input_path is not None:
+            # As in create: copied and read whole first, so a broken file leaves no folder and
+            # no ledger behind; the copy then moves into the run folder.
+            staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
+            source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
+            checked = read_input(options, source)
         ledger = stack.enter_context(open_ledger(ledger_path, scope))
         run_dir = _run_folder(options.out_dir)
+        if checked is not None:
+            snapshot = run_dir / checked.table.path.name
+            shutil.move(checked.table.path, snapshot)
+            checked = replace(checked, table=replace(checked.table, path=snapshot))
         client = TwilioClient(
             options.base_url,
             options.conversations_url,
@@ -140,7 +153,7 @@ def reconcile(
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
             with stopping.on_signals():
-                for key, identity, entry in _targets(options, ledger, runtime, run_dir, scope):
+                for key, identity, entry in _targets(checked, ledger, scope):
                     stopping.announce()
                     if stopping.is_set:
                         break
@@ -167,24 +180,19 @@ def reconcile(
 
 
 def _targets(
-    options: ReconcileOptions, ledger: Ledger, runtime: Runtime, run_dir: Path, scope: str
+    checked: CheckedInput | None, ledger: Ledger, scope: str
 ) -> Iterator[tuple[str, str, Entry | None]]:
-    """(row key, identity, ledger entry) of every row to look up."""
-    if options.input_path is None:
+    """(row key, identity, ledger entry) of every row to look up: the input's valid rows, or
+    without an input what the ledger shows unsettled."""
+    if checked is None:
         for entry in ledger.unsettled():
             yield entry.row_key, entry.identity or derive_identity(scope, entry.row_key), entry
         return
-    source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
-    checked = read_input(options, source)
     builder = RowBuilder(checked.columns, checked.repeats)
-    seen = False
     for number, cells in checked.table.rows():
         row = builder.build(number, cells).with_identity(scope)
-        seen = True
         if row.problem is None:
             yield row.key, row.identity, ledger.lookup(row.key)
-    if not seen:
-        raise InputError(f"{options.input_path}: has a header row but no data rows")
 
 
 @dataclass(frozen=True)

@@ -533,6 +533,31 @@ def test_reconcile_checks_the_encoding_the_same_way(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"AddressSid,Name\n", "in.csv", "has a header row but no data rows"),
+        (b"Customer,Name\nc-1,Ana\n", "in.csv", "no AddressSid column; found: Customer, Name"),
+        (b"PK\x03\x04 not really a zip", "in.xlsx", "not a readable xlsx workbook"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50, "in.csv", "binary file"),
+    ],
+    ids=["header-only", "no-address-column", "broken-xlsx", "binary"],
+)
+def test_reconcile_of_a_bad_input_leaves_no_folder_no_ledger_and_no_copy(
+    provisioner: Cli, tmp_path: Path, content: bytes, name: str, message: str
+) -> None:
+    source = tmp_path / name
+    source.write_bytes(content)
+
+    out = ("--out", str(provisioner.out), "--base-url", provisioner.emulator.url)
+    result = provisioner("reconcile", str(source), *out, expect=2)
+
+    (error,) = [line for line in said(result.stderr) if line.startswith("error:")]
+    assert message in error
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.out.exists()  # read in a staging folder first, as create does
+
+
 ACCENTED = f"AddressSid,Name\n{sid(1)},Ana\n{sid(2)},Zoë\n"
 READ_AGAIN = f"{NAME_IT}, with --encoding; or leave --encoding out to detect it"
 
