@@ -31,6 +31,7 @@ _BOM_READERS = {
     "utf-32-be": (codecs.BOM_UTF32_BE, "utf-32"),
 }
 _WIDE_ENCODINGS = ("utf-16", "utf-32")  # text in which NUL bytes are normal, not binary
+_DOMAIN_CODECS = ("idna", "punycode")  # text encodings of host names, never of a file
 
 
 def encoding_problem(name: str) -> str | None:
@@ -48,6 +49,8 @@ def encoding_problem(name: str) -> str | None:
             f"{name!r} is not a text encoding (it turns bytes into bytes, or text into text); "
             f"{_NAME_IT}"
         )
+    if info.name in _DOMAIN_CODECS:
+        return f"{name!r} encodes domain names, not files; {_NAME_IT}"
     try:
         codecs.getincrementaldecoder(name)().decode(b"", final=True)
     except UnicodeError:  # Python's `undefined` codec refuses everything
