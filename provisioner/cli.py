@@ -46,7 +46,7 @@ from provisioner.ledger import lock_holder, read_status
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
-from provisioner.run import RunOptions, Runtime, check_run_id, create, new_run_id
+from provisioner.run import RunOptions, Runtime, create, new_run_id, run_id_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
@@ -272,12 +272,9 @@ def _check_delimiter(ctx: click.Context, param: click.Parameter, value: str | No
 
 
 def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_run_id(value)
-    except ProvisionerError as error:
-        raise click.BadParameter(str(error).split(": ", 1)[-1]) from error
+    if value is not None and (problem := run_id_problem(value)) is not None:
+        raise click.BadParameter(problem)
+    return value
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

@@ -127,12 +127,17 @@ class Runtime:
     jitter: random.Random = field(default_factory=random.Random)  # the backoff's random draws
 
 
+def run_id_problem(run_id: str) -> str | None:
+    """Why `run_id` cannot name a run folder, naming it; None when it can."""
+    if not _RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
+        return f"{run_id!r}: use a plain folder name (letters, digits, '.', '_', '-')"
+    return None
+
+
 def check_run_id(run_id: str) -> str:
     """A run id must be a plain folder name."""
-    if not _RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
-        raise ConfigError(
-            f"--run-id {run_id!r}: use a plain folder name (letters, digits, '.', '_', '-')"
-        )
+    if (problem := run_id_problem(run_id)) is not None:
+        raise ConfigError(f"--run-id {problem}")
     return run_id
 
 

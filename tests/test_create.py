@@ -379,7 +379,8 @@ def test_a_thousand_rows_against_a_flaky_api_are_each_created_once(
     ("args", "message"),
     [
         (["--base-url", "http://api.example.com"], "plain http is allowed only to a loopback host"),
-        (["--run-id", "../elsewhere"], "plain folder name"),
+        (["--run-id", "../elsewhere"], "'--run-id': '../elsewhere': use a plain folder name"),
+        (["--run-id", "a: b"], "'--run-id': 'a: b': use a plain folder name"),  # named whole
         (["--concurrency", "0"], "--concurrency"),
         (["--column", "AddressSid"], "PARAM=HEADER"),
     ],
