@@ -9,8 +9,9 @@ every answer), runs the job in another and measures that process: wall time, CPU
 peak RSS from wait4, in a small launcher (measured.py says why). Every figure, verdict and
 machine fact in RESULTS.md is computed by this run. Modules: harness (inputs, records,
 measured processes; how a send time is known), throughput, accounts (Twilio's limits),
-memory (scale, workbooks, bombs), plots; bare_loop and paced_loop are the clients the job is
-compared with, measured the same way; measured is the launcher.
+memory (scale, workbooks, bombs), plots; bare_loop and sdk_loop are the clients the job is
+compared with, measured the same way; paced_loop calibrates the send times; measured is the
+launcher.
 Not part of the test suite: timings depend on the machine. About 12 minutes on 2 cores.
 """
 

@@ -45,7 +45,7 @@ WITHIN = 0.05  # a bound run (rate or latency) lasts within 5 % of its ideal tim
 CALIBRATION_SHARE = 0.25  # the send-time error stays under a quarter of the gap between sends
 ADAPTIVE_MAX_429 = 0.05  # finding a limit 5x under --rate costs at most 1 request in 20
 ADAPTIVE_SHARE = 0.85  # and then runs at 85 % of the limit or more
-OVERHEAD_REPEATS = 3  # pairs of runs: the median of three shrugs off one disturbed run
+OVERHEAD_REPEATS = 5  # pairs of runs: the median of five shrugs off two disturbed runs
 NO_LIMIT = ("--rate", "0", "--lookup-lag", "0")  # no rate ceiling; no lost answers to wait for
 
 
