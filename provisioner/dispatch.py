@@ -30,7 +30,9 @@ class Dispatcher(Generic[Job, Result]):
 
     Jobs whose result is known without work (`ready`) pass straight through. Once `stopping` is
     set, jobs not yet handed out get `not_sent(job)`; once it is abandoned, jobs still running
-    get `cut_off(job)` and are no longer waited for.
+    get `cut_off(job)` and are no longer waited for. Results that finish together come as one
+    batch, except one that `routine` refuses (a failure, which may stop the run): it comes at
+    once, with what finished beside it.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class Dispatcher(Generic[Job, Result]):
         on_start: Callable[[list[Job]], bool] = lambda jobs: True,
         backlog: Callable[[], int] = lambda: 0,
         backlog_limit: int = 10_000,
+        routine: Callable[[Result], bool] = lambda result: True,
     ) -> None:
         self.work = work
         self.concurrency = concurrency
@@ -55,6 +58,7 @@ class Dispatcher(Generic[Job, Result]):
         self.on_start = on_start
         self.backlog = backlog
         self.backlog_limit = backlog_limit
+        self.routine = routine
         self._pending: dict[int, Job] = {}  # handed to the workers, by ticket
         self._tickets = itertools.count()
         # Workers put what they finished here: the main thread takes all of it at once, where
@@ -63,6 +67,7 @@ class Dispatcher(Generic[Job, Result]):
             queue.SimpleQueue()
         )
         self._batch: list[Job] = []
+        self._raised: BaseException | None = None  # what a worker raised, for the main thread
 
     def run(self, jobs: Iterable[Job]) -> Iterator[list[tuple[Job, Result]]]:
         """Yield every job with its result, in batches that finished together."""
@@ -79,8 +84,7 @@ class Dispatcher(Generic[Job, Result]):
                     # would all wait in the reorder buffer.
                     if self.backlog() >= self.backlog_limit:
                         yield from self._flush_batch(executor)
-                        if drained := self._drain(lambda: self.backlog() >= self.backlog_limit):
-                            yield drained
+                        yield from self._hold_back()
                     yield [(job, known)]
                     continue
                 self._batch.append(job)
@@ -88,17 +92,11 @@ class Dispatcher(Generic[Job, Result]):
                     refused = self._submit(executor)
                     if refused:
                         yield refused
-                    if drained := self._drain(
-                        lambda: (
-                            len(self._pending) >= refill_below
-                            or self.backlog() >= self.backlog_limit
-                        )
-                    ):
-                        yield drained
+                    yield from self._refill_wait(refill_below)
+                    yield from self._hold_back()
             yield from self._flush_batch(executor)
             while self._pending:
-                if finished := self._collect():
-                    yield finished
+                yield from self._hand_back(self._collect())
         finally:
             executor.shutdown(wait=not self.stopping.abandoned.is_set(), cancel_futures=True)
 
@@ -134,15 +132,34 @@ class Dispatcher(Generic[Job, Result]):
         else:
             self._done.put((ticket, result, True))
 
-    def _drain(self, more: Callable[[], bool]) -> list[tuple[Job, Result]]:
-        """Collect while jobs run and `more()` holds; what finished meanwhile, as one batch."""
+    def _refill_wait(self, refill_below: int) -> Iterator[list[tuple[Job, Result]]]:
+        """Collect until fewer than `refill_below` jobs run; what finished meanwhile comes as
+        one batch (one ledger commit), but at once with a result that is not `routine`."""
         finished: list[tuple[Job, Result]] = []
-        while self._pending and more():
-            finished += self._collect()
-        return finished
+        while len(self._pending) >= refill_below:
+            collected = self._collect()
+            finished += collected
+            if self._raised is not None or not all(self.routine(r) for _, r in collected):
+                yield from self._hand_back(finished)
+                finished = []
+        yield from self._hand_back(finished)
+
+    def _hold_back(self) -> Iterator[list[tuple[Job, Result]]]:
+        """Hand out nothing while the files' backlog is full; what finishes comes as it comes,
+        since writing it is what lowers the backlog."""
+        while self._pending and self.backlog() >= self.backlog_limit:
+            yield from self._hand_back(self._collect())
+
+    def _hand_back(self, finished: list[tuple[Job, Result]]) -> Iterator[list[tuple[Job, Result]]]:
+        """Yield what finished; then raise what a worker raised, if one did."""
+        if finished:
+            yield finished
+        if self._raised is not None:
+            raise self._raised
 
     def _collect(self) -> list[tuple[Job, Result]]:
-        """What finished by the next answer (or COLLECT_EVERY); all that is left, if abandoned."""
+        """What finished by the next answer (or COLLECT_EVERY); all that is left, if abandoned.
+        The first exception a worker raised is kept in `_raised`."""
         self.stopping.announce()  # what a signal handler could not say itself
         finished = []
         try:
@@ -155,10 +172,10 @@ class Dispatcher(Generic[Job, Result]):
             job = self._pending.pop(ticket, None)
             if job is None:
                 continue  # abandoned before it finished: given back cut off already
-            if not worked:
-                assert isinstance(result, BaseException)
-                raise result
-            finished.append((job, cast(Result, result)))
+            if worked:
+                finished.append((job, cast(Result, result)))
+            elif self._raised is None:
+                self._raised = cast(BaseException, result)
         if self.stopping.abandoned.is_set():
             finished += [(job, self.cut_off(job)) for job in self._pending.values()]
             self._pending.clear()

@@ -222,7 +222,7 @@ def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> Checke
     checked = read_input(options, source)
     if options.strict and checked.invalid:
         raise InputError(
-            f"--strict: {checked.invalid} invalid rows; nothing was sent. "
+            f"--strict: {plural(checked.invalid, 'invalid row')}; nothing was sent. "
             "--dry-run lists them, with the reasons, in errors.csv"
         )
     return checked
@@ -250,7 +250,10 @@ def read_input(options: InputSettings, source: Path) -> CheckedInput:
     if not rows:
         raise InputError(f"{options.input_path}: has a header row but no data rows")
     repeats = builder.repeats()
-    return CheckedInput(table, columns, rows, invalid + repeats.duplicate_rows, repeats)
+    if repeats.duplicate_rows:  # candidates: a second pass tells them for certain, once a row
+        checker = RowBuilder(columns, repeats)
+        invalid = sum(checker.build(*row).problem is not None for row in table.rows())
+    return CheckedInput(table, columns, rows, invalid, repeats)
 
 
 def _endpoint(
@@ -416,6 +419,8 @@ class _Run:
             on_start=lambda jobs: recorder.mark_in_flight([decision for _, decision in jobs]),
             backlog=lambda: self.files.waiting,
             backlog_limit=REORDER_LIMIT,
+            # A failure may stop the run (FailureStreak): it is counted as soon as it comes.
+            routine=lambda outcome: outcome.status is Status.CREATED,
         )
         streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
         rechecks: list[tuple[Row, Outcome, float]] = []

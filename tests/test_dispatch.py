@@ -282,3 +282,65 @@ def test_without_a_backlog_the_window_refills_while_jobs_still_run() -> None:
 
     assert outstanding_at_start[1] >= 1  # job 0 was still running when the refill came
     assert len(results) == JOBS
+
+
+def test_a_full_backlog_gets_each_finished_job_as_it_comes() -> None:
+    """Writing what finished is what lowers the backlog: it must not wait for the window."""
+    received = threading.Event()  # the caller has job 0's result (and wrote it)
+    waited: list[bool] = []
+    sender = FakeSender(
+        hold=lambda job: waited.append(received.wait(THREAD_WAIT)) if job == 1 else None
+    )
+    dispatcher = make(
+        sender,
+        Stopping(),
+        concurrency=2,
+        backlog=lambda: 0 if received.is_set() else 5,
+        backlog_limit=5,
+    )
+
+    results: dict[int, str] = {}
+    for batch in dispatcher.run(range(JOBS)):
+        results.update(batch)
+        if 0 in results:
+            received.set()
+
+    assert waited == [True]  # job 1 was still running when job 0 came out
+    assert results == {job: f"done {job}" for job in range(JOBS)}
+
+
+def test_jobs_finished_beside_one_that_raised_come_out_before_the_error() -> None:
+    def hold(job: int) -> None:
+        if job == 2:
+            raise RuntimeError("a bug in the sender")
+
+    # One worker: jobs 0 and 1 finish, then 2 raises, while the window still waits to refill.
+    dispatcher = make(FakeSender(hold=hold), Stopping(), concurrency=1)
+    results: dict[int, str] = {}
+
+    with pytest.raises(RuntimeError, match="a bug in the sender"):
+        results.update(pair for batch in dispatcher.run(range(JOBS)) for pair in batch)
+
+    # Job 3 may finish before the error is read: then it comes out too. Nothing is lost.
+    assert {0, 1} <= results.keys() <= {0, 1, 3}
+    assert all(result == f"done {job}" for job, result in results.items())
+
+
+def test_a_result_that_is_not_routine_comes_out_at_once() -> None:
+    """A failure may stop the run: the caller counts it before more of the window is sent."""
+    received = threading.Event()  # the caller has job 0's result
+    waited: list[bool] = []
+    sender = FakeSender(
+        hold=lambda job: waited.append(received.wait(THREAD_WAIT)) if job == 1 else None
+    )
+    dispatcher = make(sender, Stopping(), concurrency=1)
+    dispatcher.routine = lambda result: result != "done 0"
+
+    results: dict[int, str] = {}
+    for batch in dispatcher.run(range(JOBS)):
+        results.update(batch)
+        if 0 in results:
+            received.set()
+
+    assert waited == [True]  # job 1 was still running when job 0 came out
+    assert results == {job: f"done {job}" for job in range(JOBS)}
