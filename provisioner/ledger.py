@@ -99,7 +99,8 @@ _ENTRY_COLUMNS = (
 # Writes of many rows in one statement: the rows come as one JSON array (`:rows`) that
 # json_each takes apart inside SQLite. A statement per row would be one step per row, and each
 # step gives Python's lock to the threads sending requests: the main thread then waits its
-# turn again, row after row (`WHERE true` lets the parser see the ON CONFLICT clause).
+# turn again, row after row (`WHERE true` lets the parser see the ON CONFLICT clause). SQLite's
+# JSON ends a string at a NUL: keys hold none (rows.py refuses control characters in keys).
 def _at(index: int, table: str = "json_each") -> str:
     """The `index`-th value of a row of `:rows` (json_extract: SQLite 3.37 has no ->>)."""
     return f"json_extract({table}.value, '$[{index}]')"

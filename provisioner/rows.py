@@ -272,7 +272,7 @@ class Repeats:
     """
 
     by_kind: Mapping[str, frozenset[int]]
-    duplicate_rows: int  # rows whose customer id, row key or identity an earlier row has
+    duplicate_rows: int  # repeats among the hashes: at most the rows that repeat a value
 
     @classmethod
     def of(cls, hashes: Mapping[str, array[int]]) -> Repeats:
@@ -302,10 +302,12 @@ def _hash64(text: str) -> int:
 
 
 # The values that must not repeat, with the problem code a repeat gets; and row contents.
+_KEY = "key"  # the row's key, from row_key or customer_id
 _UNIQUE = {
     ROW_KEY: "duplicate_row_key",
     CUSTOMER_ID: "duplicate_customer_id",
     IDENTITY: "duplicate_identity",
+    _KEY: "duplicate_row_key",
 }
 _CONTENT = "content"
 
@@ -346,21 +348,23 @@ class RowBuilder:
             if fields:
                 parameters["PreEngagementData"] = json.dumps(fields, ensure_ascii=False)
         carried = tuple(cells[index] for index in columns.carried)
-        problem, code = _problem(parameters)
         given_key = cells[columns.row_key] if columns.row_key is not None else ""
         customer_id = cells[columns.customer_id] if columns.customer_id is not None else ""
+        problem, code = _problem(parameters, {ROW_KEY: given_key, CUSTOMER_ID: customer_id})
         unique = {
             ROW_KEY: given_key,
             CUSTOMER_ID: customer_id,
             IDENTITY: parameters.get(IDENTITY, ""),
+            # One row's row_key may be another's customer_id (its key when row_key is empty).
+            _KEY: (given_key or customer_id)
+            if None not in (columns.row_key, columns.customer_id)
+            else "",
         }
         for kind, value in unique.items():
             if value and problem is None:
                 first = self._first_row_of(kind, value, number)
                 if first != number:
-                    name = "Identity" if kind == IDENTITY else kind
-                    problem = f"duplicate {name} {value!r} (first at row {first})"
-                    code = _UNIQUE[kind]
+                    problem, code = _duplicate(kind, value, first, given_key), _UNIQUE[kind]
         key = given_key or customer_id or self._derived_key(parameters)
         source = _source_row(cells, columns)
         return Row(number, carried, parameters, key, problem, code, source)
@@ -396,7 +400,16 @@ def _source_row(cells: Sequence[str], columns: Columns) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _problem(parameters: Mapping[str, str]) -> tuple[str | None, str]:
+def _duplicate(kind: str, value: str, first: int, given_key: str) -> str:
+    if kind == _KEY:
+        where = "row_key" if given_key else "customer_id"
+        other = "customer_id" if given_key else "row_key"
+        return f"duplicate key {value!r}: this row's {where} is row {first}'s {other}"
+    name = "Identity" if kind == IDENTITY else kind
+    return f"duplicate {name} {value!r} (first at row {first})"
+
+
+def _problem(parameters: Mapping[str, str], keys: Mapping[str, str]) -> tuple[str | None, str]:
     address = parameters.get(ADDRESS_SID, "")
     if not address:
         return f"{ADDRESS_SID} is empty", "missing_address_sid"
@@ -405,7 +418,7 @@ def _problem(parameters: Mapping[str, str]) -> tuple[str | None, str]:
             f"{ADDRESS_SID} {address!r} is not IG followed by 32 hex digits",
             "invalid_address_sid",
         )
-    for name, value in parameters.items():
+    for name, value in (*parameters.items(), *keys.items()):
         if _CONTROL_CHARACTERS.search(value):
             return (
                 f"{name} contains control characters (such as NUL); it must be plain text",

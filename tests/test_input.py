@@ -346,8 +346,31 @@ def test_strict_refuses_to_send_when_any_row_is_invalid(provisioner: Cli, tmp_pa
     result = provisioner("create", str(source), "--strict", expect=2)
 
     assert result.exit_code == 2
-    assert "--strict: 1 invalid rows; nothing was sent" in result.stderr
+    assert "--strict: 1 invalid row; nothing was sent" in result.stderr
     assert provisioner.emulator.requests == 0
+
+
+def test_strict_counts_each_invalid_row_once(provisioner: Cli, tmp_path: Path) -> None:
+    header = ["customer_id", "row_key", "AddressSid", "Identity"]
+    rows = [
+        ["C1", "R1", sid(1), "id-1"],
+        ["C2", "", sid(2), "id-2"],
+        ["C1", "R1", sid(1), "id-1"],  # repeats row 2's three values: one invalid row
+        ["R1", "", sid(3), "id-4"],  # its key (customer_id) is row 2's row_key
+        ["C5", "C2", sid(4), "id-5"],  # its row_key is row 3's key (customer_id)
+    ]
+    source = write_csv(tmp_path / "in.csv", header, rows)
+
+    result = provisioner("create", str(source), "--strict", expect=2)
+
+    assert "--strict: 3 invalid rows; nothing was sent" in result.stderr
+    assert provisioner.emulator.requests == 0
+
+    result = provisioner("create", str(source), "--run-id", "r1", expect=1)
+
+    statuses = [r["status"] for r in read_csv(provisioner.run_dir("r1") / "results.csv")]
+    assert statuses == ["created", "created", "invalid", "invalid", "invalid"]
+    assert len(provisioner.emulator.created) == 2  # one web chat a key, however it is given
 
 
 def workbook_without_sheets(path: Path) -> Path:

@@ -218,6 +218,33 @@ def test_a_repeated_key_is_invalid_from_its_second_row(
     assert built[3].problem == f"duplicate {name} 'k-1' (first at row 1)"
 
 
+def test_a_row_key_that_is_another_rows_customer_id_is_a_repeated_key() -> None:
+    # Row 3's key is its customer_id (no row_key): row 1's row_key. Same key: one web chat.
+    headers = ["AddressSid", "row_key", "customer_id"]
+    rows = [[sid(1), "C1", "a"], [sid(2), "", "b"], [sid(3), "", "C1"], [sid(4), "b", "d"]]
+
+    built = build_all(headers, rows)
+
+    assert [row.key for row in built] == ["C1", "b", "C1", "b"]
+    assert [row.problem_code for row in built] == ["", "", "duplicate_row_key", "duplicate_row_key"]
+    assert built[2].problem == "duplicate key 'C1': this row's customer_id is row 1's row_key"
+    assert built[3].problem == "duplicate key 'b': this row's row_key is row 2's customer_id"
+
+
+@pytest.mark.parametrize("column", ["row_key", "customer_id"])
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\x7f"])
+def test_control_characters_in_a_key_make_the_row_invalid(column: str, character: str) -> None:
+    # A NUL would not survive the ledger's JSON either: two keys would be one entry.
+    rows = [[sid(1), f"k{character}1"], [sid(2), f"k{character}2"], [sid(3), "k\t3"]]
+
+    built = build_all(["AddressSid", column], rows)
+
+    assert [row.problem_code for row in built] == ["not_text", "not_text", ""]
+    assert built[0].problem == (
+        f"{column} contains control characters (such as NUL); it must be plain text"
+    )
+
+
 def test_the_first_pass_flags_nothing_and_counts_the_repeats() -> None:
     columns = Columns.resolve(["AddressSid", "customer_id"])
     first = RowBuilder(columns)
