@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 from xml.etree import ElementTree
 
-import numpy as np
-import pandas as pd
-from python_calamine import CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
-
 from provisioner.errors import InputError
+
+if TYPE_CHECKING:
+    from python_calamine import CalamineWorkbook
+
+# pandas and numpy are imported where a sheet is read: importing them costs about a third of a
+# second of CPU, which a run of a CSV (and every --help) would pay for nothing.
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 OLE2_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # old Office files, and encrypted OOXML packages
@@ -258,6 +260,8 @@ class Sheet:
 
         Spaces are no value (they are trimmed, as in a CSV): a column of them has no data.
         """
+        import numpy as np
+
         below = self.cells[after_row:]
         if not below.size:
             return set()
@@ -288,12 +292,15 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 def read_sheet(path: Path, workbook_format: str, sheet: str | None, name: str) -> Sheet:
     """Read one sheet whole through pandas (the first visible one unless `sheet` names it)."""
+    import pandas as pd
+    from python_calamine import SheetTypeEnum, SheetVisibleEnum
+
     assert workbook_format in _FORMATS
     if workbook_format != "xls":
         check_zip(path, name)
     try:
         with path.open("rb") as stream, pd.ExcelFile(stream, engine="calamine") as excel:
-            book = cast(CalamineWorkbook, excel.book)
+            book = cast("CalamineWorkbook", excel.book)
             metadata = [e for e in book.sheets_metadata if e.typ == SheetTypeEnum.WorkSheet]
             names = [entry.name for entry in metadata]
             hidden = tuple(e.name for e in metadata if e.visible != SheetVisibleEnum.Visible)

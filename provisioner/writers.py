@@ -14,14 +14,15 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
-
-from openpyxl import Workbook
-from openpyxl.cell import Cell, WriteOnlyCell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
+from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from provisioner.cells import escape_formula, escape_key, escape_text, is_spreadsheet_value
+
+if TYPE_CHECKING:
+    from openpyxl.cell import Cell
+
+# openpyxl is imported where an xlsx is written: importing it (with numpy) costs about a third
+# of a second of CPU, which a CSV-only run (and every --help) would pay for nothing.
 
 PRIVATE_MODE = 0o600  # owner read and write: results name customers
 
@@ -157,6 +158,10 @@ class XlsxWriter:
 
     def __init__(self, path: Path, headers: Sequence[str]) -> None:
         self.path = path
+        from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
+
+        self._new_cell = WriteOnlyCell
         self._temporary = path.with_name(f".{path.name}.tmp")
         self._workbook = Workbook(write_only=True)
         self._sheet = self._workbook.create_sheet(_sheet_title(path.stem))
@@ -205,6 +210,9 @@ class XlsxWriter:
 
     def _start(self) -> None:
         """Size the columns, freeze the header, and write the header and the rows held back."""
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
+
         held, self._held = self._held or [], None
         sheet = self._sheet
         for index, width in enumerate(column_widths(self._headers, held), start=1):
@@ -238,7 +246,7 @@ class XlsxWriter:
         return text
 
     def _text_cell(self, text: str) -> Cell:
-        cell = WriteOnlyCell(self._sheet, value=text)
+        cell = self._new_cell(self._sheet, value=text)
         cell.data_type = "s"  # after the value: openpyxl makes `=...` a formula on assignment
         cell.number_format = TEXT_FORMAT
         return cell
