@@ -284,29 +284,38 @@ def test_without_a_backlog_the_window_refills_while_jobs_still_run() -> None:
     assert len(results) == JOBS
 
 
-def test_a_full_backlog_gets_each_finished_job_as_it_comes() -> None:
-    """Writing what finished is what lowers the backlog: it must not wait for the window."""
-    received = threading.Event()  # the caller has job 0's result (and wrote it)
+def assert_job_0_comes_out_while_job_1_runs(
+    build: Callable[[FakeSender, threading.Event], Dispatcher[int, str]],
+) -> None:
+    """Job 1 runs until the caller has job 0's result (`received`): a dispatcher that held job 0
+    back until job 1 finished would keep job 1 waiting THREAD_WAIT, and fail here."""
+    received = threading.Event()
     waited: list[bool] = []
     sender = FakeSender(
         hold=lambda job: waited.append(received.wait(THREAD_WAIT)) if job == 1 else None
     )
-    dispatcher = make(
-        sender,
-        Stopping(),
-        concurrency=2,
-        backlog=lambda: 0 if received.is_set() else 5,
-        backlog_limit=5,
-    )
 
     results: dict[int, str] = {}
-    for batch in dispatcher.run(range(JOBS)):
+    for batch in build(sender, received).run(range(JOBS)):
         results.update(batch)
         if 0 in results:
             received.set()
 
     assert waited == [True]  # job 1 was still running when job 0 came out
     assert results == {job: f"done {job}" for job in range(JOBS)}
+
+
+def test_a_full_backlog_gets_each_finished_job_as_it_comes() -> None:
+    """Writing what finished is what lowers the backlog: it must not wait for the window."""
+    assert_job_0_comes_out_while_job_1_runs(
+        lambda sender, received: make(
+            sender,
+            Stopping(),
+            concurrency=2,
+            backlog=lambda: 0 if received.is_set() else 5,
+            backlog_limit=5,
+        )
+    )
 
 
 def test_jobs_finished_beside_one_that_raised_come_out_before_the_error() -> None:
@@ -328,19 +337,10 @@ def test_jobs_finished_beside_one_that_raised_come_out_before_the_error() -> Non
 
 def test_a_result_that_is_not_routine_comes_out_at_once() -> None:
     """A failure may stop the run: the caller counts it before more of the window is sent."""
-    received = threading.Event()  # the caller has job 0's result
-    waited: list[bool] = []
-    sender = FakeSender(
-        hold=lambda job: waited.append(received.wait(THREAD_WAIT)) if job == 1 else None
-    )
-    dispatcher = make(sender, Stopping(), concurrency=1)
-    dispatcher.routine = lambda result: result != "done 0"
 
-    results: dict[int, str] = {}
-    for batch in dispatcher.run(range(JOBS)):
-        results.update(batch)
-        if 0 in results:
-            received.set()
+    def build(sender: FakeSender, received: threading.Event) -> Dispatcher[int, str]:
+        dispatcher = make(sender, Stopping(), concurrency=1)
+        dispatcher.routine = lambda result: result != "done 0"
+        return dispatcher
 
-    assert waited == [True]  # job 1 was still running when job 0 came out
-    assert results == {job: f"done {job}" for job in range(JOBS)}
+    assert_job_0_comes_out_while_job_1_runs(build)
