@@ -54,6 +54,7 @@ __all__ = [
 
 # Created keys a new key is compared with: a fingerprint range holds a few at most.
 KEY_CANDIDATES = 20
+IN_FLIGHT = "in_flight"  # an entry's status from just before its row is sent until its outcome
 
 
 @dataclass(frozen=True)

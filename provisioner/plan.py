@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provisioner.ledger import Entry
+from provisioner.ledger import IN_FLIGHT, Entry
 from provisioner.outcome import CUT_OFF, Outcome, Status
 from provisioner.rows import Row
 
@@ -30,7 +30,7 @@ class Decision:
         prior = self.prior
         if prior is None or self.forced:
             return False
-        return prior.status == "in_flight" or prior.ambiguous_attempts > 0
+        return prior.status == IN_FLIGHT or prior.ambiguous_attempts > 0
 
     @property
     def prior_ambiguous(self) -> int:
@@ -38,7 +38,7 @@ class Decision:
         prior = self.prior
         if prior is None or prior.status == "created":
             return 0
-        return prior.ambiguous_attempts + (1 if prior.status == "in_flight" else 0)
+        return prior.ambiguous_attempts + (1 if prior.status == IN_FLIGHT else 0)
 
 
 def plan(

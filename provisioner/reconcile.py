@@ -22,7 +22,7 @@ from provisioner.cells import key_fingerprint
 from provisioner.client import Credentials, FoundConversation, TwilioClient
 from provisioner.endpoints import scope_of
 from provisioner.errors import ExitCode
-from provisioner.ledger import Entry, Ledger, open_ledger
+from provisioner.ledger import IN_FLIGHT, Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
@@ -117,6 +117,7 @@ def reconcile(
             source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
             checked = read_input(options, source)
         ledger = stack.enter_context(open_ledger(ledger_path, scope))
+        opened = runtime.wall_clock()
         run_dir = _run_folder(options.out_dir)
         if checked is not None:
             snapshot = run_dir / checked.table.path.name
@@ -157,7 +158,7 @@ def reconcile(
                     stopping.announce()
                     if stopping.is_set:
                         break
-                    _wait_for_the_index(entry, options.lookup_lag, runtime, stopping)
+                    _wait_for_the_index(entry, options.lookup_lag, runtime, stopping, opened)
                     found = lookups.find(identity)
                     verdict = (
                         Verdict(LookupResult.FAILED, message=found)
@@ -261,12 +262,15 @@ def _settle(
 
 
 def _wait_for_the_index(
-    entry: Entry | None, lag: float, runtime: Runtime, stopping: Stopping
+    entry: Entry | None, lag: float, runtime: Runtime, stopping: Stopping, opened: float
 ) -> None:
-    """A row an earlier run was sending moments ago may not show in the index yet."""
+    """A row an earlier run was sending moments ago may not show in the index yet. One still in
+    flight may have been sent at any moment until that run ended, which was before this one
+    took the ledger (`opened`); a recorded outcome came after the row's last try."""
     if entry is None or entry.status == "created":
         return
-    wait = entry.updated + lag - runtime.wall_clock()
+    last_sent = opened if entry.status == IN_FLIGHT else entry.updated
+    wait = last_sent + lag - runtime.wall_clock()
     if wait > 0:
         (runtime.sleep or stopping.sleep)(wait)
 

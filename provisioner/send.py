@@ -19,6 +19,7 @@ from typing import Protocol
 from tenacity import RetryCallState
 
 from provisioner.client import Attempt, FoundConversation, Lookup
+from provisioner.ledger import IN_FLIGHT, Entry
 from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.plan import Decision
@@ -163,6 +164,7 @@ class RowSender:
         self.sleep = sleep
         self.clock = clock
         self.wall_clock = wall_clock
+        self.started = clock()  # after this run took the ledger: every earlier run had ended
         self.lookups = Lookups(client, limits, stopping, sleep)
         self.policy = retry_policy(
             settings.max_attempts,
@@ -183,8 +185,7 @@ class RowSender:
             since=_timestamp(prior.first_sent_at) if prior and prior.first_sent_at else None,
         )
         if decision.unsettled and prior is not None:
-            # An earlier run's attempt: its index entry has had time unless that run just ended.
-            history.last_sent = self.clock() - max(0.0, self.wall_clock() - prior.updated)
+            history.last_sent = self._last_sent_before(prior)
         self.policy(self._step, history)
         if (
             history.unsettled
@@ -194,6 +195,17 @@ class RowSender:
         ):
             history.settlements.append(self._settle(history))
         return outcome_of(history, self.settings.max_attempts, self.stopping.not_sent_message)
+
+    def _last_sent_before(self, prior: Entry) -> float:
+        """When an earlier run last sent the row, at the latest, on this run's clock."""
+        if prior.status == IN_FLIGHT:
+            # That run ended without the row's outcome (killed, or cut off): it may have sent
+            # the row at any moment until then, seconds after marking it, and it ended before
+            # this run took the ledger. So wait from then, as for an answer lost just now.
+            return self.started
+        # Its outcome was recorded after its last try: the index has had time unless that
+        # run just ended.
+        return self.clock() - max(0.0, self.wall_clock() - prior.updated)
 
     def recheck(self, row: Row, outcome: Outcome, since: float | None) -> Outcome:
         """The final check of a created row that had a lost answer: one web chat, or more?"""

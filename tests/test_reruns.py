@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from provisioner.emulator import Fault
+from provisioner.cli import cli
+from provisioner.emulator import Emulator, Fault
 from provisioner.ledger import MIGRATIONS, SCHEMA_VERSION, open_ledger
 from provisioner.rows import derive_identity
-from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, sid, write_csv
+from provisioner.run import Runtime
+from tests.conftest import (
+    CUSTOMER_HEADER,
+    SECRET,
+    Cli,
+    customers,
+    read_csv,
+    read_summary,
+    sid,
+    write_csv,
+)
 
 
 def test_the_same_input_again_sends_nothing(provisioner: Cli, tmp_path: Path) -> None:
@@ -272,6 +286,65 @@ def test_a_row_left_in_flight_is_looked_up_then_sent_again(
     summary = read_summary(provisioner.run_dir("r1"))
     assert (summary["in_flight_from_earlier_runs"], summary["ambiguous_rows"]) == (1, 1)
     assert "they are looked up before any is sent again" in result.stderr
+
+
+class SteppedTime:
+    """Real time plus every second slept: a sleep returns at once and moves the clock on. The
+    run and the emulator's index share it, so the run's wait for the index really passes."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.lock = threading.Lock()
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    def clock(self) -> float:
+        return time.monotonic() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.offset += max(0.0, seconds)
+
+
+@pytest.mark.parametrize("command", ["create", "reconcile"])
+def test_a_row_a_killed_run_sent_long_after_marking_it_is_found_not_sent_twice(
+    tmp_path: Path, command: str
+) -> None:
+    """A batch is marked in flight before its rows go out, one by one at the rate: a run killed
+    a minute later may have sent one just before it died. The next run must give the index its
+    whole lag from then (from its own start), not from when the row was marked."""
+    stepped = SteppedTime()
+    lag = 10.0
+    with Emulator(secret=SECRET, seed=1, lookup_lag=lag, clock=stepped.wall) as emulator:
+        scope = f"{emulator.username}@{emulator.url.split('//')[1]}"
+        source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+        out = tmp_path / "outputs"
+        with open_ledger(out / "ledger.sqlite", scope) as ledger, ledger.transaction():
+            ledger.mark_in_flight("C1", "killed-run", derive_identity(scope, "C1"))
+        stepped.sleep(60.0)  # the killed run sent C1 a minute after marking it, then died
+        identity = derive_identity(scope, "C1")
+        emulator.service.create({"AddressSid": sid(2), "Identity": identity}, "RQkilled")
+        runtime = Runtime(
+            sleep=stepped.sleep,
+            clock=stepped.clock,
+            wall_clock=stepped.wall,
+            env=emulator.credentials_env(),
+        )
+        arguments = [command, str(source), "--out", str(out), "--base-url", emulator.url]
+        arguments += ["--lookup-lag", str(lag), "--rate", "0"]
+        if command == "create":
+            arguments += ["--run-id", "r1"]
+
+        result = CliRunner().invoke(cli, arguments, obj=runtime, catch_exceptions=False)
+
+        assert result.exit_code == 0, result.output
+        assert len(emulator.conversations_for(identity)) == 1  # found, not created again
+        with open_ledger(out / "ledger.sqlite", scope) as ledger:
+            entry = ledger.lookup("C1")
+        assert entry is not None
+        assert (entry.status, entry.lookup) == ("created", "found")
+        assert stepped.offset > 60.0 + lag - 1.0  # the run waited the lag (less the real time)
 
 
 def test_failed_rows_are_sent_again_on_rerun(provisioner: Cli, tmp_path: Path) -> None:

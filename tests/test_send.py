@@ -386,18 +386,29 @@ def test_the_lookup_waits_for_the_index_to_catch_up(clocks: Clocks, stopping: St
     assert api.lookup_calls[0][0] - api.create_calls[0][0] >= LOOKUP_LAG
 
 
-def test_a_row_left_in_flight_is_looked_up_first_after_the_rest_of_the_lag(
-    clocks: Clocks, stopping: Stopping
+@pytest.mark.parametrize(
+    ("status", "ambiguous", "lag_wait"),
+    [
+        # Killed (or cut off) in flight: the run may have sent it until it died, seconds after
+        # marking it, and it died before this run began: a whole lag from this run's start.
+        ("in_flight", 0, LOOKUP_LAG),
+        # A lost answer recorded after its last try: only the rest of the lag since then.
+        ("failed", 1, LOOKUP_LAG - 3.0),
+    ],
+    ids=["left-in-flight", "lost-answer-recorded"],
+)
+def test_a_row_an_earlier_run_may_have_sent_is_looked_up_first_once_the_index_had_time(
+    clocks: Clocks, stopping: Stopping, status: str, ambiguous: int, lag_wait: float
 ) -> None:
-    elapsed = 3.0  # since the killed run last touched the row
+    elapsed = 3.0  # since the earlier run last wrote the row
     prior = Entry(
         row_key="c-1",
-        status="in_flight",
+        status=status,
         conversation_sid="",
         identity=IDENTITY,
         request_id="",
         run_id="run-1",
-        ambiguous_attempts=0,
+        ambiguous_attempts=ambiguous,
         first_sent_at=iso(START - timedelta(seconds=elapsed)),
         updated_at=iso(START - timedelta(seconds=elapsed)),
     )
@@ -405,11 +416,11 @@ def test_a_row_left_in_flight_is_looked_up_first_after_the_rest_of_the_lag(
 
     outcome = sender(api, clocks, stopping).send(Decision(row(), prior))
 
-    assert clocks.sleeps[0] == pytest.approx(LOOKUP_LAG - elapsed)
+    assert clocks.sleeps[0] == pytest.approx(lag_wait)
     assert api.order == ["lookup", "create"]
     assert outcome.status is Status.CREATED
     assert outcome.lookup is LookupResult.ABSENT
-    assert (outcome.attempts, outcome.ambiguous_attempts) == (1, 1)
+    assert (outcome.attempts, outcome.ambiguous_attempts) == (1, 1)  # the earlier lost answer
 
 
 def test_an_old_conversation_of_the_same_identity_is_not_the_rows(
