@@ -36,7 +36,8 @@ PRE_ENGAGEMENT_PREFIX = "pre_engagement."
 IDENTITY_PREFIX = "prv-"  # derived identities; Twilio takes any string, ours are ASCII <= 64
 
 ADDRESS_SID_PATTERN = re.compile(r"IG[0-9a-fA-F]{32}")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 but tab and line breaks, DEL, and C1 (U+0080-U+009F: U+009B starts a terminal escape)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def normalize_header(header: str) -> str:

@@ -232,7 +232,7 @@ def test_a_row_key_that_is_another_rows_customer_id_is_a_repeated_key() -> None:
 
 
 @pytest.mark.parametrize("column", ["row_key", "customer_id"])
-@pytest.mark.parametrize("character", ["\x00", "\x1b", "\x7f"])
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\x7f", "\x85", "\x9b"])
 def test_control_characters_in_a_key_make_the_row_invalid(column: str, character: str) -> None:
     # A NUL would not survive the ledger's JSON either: two keys would be one entry.
     rows = [[sid(1), f"k{character}1"], [sid(2), f"k{character}2"], [sid(3), "k\t3"]]
