@@ -12,7 +12,7 @@ measured processes; how a send time is known), throughput, accounts (Twilio's li
 memory (scale, workbooks, bombs), plots; bare_loop and sdk_loop are the clients the job is
 compared with, measured the same way; paced_loop calibrates the send times; measured is the
 launcher.
-Not part of the test suite: timings depend on the machine. About 12 minutes on 2 cores.
+Not part of the test suite: timings depend on the machine. About 16 minutes on 2 cores.
 """
 
 from __future__ import annotations
