@@ -7,13 +7,10 @@ or deleted ledger is rebuilt without a duplicate.
 
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +23,9 @@ from provisioner.ledger import IN_FLIGHT, Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
-from provisioner.run import CheckedInput, Runtime, read_input
+from provisioner.run import CheckedInput, Runtime, moved_into, staged_input
 from provisioner.send import CLOSED, Lookups, recent
 from provisioner.stopping import Stopping
-from provisioner.table import snapshot_input
 from provisioner.writers import CsvWriter
 
 RECONCILE_COLUMNS = (
@@ -109,20 +105,12 @@ def reconcile(
     scope = scope_of(credentials.account, options.base_url)
     ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
     with ExitStack() as stack:
-        checked = None
-        if options.input_path is not None:
-            # As in create: copied and read whole first, so a broken file leaves no folder and
-            # no ledger behind; the copy then moves into the run folder.
-            staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
-            source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
-            checked = read_input(options, source)
+        # As in create: a broken input leaves no folder and no ledger behind.
+        checked = staged_input(options, runtime, stack) if options.input_path is not None else None
         ledger = stack.enter_context(open_ledger(ledger_path, scope))
         opened = runtime.wall_clock()
         run_dir = _run_folder(options.out_dir)
-        if checked is not None:
-            snapshot = run_dir / checked.table.path.name
-            shutil.move(checked.table.path, snapshot)
-            checked = replace(checked, table=replace(checked.table, path=snapshot))
+        checked = moved_into(checked, run_dir) if checked is not None else None
         client = TwilioClient(
             options.base_url,
             options.conversations_url,

@@ -163,10 +163,7 @@ class CheckedInput:
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
     """Run `provisioner create` from options to written outputs; returns the summary."""
     with ExitStack() as stack:
-        # The input is copied and checked whole before anything else is made, so a broken
-        # file leaves no folder and no ledger behind; the copy then moves into the run folder.
-        staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
-        checked = _check_input(options, runtime, staging)
+        checked = _check_input(options, runtime, stack)
         endpoint = _endpoint(options, runtime, credentials, stack)
         client = None
         if endpoint.credentials is not None and not options.dry_run:
@@ -186,9 +183,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
             if options.strict:
                 _refuse_key_changes(checked, ledger, endpoint)
         run_id, run_dir = _run_folder(options)
-        snapshot = run_dir / checked.table.path.name
-        shutil.move(checked.table.path, snapshot)
-        checked = replace(checked, table=replace(checked.table, path=snapshot))
+        checked = moved_into(checked, run_dir)
         stack.enter_context(_run_log(run_dir / "run.log", endpoint.credentials))
         run = _Run(options, runtime, checked, endpoint, ledger, run_id, run_dir)
         if endpoint.credentials is None:
@@ -216,10 +211,25 @@ class InputSettings(Protocol):
     def header_row(self) -> int | None: ...
 
 
-def _check_input(options: RunOptions, runtime: Runtime, run_dir: Path) -> CheckedInput:
-    """Snapshot the input into the run folder and read it whole before sending anything."""
-    source = snapshot_input(options.input_path, run_dir, runtime.stdin or sys.stdin.buffer)
-    checked = read_input(options, source)
+def staged_input(options: InputSettings, runtime: Runtime, stack: ExitStack) -> CheckedInput:
+    """The input copied into a staging folder and read whole before anything else is made, so
+    that a broken file leaves no run folder and no ledger behind (then see `moved_into`)."""
+    assert options.input_path is not None, "an input to stage"
+    staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
+    source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
+    return read_input(options, source)
+
+
+def moved_into(checked: CheckedInput, run_dir: Path) -> CheckedInput:
+    """The input's copy moved from its staging folder into the run folder."""
+    snapshot = run_dir / checked.table.path.name
+    shutil.move(checked.table.path, snapshot)
+    return replace(checked, table=replace(checked.table, path=snapshot))
+
+
+def _check_input(options: RunOptions, runtime: Runtime, stack: ExitStack) -> CheckedInput:
+    """The input, staged and read whole; with --strict, refused if any row is invalid."""
+    checked = staged_input(options, runtime, stack)
     if options.strict and checked.invalid:
         raise InputError(
             f"--strict: {plural(checked.invalid, 'invalid row')}; nothing was sent. "
