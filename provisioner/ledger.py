@@ -221,10 +221,6 @@ class Ledger:
         condition = "row_key IN (SELECT value FROM json_each(?))"
         return {entry.row_key: entry for entry in self._entries(condition, json.dumps(row_keys))}
 
-    def created_with_fingerprint_between(self, low: str, high: str) -> list[Entry]:
-        """Created entries whose key fingerprint lies in [low, high] (cells.fingerprint_range)."""
-        return self.created_with_fingerprints_in([(low, high)])[0]
-
     def created_with_fingerprints_in(self, spans: Sequence[tuple[str, str]]) -> list[list[Entry]]:
         """For each (low, high), the created entries whose key fingerprint lies in it, the first
         KEY_CANDIDATES by fingerprint: one query for every span."""
@@ -299,19 +295,6 @@ class Ledger:
     ) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
         self._write_rows(_RECORD_FAILED, run_id, [(row_key, ambiguous_attempts, lookup)])
-
-    def record_outcome(
-        self,
-        row_key: str,
-        outcome: Outcome,
-        run_id: str,
-        *,
-        prior: Entry | None,
-        sent: bool,
-        key_fingerprint: str | None,
-    ) -> None:
-        """Record what became of a row (inside the caller's transaction)."""
-        self.record_outcomes([Finished(row_key, outcome, prior, sent, key_fingerprint)], run_id)
 
     def record_outcomes(self, finished: Sequence[Finished], run_id: str) -> None:
         """Record what became of these rows (inside the caller's transaction): one statement

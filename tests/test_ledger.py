@@ -269,8 +269,9 @@ def test_created_with_fingerprint_finds_created_entries_of_this_scope(path: Path
             created(opened, "456", key_fingerprint="fp-456")
             opened.record_failed("123", "run-1", ambiguous_attempts=0)
 
-        found = opened.created_with_fingerprint_between("fp-123", "fp-123")
-        nothing = opened.created_with_fingerprint_between("fp-789", "fp-789")
+        found, nothing = opened.created_with_fingerprints_in(
+            [("fp-123", "fp-123"), ("fp-789", "fp-789")]
+        )
 
     assert sorted(entry.row_key for entry in found) == ["0000123", "00123"]
     assert all(entry.status == "created" for entry in found)

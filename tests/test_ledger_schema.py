@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +26,29 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "ledger.db"
 
 
-def test_an_empty_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+@pytest.fixture
+def migrated(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, Path]]:
+    """A connection to a new file migrated to the current schema, and the file."""
     path = tmp_path / "ledger.db"
     path.touch()
     connection = connect(path, read_only=False)
     try:
         migrate(connection, path)
-        pragmas = [
-            connection.execute(f"PRAGMA {name}").fetchone()[0]
-            for name in ("application_id", "user_version", "journal_mode")
-        ]
-        names = connection.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
+        yield connection, path
     finally:
         connection.close()
+
+
+def test_an_empty_file_is_migrated_to_the_current_schema(
+    migrated: tuple[sqlite3.Connection, Path],
+) -> None:
+    connection, _ = migrated
+
+    pragmas = [
+        connection.execute(f"PRAGMA {name}").fetchone()[0]
+        for name in ("application_id", "user_version", "journal_mode")
+    ]
+    names = connection.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
 
     assert pragmas == [APPLICATION_ID, SCHEMA_VERSION, "wal"]
     assert names == [
@@ -60,19 +71,16 @@ def write_then_break(connection: sqlite3.Connection, path: Path) -> None:
         connection.execute("INSERT INTO runs (run_id) VALUES ('r2')")  # NOT NULL columns
 
 
-def test_a_failed_write_commits_nothing_and_names_the_ledger(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    path.touch()
-    connection = connect(path, read_only=False)
-    try:
-        migrate(connection, path)
-        with pytest.raises(LedgerError) as raised:
-            write_then_break(connection, path)
-        with write_transaction(connection, path):  # the connection is usable again
-            connection.execute(INSERT_RUN, ("r3",))
-        runs = connection.execute("SELECT run_id FROM runs").fetchall()
-    finally:
-        connection.close()
+def test_a_failed_write_commits_nothing_and_names_the_ledger(
+    migrated: tuple[sqlite3.Connection, Path],
+) -> None:
+    connection, path = migrated
+
+    with pytest.raises(LedgerError) as raised:
+        write_then_break(connection, path)
+    with write_transaction(connection, path):  # the connection is usable again
+        connection.execute(INSERT_RUN, ("r3",))
+    runs = connection.execute("SELECT run_id FROM runs").fetchall()
 
     assert str(raised.value).startswith(f"{path}: cannot write the ledger (NOT NULL constraint")
     assert runs == [("r3",)]

@@ -7,8 +7,10 @@ import json
 import logging
 import random
 import threading
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -389,7 +391,8 @@ def test_amend_moves_a_row_from_one_lookup_count_to_another() -> None:
     assert tally.status_counts()["created"] == 1  # amending changes no status
 
 
-def test_summary_json_holds_every_field(tmp_path: Path) -> None:
+def a_summary(**changes: Any) -> Summary:
+    """A finished run's summary of three created rows; `changes` replace fields."""
     summary = Summary(
         run_id="run-1",
         input="customers.csv",
@@ -414,6 +417,11 @@ def test_summary_json_holds_every_field(tmp_path: Path) -> None:
         rerun_command="provisioner create customers.csv",
         lookups={"found": 0},
     )
+    return replace(summary, **changes)
+
+
+def test_summary_json_holds_every_field(tmp_path: Path) -> None:
+    summary = a_summary()
 
     summary.write(tmp_path / "summary.json")
 
@@ -471,27 +479,12 @@ def test_only_limits_the_run_learnt_are_advised(
 
 
 def summary_throttled(rate: dict[str, object], limits: dict[str, object]) -> Summary:
-    return Summary(
-        run_id="run-1",
-        input="customers.csv",
-        started_at="2026-11-25T10:00:00Z",
-        ended_at="2026-11-25T10:01:00Z",
-        duration_seconds=60.0,
+    return a_summary(
         rows=5,
         counts={status.value: 5 * (status is Status.CREATED) for status in Status},
-        invalid_reasons={},
         requests_sent=10,
-        exit_code=0,
-        stop_reason="",
-        dry_run=False,
-        warnings=[],
-        forced_rows=0,
-        ambiguous_rows=0,
-        in_flight_from_earlier_runs=0,
-        rate={"throttled_429": 5, **rate},  # type: ignore[dict-item]
+        rate={"throttled_429": 5, **rate},
         limits=limits,
-        base_url="https://flex-api.twilio.com",
-        ledger="ledger.db",
         files={name: name for name in ("results.csv", "errors.csv", "report", "summary")},
         rerun_command="",
         lookups={},
