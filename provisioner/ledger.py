@@ -83,6 +83,14 @@ class Entry:
         """`first_sent_at` as seconds since the epoch (0 when unknown)."""
         return _epoch(self.first_sent_at)
 
+    def last_sent_by(self, opened: float) -> float:
+        """When the run that wrote this entry last sent its row, at the latest (epoch seconds),
+        for a run that took the ledger at `opened`. A recorded outcome came after the row's
+        last try. A row still in flight was left by a run that ended without its outcome
+        (killed, or cut off): that run may have sent it at any moment until it ended, seconds
+        after marking it, and it ended before this run took the ledger."""
+        return opened if self.status == IN_FLIGHT else self.updated
+
 
 def _epoch(text: str) -> float:
     try:

@@ -19,7 +19,7 @@ from provisioner.cells import key_fingerprint
 from provisioner.client import Credentials, FoundConversation, TwilioClient
 from provisioner.endpoints import scope_of
 from provisioner.errors import ExitCode
-from provisioner.ledger import IN_FLIGHT, Entry, Ledger, open_ledger
+from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
@@ -252,13 +252,10 @@ def _settle(
 def _wait_for_the_index(
     entry: Entry | None, lag: float, runtime: Runtime, stopping: Stopping, opened: float
 ) -> None:
-    """A row an earlier run was sending moments ago may not show in the index yet. One still in
-    flight may have been sent at any moment until that run ended, which was before this one
-    took the ledger (`opened`); a recorded outcome came after the row's last try."""
+    """A row an earlier run was sending moments ago may not show in the index yet."""
     if entry is None or entry.status == "created":
         return
-    last_sent = opened if entry.status == IN_FLIGHT else entry.updated
-    wait = last_sent + lag - runtime.wall_clock()
+    wait = entry.last_sent_by(opened) + lag - runtime.wall_clock()
     if wait > 0:
         (runtime.sleep or stopping.sleep)(wait)
 

@@ -19,7 +19,6 @@ from typing import Protocol
 from tenacity import RetryCallState
 
 from provisioner.client import Attempt, FoundConversation, Lookup
-from provisioner.ledger import IN_FLIGHT, Entry
 from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.plan import Decision
@@ -164,7 +163,7 @@ class RowSender:
         self.sleep = sleep
         self.clock = clock
         self.wall_clock = wall_clock
-        self.started = clock()  # after this run took the ledger: every earlier run had ended
+        self.started = wall_clock()  # after this run took the ledger: earlier runs had ended
         self.lookups = Lookups(client, limits, stopping, sleep)
         self.policy = retry_policy(
             settings.max_attempts,
@@ -185,7 +184,9 @@ class RowSender:
             since=_timestamp(prior.first_sent_at) if prior and prior.first_sent_at else None,
         )
         if decision.unsettled and prior is not None:
-            history.last_sent = self._last_sent_before(prior)
+            # The index has had time since then unless that run ended moments ago.
+            last_sent = prior.last_sent_by(self.started)
+            history.last_sent = self.clock() - max(0.0, self.wall_clock() - last_sent)
         self.policy(self._step, history)
         if (
             history.unsettled
@@ -195,17 +196,6 @@ class RowSender:
         ):
             history.settlements.append(self._settle(history))
         return outcome_of(history, self.settings.max_attempts, self.stopping.not_sent_message)
-
-    def _last_sent_before(self, prior: Entry) -> float:
-        """When an earlier run last sent the row, at the latest, on this run's clock."""
-        if prior.status == IN_FLIGHT:
-            # That run ended without the row's outcome (killed, or cut off): it may have sent
-            # the row at any moment until then, seconds after marking it, and it ended before
-            # this run took the ledger. So wait from then, as for an answer lost just now.
-            return self.started
-        # Its outcome was recorded after its last try: the index has had time unless that
-        # run just ended.
-        return self.clock() - max(0.0, self.wall_clock() - prior.updated)
 
     def recheck(self, row: Row, outcome: Outcome, since: float | None) -> Outcome:
         """The final check of a created row that had a lost answer: one web chat, or more?"""
