@@ -52,7 +52,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
 # limit of 5 requests per second" per account; raised only through Twilio sales.
 DEFAULT_RATE = 5.0
-PREVIEW_WARNINGS = 10
 
 
 def say(line: str) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from provisioner.errors import LedgerError
@@ -36,6 +35,8 @@ from provisioner.ledger_schema import (
     write_transaction,
 )
 from provisioner.outcome import CUT_OFF, Outcome, Status
+from provisioner.private import PRIVATE_FOLDER_MODE, open_private
+from provisioner.timestamps import epoch_seconds
 
 # Re-exported: callers know these as the ledger's.
 __all__ = [
@@ -93,10 +94,7 @@ class Entry:
 
 
 def _epoch(text: str) -> float:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
+    return epoch_seconds(text) or 0.0
 
 
 _ENTRY_COLUMNS = (
@@ -352,13 +350,13 @@ def open_ledger(
 ) -> Iterator[Ledger]:
     """Lock, check and migrate the ledger at `path` (created if absent) for one run."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
     except OSError as error:
         raise LedgerError(f"{path}: cannot create its folder ({error.strerror})") from error
     refuse_hard_links(path)
     with exclusive_lock(path):
         if not path.exists():  # customer data: readable by its owner only, whatever the umask
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.close(open_private(path, os.O_WRONLY))
         connection = connect(path, read_only=False)
         try:
             migrate(connection, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from provisioner.errors import LedgerError
+from provisioner.private import PRIVATE_MODE
 
 # Seconds between checks that the ledger file is still the one opened (a stat each commit
 # cost more than the commit on a busy run; a second's delay to notice is harmless).
@@ -30,7 +31,7 @@ def refuse_hard_links(path: Path) -> None:
 @contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold `<ledger>.lock` for the run; the kernel frees it even if the process is killed."""
-    descriptor = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
     stream: IO[str] = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         try:

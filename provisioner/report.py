@@ -270,7 +270,8 @@ def status_counts(counts: Mapping[Status, int]) -> dict[str, int]:
     return {status.value: counts.get(status, 0) for status in Status}
 
 
-PREVIEW_WARNINGS = 10  # warnings a dry run lists before pointing at summary.json
+# A dry run shows this many rows, and any run this many warnings, before pointing at its files.
+PREVIEW_ROWS = 10
 
 
 def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
@@ -310,7 +311,7 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
             f"{summary.counts['existing']} already created (existing), "
             f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
         )
-        if len(summary.warnings) > PREVIEW_WARNINGS:
+        if len(summary.warnings) > PREVIEW_ROWS:
             say(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")
     else:
         keep(

@@ -23,6 +23,7 @@ EXIT_WORDS = {
     1: ("the run finished; some rows are invalid or failed", "warn"),
     2: ("nothing was sent (usage, input or configuration)", "bad"),
     3: ("the run stopped early", "bad"),
+    4: ("an internal error (a bug); the ledger keeps what was created", "bad"),
 }
 UNKNOWN_EXIT = ("unknown exit code", "bad")
 STATUS_WORDS = {

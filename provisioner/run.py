@@ -30,8 +30,10 @@ from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
+from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
+    PREVIEW_ROWS,
     REORDER_LIMIT,
     RedactingFilter,
     ResultFiles,
@@ -58,7 +60,6 @@ log = logging.getLogger("provisioner")
 MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
 LEDGER_CHUNK = 500  # rows whose ledger entries are read in one query (SQLite takes any number)
 NOTHING_KNOWN = Known()
-PREVIEW_ROWS = 10  # rows and warnings shown before "and so on"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -305,9 +306,9 @@ def _run_folder(options: RunOptions) -> tuple[str, Path]:
         run_id = new_run_id(options.out_dir)
         run_dir = options.out_dir / run_id
     try:
-        options.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run_dir.mkdir(mode=0o700)
-        run_dir.chmod(0o700)  # whatever the umask: customer data is the owner's only
+        options.out_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+        run_dir.mkdir(mode=PRIVATE_FOLDER_MODE)
+        run_dir.chmod(PRIVATE_FOLDER_MODE)  # whatever the umask: customer data is the owner's only
     except OSError as error:
         raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror})") from error
     return run_id, run_dir
@@ -315,7 +316,7 @@ def _run_folder(options: RunOptions) -> tuple[str, Path]:
 
 @contextmanager
 def _run_log(path: Path, credentials: Credentials | None) -> Iterator[None]:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    descriptor = open_private(path, os.O_WRONLY | os.O_APPEND)
     os.close(descriptor)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -13,7 +13,6 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Protocol
 
 from tenacity import RetryCallState
@@ -25,6 +24,7 @@ from provisioner.plan import Decision
 from provisioner.retry import retry_policy
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.timestamps import epoch_seconds
 
 log = logging.getLogger("provisioner")
 
@@ -181,7 +181,7 @@ class RowSender:
             decision.row,
             prior_ambiguous=decision.prior_ambiguous,
             unsettled=decision.unsettled,
-            since=_timestamp(prior.first_sent_at) if prior and prior.first_sent_at else None,
+            since=epoch_seconds(prior.first_sent_at) if prior and prior.first_sent_at else None,
         )
         if decision.unsettled and prior is not None:
             # The index has had time since then unless that run ended moments ago.
@@ -284,7 +284,7 @@ def recent(
     return tuple(
         found
         for found in conversations
-        if (created := _timestamp(found.date_created)) is None or created >= since - CLOCK_SKEW
+        if (created := epoch_seconds(found.date_created)) is None or created >= since - CLOCK_SKEW
     )
 
 
@@ -443,11 +443,3 @@ def _lookup_answer(lookup: Lookup) -> Answer:
     if lookup.throttled:
         return Answer.THROTTLED
     return Answer.NO_ANSWER if lookup.http_status is None else Answer.ACCEPTED
-
-
-def _timestamp(text: str) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time such as Twilio's `2026-11-25T10:00:00Z`."""
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

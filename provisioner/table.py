@@ -24,6 +24,7 @@ from typing import IO, BinaryIO
 
 from provisioner.charsets import is_wide, reading_encoding, undecodable
 from provisioner.errors import ConfigError, InputError
+from provisioner.private import open_private
 from provisioner.workbooks import (
     OLE2_MAGIC,
     ZIP_MAGIC,
@@ -606,9 +607,8 @@ def _copy(stream: BinaryIO, run_dir: Path, name: str, suffix: str) -> Path:
     partial = run_dir / ".input.partial"
     copied = 0
     try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        descriptor = open_private(partial, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
         with os.fdopen(descriptor, "wb") as target:
-            os.fchmod(target.fileno(), 0o600)  # whatever the umask, and if it existed
             while block := _read_block(stream, name):
                 copied += len(block)
                 if copied > MAX_INPUT_BYTES:

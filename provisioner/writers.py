@@ -17,14 +17,13 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from provisioner.cells import escape_formula, escape_key, escape_text, is_spreadsheet_value
+from provisioner.private import open_private
 
 if TYPE_CHECKING:
     from openpyxl.cell import Cell
 
 # openpyxl is imported where an xlsx is written: importing it (with numpy) costs about a third
 # of a second of CPU, which a CSV-only run (and every --help) would pay for nothing.
-
-PRIVATE_MODE = 0o600  # owner read and write: results name customers
 
 # xlsx layout
 WIDTH_SAMPLE_ROWS = 50  # rows held back to size the columns; the rest stream straight through
@@ -63,10 +62,7 @@ class TableWriter(Protocol):
 
 def _open_private(path: Path) -> int:
     """A file descriptor for writing `path` afresh, mode 0600 whatever the umask or old mode."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
-    if hasattr(os, "fchmod"):  # the umask may have taken bits away; an old file keeps its mode
-        os.fchmod(descriptor, PRIVATE_MODE)
-    return descriptor
+    return open_private(path, os.O_WRONLY | os.O_TRUNC)
 
 
 class CsvWriter:
