@@ -126,12 +126,15 @@ def _checked_root(url: str, option: str) -> str:
     expected = "expected https://HOST[:PORT]"
     if CONTROL_CHARACTERS.search(text) or " " in text:
         raise ConfigError(f"{option}: the URL contains spaces or control characters; {expected}")
-    split = urlsplit(text.rstrip("/"))
-    if "@" in split.netloc:
+    if "@" in text:  # wherever it is (no scheme: "AC1:token@host"), never quoted back
         raise ConfigError(
             f"{option}: the URL carries a user name or password; remove it (credentials "
             "come only from the TWILIO_* variables)"
         )
+    try:
+        split = urlsplit(text.rstrip("/"))
+    except ValueError:  # a bracketed host that is no IPv6 address: "https://[", "http://[x]"
+        raise ConfigError(f"{option} {_shown(text)}: {expected}") from None
     scheme = split.scheme.lower()
     if scheme not in ("http", "https") or not split.hostname:
         raise ConfigError(f"{option} {_shown(text)}: {expected}")
@@ -229,12 +232,14 @@ def _bypassed(host: str, port: int, no_proxy: str) -> bool:
 
 def _checked_proxy(value: str, name: str) -> str:
     url = value if "://" in value else "http://" + value  # as requests reads "host:port"
-    split = urlsplit(url)
+    shown = _shown(value) if "@" not in value else "(a URL with credentials)"
+    expected = "expected http://HOST:PORT (only http and https proxies work)"
+    try:
+        split = urlsplit(url)
+    except ValueError:  # a bracketed host that is no IPv6 address
+        raise ConfigError(f"{name} {shown}: {expected}") from None
     if split.scheme.lower() not in ("http", "https") or not split.hostname:
-        shown = _shown(value) if "@" not in value else "(a URL with credentials)"
-        raise ConfigError(
-            f"{name} {shown}: expected http://HOST:PORT (only http and https proxies work)"
-        )
+        raise ConfigError(f"{name} {shown}: {expected}")
     try:
         split.port  # noqa: B018  (raises for an impossible port)
     except ValueError:

@@ -43,6 +43,7 @@ NETWORK_SETTINGS: dict[str, tuple[dict[str, str], str, str]] = {
         "proxy-pass-word",
     ),
     "https-proxy-impossible-port": ({"HTTPS_PROXY": "http://127.0.0.1:99999"}, "HTTPS_PROXY", ""),
+    "https-proxy-unclosed-bracket": ({"HTTPS_PROXY": "http://[::1"}, "HTTPS_PROXY", ""),
     "ca-bundle-missing": ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "REQUESTS_CA_BUNDLE", ""),
     "ca-bundle-not-pem": ({"SSL_CERT_FILE": "/etc/hostname"}, "SSL_CERT_FILE", ""),
 }

@@ -47,6 +47,13 @@ BAD_SETTINGS: dict[str, tuple[list[str], dict[str, str], str, str]] = {
         "hunter2pw",
     ),
     "base-url-with-query": (["--base-url", "https://h.example?x=1"], {}, "--base-url", ""),
+    "base-url-unclosed-bracket": (["--base-url", "https://["], {}, "--base-url", ""),
+    "base-url-without-scheme-with-user-info": (
+        ["--base-url", "AC1:hunter2pw@flex-api.twilio.com"],
+        {},
+        "--base-url",
+        "hunter2pw",
+    ),
     "base-url-impossible-port": (["--base-url", "https://h.example:99999"], {}, "--base-url", ""),
     "base-url-from-env-with-user-info": (
         [],
