@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 DPI = 100
 SIZE = (9, 5.5)  # inches: two panels that read at the width of a README
 HEADROOM = 1.4  # the top panel's height over its highest bar, room for the legend
+COTENANT_TOP = 2.0  # a co-tenant panel's height over the server's limit: marks, then legend
+MARK_AT = 1.4  # refused visitors are marked at this multiple of the limit, above the bars
+SMOOTHING = 10  # seconds a co-tenant panel's rate line averages over: the phases' trend
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,74 @@ def plot_timeline(
     bottom.set_ylim(bottom=0)
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    print(f"  plot: {path}")
+    return True
+
+
+@dataclass(frozen=True)
+class CotenantPanel:
+    """One batch beside the website's visitors, in seconds since the batch's first request."""
+
+    label: str
+    created: Sequence[float]  # when each row created was sent
+    throttled: Sequence[float]  # when each request answered 429 was sent
+    refused: Sequence[float]  # when each visitor refused arrived
+    switch: float  # when the busy phase began
+
+
+def plot_cotenant(panels: Sequence[CotenantPanel], limit: float, title: str, path: Path) -> bool:
+    """Per panel: the batch's rows/s and 429s/s (bars), visitors refused (marks), the phases."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    figure, axes = plt.subplots(len(panels), 1, figsize=SIZE, sharex=True, squeeze=False)
+    for axis, panel in zip(axes[:, 0], panels, strict=True):
+        end = math.ceil(max([*panel.created, *panel.throttled, *panel.refused, 1.0]))
+        seconds = range(end)
+        created, throttled = [0] * end, [0] * end
+        for moment in panel.created:
+            created[min(int(moment), end - 1)] += 1
+        for moment in panel.throttled:
+            throttled[min(int(moment), end - 1)] += 1
+        axis.bar(seconds, created, width=1.0, align="edge", color="#2a7", label="rows created")
+        axis.bar(
+            seconds, throttled, width=1.0, align="edge", bottom=created, color="#d43", label="429"
+        )
+        smoothed = [
+            sum(created[max(0, second - SMOOTHING + 1) : second + 1]) / min(second + 1, SMOOTHING)
+            for second in seconds
+        ]
+        axis.plot(
+            [second + 1 for second in seconds],
+            smoothed,
+            color="#14c",
+            linewidth=2,
+            label=f"rows/s, last {SMOOTHING} s",
+        )
+        axis.axhline(limit, color="black", linestyle="--", label=f"server: {limit:g}/s")
+        axis.axvline(panel.switch, color="#888", linestyle=":", label="busy hour begins")
+        axis.plot(
+            panel.refused,
+            [limit * MARK_AT] * len(panel.refused),
+            linestyle="none",
+            marker="v",
+            color="#d43",
+            label=f"visitor refused ({len(panel.refused)})",
+        )
+        axis.set_ylim(0, limit * COTENANT_TOP)
+        axis.set_ylabel("per second")
+        axis.set_title(panel.label, fontsize="medium")
+        axis.legend(loc="upper left", fontsize="x-small", ncol=3)
+    axes[-1, 0].set_xlabel("seconds since the batch's first request")
+    figure.suptitle(title, fontsize="medium")
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)

@@ -12,7 +12,7 @@ measured processes; how a send time is known), throughput, accounts (Twilio's li
 memory (scale, workbooks, bombs), plots; bare_loop and sdk_loop are the clients the job is
 compared with, measured the same way; paced_loop calibrates the send times; measured is the
 launcher.
-Not part of the test suite: timings depend on the machine. About 16 minutes on 2 cores.
+Not part of the test suite: timings depend on the machine. About 20 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 
 import provisioner  # noqa: E402
-from benchmarks import accounts, memory, throughput  # noqa: E402
+from benchmarks import accounts, cotenant, memory, throughput  # noqa: E402
 from benchmarks.harness import HERE, Result, verdict  # noqa: E402
 
 Benchmark = Callable[[Path], list[Result]]
@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "twilio-shape": accounts.twilio_shape,
     "rate-only": accounts.rate_only,
     "early-429": accounts.early_429,
+    "co-tenant": cotenant.cotenant,
     "alternatives": throughput.alternatives,
     "scale": memory.scale,
     "million": lambda work: memory.million(work, real=False),
@@ -63,6 +64,7 @@ PLOTS = {  # the PNG each benchmark writes, linked from RESULTS.md when it ran
     "twilio-shape": "twilio-shape.png",
     "rate-only": "rate-only.png",
     "early-429": "early-429.png",
+    "co-tenant": "co-tenant.png",
 }
 
 

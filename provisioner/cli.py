@@ -376,6 +376,16 @@ Examples:
     envvar=env_name("sandbox"),
     help="Send to a local emulator started in-process; no credentials needed.",
 )
+@click.option(
+    "--sandbox-live-rate",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    envvar=env_name("sandbox-live-rate"),
+    callback=_finite,
+    help="With --sandbox: website visitors a second starting web chats on the same account "
+    "(its limit --rate, 300 ms answers); the summary counts those the batch left refused.",
+)
 @pacing_options
 @click.option(
     "--config",
@@ -461,6 +471,7 @@ def create_command(
     header_row: int | None,
     base_url: str | None,
     sandbox: bool,
+    sandbox_live_rate: float,
     conversations_url: str | None,
     run_id: str | None,
     concurrency: int,
@@ -478,6 +489,13 @@ def create_command(
 ) -> None:
     """`provisioner create`: the options as one RunOptions, one run, its exit code."""
     runtime: Runtime = ctx.obj
+    if sandbox_live_rate and not sandbox:
+        live_rate = next(param for param in ctx.command.params if param.name == "sandbox_live_rate")
+        raise click.BadParameter(
+            "rehearses visitors on the sandbox's emulator: give it with --sandbox",
+            ctx=ctx,
+            param=live_rate,
+        )
     base, conversations, credentials = _create_endpoint(
         runtime, base_url, conversations_url, sandbox=sandbox, dry_run=dry_run
     )
@@ -493,6 +511,7 @@ def create_command(
         conversations_url=conversations,
         dry_run=dry_run,
         sandbox=sandbox,
+        sandbox_live_rate=sandbox_live_rate,
         force=force,
         strict=strict,
         ledger_path=ledger_path,
@@ -875,6 +894,15 @@ def reconcile_command(
     type=click.Path(path_type=Path, dir_okay=False),
     help="When stopped, write each answer's time, HTTP status and kind to this CSV.",
 )
+@click.option(
+    "--live-rate",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    callback=_finite,
+    help="Website visitors a second (Poisson, seeded by --seed), each starting a web chat "
+    "through the same --rate-limit and --max-concurrent, never retried; counted when stopped.",
+)
 @click.pass_obj
 @reports_errors
 def emulator_command(
@@ -890,14 +918,17 @@ def emulator_command(
     lookup_lag_s: float,
     unknown_addresses: tuple[str, ...],
     record: Path | None,
+    live_rate: float,
 ) -> None:
     """Serve a local Twilio emulator until stopped.
 
     It serves POST /v2/WebChats, GET /v1/ParticipantConversations and
     POST /v1/Conversations/{sid} (State=closed), and checks HTTP Basic auth:
     against TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN when they are set,
-    otherwise against the sandbox credentials it prints. SIGTERM or Ctrl-C
-    stops it (exit 0) after writing --record.
+    otherwise against the sandbox credentials it prints. With --live-rate,
+    simulated website visitors start web chats on the same account meanwhile.
+    SIGTERM or Ctrl-C stops it (exit 0) after writing --record, and it prints
+    what it served (and the visitors served and refused).
 
     \b
     Example:
@@ -905,6 +936,8 @@ def emulator_command(
           --lookup-lag-s 2 --unknown-address IG00000000000000000000000000000001
       # in another terminal, with the same credentials in the environment:
       provisioner create big.csv --base-url http://127.0.0.1:8765
+      # a busy hour on the website, beside the batch:
+      provisioner emulator --rate-limit 5 --latency-ms 300 --live-rate 2 --seed 1
     """
     if not is_loopback(host):
         raise click.BadParameter("the emulator listens on loopback only", param_hint="--host")
@@ -922,6 +955,7 @@ def emulator_command(
             lookup_lag=lookup_lag_s,
             seed=seed,
             record_answers=record is not None,
+            live_rate=live_rate,
         )
     except OSError as error:
         raise ConfigError(

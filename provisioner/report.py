@@ -239,6 +239,7 @@ class Summary:
     columns: Sequence[str] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     abandoned: bool = False  # a second signal: requests in flight were not waited for
+    visitors: Mapping[str, Any] | None = None  # --sandbox-live-rate: website visitors' fate
 
     def to_json(self) -> str:
         """The summary as JSON text."""
@@ -293,6 +294,18 @@ def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[s
     return words
 
 
+def visitors_line(visitors: Mapping[str, Any]) -> str:
+    """--sandbox-live-rate's line: what the batch cost the website's visitors."""
+    refused, arrived = int(visitors["refused"]), int(visitors["arrived"])
+    share = f" ({refused / arrived:.1%})" if arrived else ""
+    return (
+        f"sandbox visitors at {visitors['rate']:g}/s: {refused} of {arrived} refused{share} "
+        f"while the batch ran ({visitors['refused_by_rate_limit']} by the rate limit, "
+        f"{visitors['refused_by_concurrency_cap']} by the concurrency cap): on the live "
+        "site, each would have had no web chat"
+    )
+
+
 def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     """The lines that end a run, for people: (kept by --quiet, line)."""
     lines: list[tuple[bool, str]] = []
@@ -345,6 +358,8 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
             these = "these" if len(learnt) > 2 else "this"
             line += f"; the run learnt {' '.join(learnt)}: pass {these} next time"
         say(line)
+    if summary.visitors is not None:
+        keep(visitors_line(summary.visitors))
     if summary.causes:
         say("why rows were not created, and what to do:")
         for line in cause_lines(summary.causes):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
-from provisioner.report import learnt_options
+from provisioner.report import learnt_options, visitors_line
 from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -91,6 +91,7 @@ def render_report(
     sections = [
         _run_section(summary),
         _counts_section(summary),
+        _visitors_section(summary.get("visitors")),
         _causes_section(summary.get("causes") or ()),
         _failing_section(summary.get("causes") or (), rows),
         _lookups_section(summary.get("lookups") or {}),
@@ -196,6 +197,16 @@ def _counts_section(summary: Mapping[str, Any]) -> str:
         '<section id="counts"><h2>Rows by status</h2><table><thead><tr><th>status</th>'
         '<th class="n">rows</th><th class="n">share</th><th></th><th>meaning</th></tr></thead>'
         f"<tbody>{''.join(lines)}</tbody></table></section>"
+    )
+
+
+def _visitors_section(visitors: object) -> str:
+    """--sandbox-live-rate: the website's visitors during the run, served and refused."""
+    if not isinstance(visitors, Mapping):
+        return ""
+    return (
+        '<section id="visitors"><h2>Website visitors on the same account (sandbox)</h2>'
+        f"<p>{_e(visitors_line(visitors))}</p>" + _values_table("visitors", visitors) + "</section>"
     )
 
 

@@ -60,6 +60,11 @@ log = logging.getLogger("provisioner")
 MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
 LEDGER_CHUNK = 500  # rows whose ledger entries are read in one query (SQLite takes any number)
 NOTHING_KNOWN = Known()
+# --sandbox-live-rate plays the account as Twilio's: its rate limit is --rate (the account's,
+# as the operator states it), or Twilio's documented 5 creations a second with --rate 0; and
+# answers take about 300 ms, as Twilio's do (the benchmarks' stand-in for Twilio too).
+SANDBOX_ACCOUNT_RATE = 5.0
+SANDBOX_LATENCY = 0.3
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -78,6 +83,7 @@ class RunOptions:
     conversations_url: str = ""
     dry_run: bool = False
     sandbox: bool = False
+    sandbox_live_rate: float = 0.0  # website visitors a second on the sandbox's account
     force: bool = False
     strict: bool = False
     ledger_path: Path | None = None
@@ -148,6 +154,7 @@ class _Endpoint:
     conversations_url: str
     credentials: Credentials | None
     scope: str
+    emulator: Emulator | None = None  # --sandbox's
 
 
 @dataclass(frozen=True)
@@ -272,16 +279,24 @@ def _endpoint(
 ) -> _Endpoint:
     """The API roots and credentials to use; starts the in-process emulator for --sandbox."""
     if options.sandbox:
-        emulator = stack.enter_context(Emulator())
+        emulator = stack.enter_context(_sandbox_emulator(options))
         runtime.say(
             f"sandbox: sending to a local emulator at {emulator.url}; nothing reaches Twilio"
         )
         sandbox = Credentials(emulator.username, emulator.secret, "sandbox")
-        return _Endpoint(emulator.url, emulator.url, sandbox, "sandbox")
+        return _Endpoint(emulator.url, emulator.url, sandbox, "sandbox", emulator)
     if credentials is None and not options.dry_run:
         raise ConfigError("no credentials")  # the CLI checks first; this guards other callers
     scope = scope_of(credentials.account, options.base_url) if credentials else ""
     return _Endpoint(options.base_url, options.conversations_url, credentials, scope)
+
+
+def _sandbox_emulator(options: RunOptions) -> Emulator:
+    """--sandbox's emulator: bare, or with --sandbox-live-rate an account shaped as Twilio's
+    (visitors arrive once sending starts)."""
+    if not options.sandbox_live_rate:
+        return Emulator()
+    return Emulator(rate_limit=options.rate or SANDBOX_ACCOUNT_RATE, latency=SANDBOX_LATENCY)
 
 
 def new_run_id(out_dir: Path) -> str:
@@ -435,6 +450,8 @@ class _Run:
         )
         streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
         rechecks: list[tuple[Row, Outcome, float]] = []
+        if self.endpoint.emulator is not None:
+            self.endpoint.emulator.live_rate = self.options.sandbox_live_rate
         with self.stopping.on_signals():
             for finished in dispatcher.run(self.decisions()):
                 recorder.record((decision, outcome) for (_, decision), outcome in finished)
@@ -493,6 +510,8 @@ class _Run:
         return ExitCode.OK
 
     def _finish(self) -> Summary:
+        if self.endpoint.emulator is not None:
+            self.endpoint.emulator.live_rate = 0  # the batch is over: so is the rehearsal
         self.stopping.announce()
         with self._writing_files():
             self.files.close()
@@ -631,7 +650,16 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
         timeline=run.limits.timeline(),
         columns=run.checked.columns.describe(),
         settings=run.options.settings,
+        visitors=_visitors_of(run),
     )
+
+
+def _visitors_of(run: _Run) -> dict[str, float | int] | None:
+    """--sandbox-live-rate: the visitors who arrived during the run, served and refused."""
+    emulator = run.endpoint.emulator
+    if emulator is None or not run.options.sandbox_live_rate or run.options.dry_run:
+        return None
+    return {"rate": run.options.sandbox_live_rate, **emulator.visitor_counts().as_dict()}
 
 
 def _rerun_command(run: _Run) -> str:

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class ConcurrencyCap:
         """One admitted request was answered."""
         with self._lock:
             self._in_flight -= 1
+
+
+class Limit(Enum):
+    """Which of the account's limits refused a visitor (a live web chat not started)."""
+
+    RATE = "rate limit"
+    CAP = "concurrency cap"
 
 
 class _Queues:
@@ -157,6 +165,18 @@ class FaultPlan:
             if not throttled and fault is None and self._random.random() < self.error_rate:
                 fault = self._random.choice(RANDOM_FAULTS)
             return fault, throttled
+
+    def admit_visitor(self) -> Limit | None:
+        """Admit a website visitor's create through the same cap and bucket as every request:
+        None when admitted (the caller must release() once answered), else the limit that
+        refused it. Not counted in `throttled`, which counts the answers to the batch."""
+        if not self.cap.enter():
+            return Limit.CAP
+        with self._lock:
+            if self._bucket is None or self._bucket.take():
+                return None
+        self.cap.leave()
+        return Limit.RATE
 
     def for_lookup(self, identity: str) -> Fault | None:
         """The scripted fault this lookup meets, if any."""

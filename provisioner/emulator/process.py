@@ -39,11 +39,14 @@ def standalone_credentials(env: Mapping[str, str]) -> tuple[str, str]:
 def summary(emulator: Emulator) -> str:
     """One line for people: what the emulator served and created."""
     creates, lookups = _count(emulator.requests, "create"), _count(emulator.lookups, "lookup")
-    return (
+    line = (
         f"served {creates}, {lookups} and {_count(emulator.closes, 'close')}; "
         f"created {_count(len(emulator.created), 'web chat')}; "
         f"answered {emulator.throttled} with 429"
     )
+    if emulator.visitors.asked:  # --live-rate: what the batch cost the website's visitors
+        line += f"; {emulator.visitor_counts().line()}"
+    return line
 
 
 def _count(number: int, noun: str) -> str:

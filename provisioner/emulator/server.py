@@ -14,6 +14,7 @@ from provisioner.emulator.faults import Fault, FaultPlan
 from provisioner.emulator.handler import Server
 from provisioner.emulator.routes import CLOSE, CREATE, LOOKUP, Routes
 from provisioner.emulator.service import SANDBOX_ACCOUNT_SID, Ids, WebChat, WebChatService
+from provisioner.emulator.visitors import Visit, VisitorCounts, Visitors
 
 MAIN_POLL = 0.2  # the same when serving the process's main thread (signals end it anyway)
 
@@ -64,6 +65,7 @@ class Emulator:
         lookup_lag: float = 0.0,
         seed: int | None = None,
         record_answers: bool = False,
+        live_rate: float = 0.0,
         clock: Callable[[], float] | None = None,  # tests inject one; else wall and monotonic
     ) -> None:
         secret = secret if secret is not None else secrets.token_hex(16)
@@ -79,6 +81,14 @@ class Emulator:
         )
         self.log = AnswerLog(record_answers)
         self.routes = Routes(self.service, self.faults, root="", latency=latency)
+        self.visitors = Visitors(
+            self.faults,
+            self.service,
+            latency=lambda: self.routes.latency,
+            rate=live_rate,
+            seed=seed,
+            clock=clock or time.monotonic,
+        )
         self._server = Server((host, port), self.routes, self.log)
         self.routes.root = self.url  # known once the port is bound
 
@@ -117,16 +127,19 @@ class Emulator:
         self.log.write(path)
 
     def start(self) -> Emulator:
-        """Serve in a daemon thread."""
+        """Serve in a daemon thread; visitors start arriving (at `live_rate`)."""
         self._server.serve_in_thread()
+        self.visitors.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve in this thread until shutdown()."""
+        """Serve in this thread until shutdown(); visitors arrive from a thread of their own."""
+        self.visitors.start()
         self._server.serve_forever(poll_interval=MAIN_POLL)
 
     def shutdown(self) -> None:
-        """Stop serving (if serving in a thread) and close the socket."""
+        """Stop visitors arriving, stop serving (if serving in a thread), close the socket."""
+        self.visitors.stop()
         self._server.stop()
 
     def __enter__(self) -> Emulator:
@@ -207,6 +220,25 @@ class Emulator:
     def throttled(self) -> int:
         """Requests answered 429: over the rate limit or the concurrency cap."""
         return self.faults.throttled
+
+    @property
+    def live_rate(self) -> float:
+        """Website visitors a second, each starting a web chat on the account (0: none)."""
+        return self.visitors.rate
+
+    @live_rate.setter
+    def live_rate(self, value: float) -> None:
+        self.visitors.rate = value  # takes effect at once: a benchmark's phases
+
+    @property
+    def visits(self) -> list[Visit]:
+        """Every visitor so far: when they arrived (monotonic, or the injected clock) and
+        whether a limit refused them."""
+        return self.visitors.visits
+
+    def visitor_counts(self) -> VisitorCounts:
+        """Visitors arrived, served, and refused by each limit, so far."""
+        return self.visitors.counts()
 
     @property
     def answers(self) -> list[Recorded]:

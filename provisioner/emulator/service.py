@@ -74,6 +74,9 @@ class WebChatService:
         self.ids = ids
         self.unknown_addresses: set[str] = set()
         self.created: list[WebChat] = []  # in order of creation; tests may clear it
+        # Web chats of the website's visitors (emulator/visitors.py): on the account, in the
+        # index under their own identities, but never among `created`, the batch's creations.
+        self.visitor_chats: list[WebChat] = []
         self.chat_service_sid = ids.make("IS")
         self._clock = clock
         self._by_identity: dict[str, list[WebChat]] = {}
@@ -99,8 +102,9 @@ class WebChatService:
             secrets.compare_digest(password.encode(), self.secret.encode())
         )
 
-    def create(self, form: Mapping[str, str], request_id: str) -> WebChat:
-        """Create a web chat: a conversation whose participant has the form's Identity."""
+    def create(self, form: Mapping[str, str], request_id: str, *, visitor: bool = False) -> WebChat:
+        """Create a web chat: a conversation whose participant has the form's Identity
+        (`visitor`: a website visitor's, kept out of `created`)."""
         chat = WebChat(
             conversation_sid=self.ids.make("CH"),
             identity=form.get("Identity") or self.ids.make(""),
@@ -110,7 +114,7 @@ class WebChatService:
             created_at=self._clock(),
         )
         with self._lock:
-            self.created.append(chat)
+            (self.visitor_chats if visitor else self.created).append(chat)
             self._by_identity.setdefault(chat.identity, []).append(chat)
             self._by_sid[chat.conversation_sid] = chat
             self._states[chat.conversation_sid] = ("active", chat.created_at)
