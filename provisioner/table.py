@@ -156,7 +156,7 @@ def open_table(
         raise InputError(f"--sheet {sheet}: {name} is not a workbook but a text (CSV) file")
     encoding = reading_encoding(path, sample, encoding)
     if b"\x00" in sample and not is_wide(encoding):
-        raise InputError(f"{name}: looks like a binary file, not a CSV file or workbook")
+        raise InputError(_binary_message(name, sample[: sample.index(b"\x00")].count(b"\n") + 1))
     delimiter, sep_line = _dialect(sample, encoding, delimiter, header_row, looks_like_header, name)
     records = _csv_records(path, encoding, delimiter, sep_line, name, looks_like_row)
     layout = _layout(records, header_row, looks_like_header, name, None)
@@ -340,11 +340,24 @@ def _check_width(where: str, number: int, cells: list[str], width: int) -> None:
 # --- CSV ---------------------------------------------------------------------------------------
 
 
-class _LineTap:
-    """The lines csv.reader takes, kept until its record is complete (to find a broken quote)."""
+def _binary_message(where: str, line: int) -> str:
+    """One rule for a NUL wherever it falls in a text input: the file is binary, refused whole
+    (a spreadsheet never writes one; a NUL in the first bytes or on line 900,000 is the same
+    sign of a file that is not what it seems, and the whole file is read before anything is
+    sent, so the refusal still makes nothing)."""
+    return (
+        f"{where}: looks like a binary file, not a CSV file or workbook "
+        f"(a NUL character on line {line}); remove it, or export the sheet again"
+    )
 
-    def __init__(self, stream: IO[str]) -> None:
+
+class _LineTap:
+    """The lines csv.reader takes, kept until its record is complete (to find a broken quote),
+    each refused if it holds a NUL (see `_binary_message`)."""
+
+    def __init__(self, stream: IO[str], where: str) -> None:
         self._stream = stream
+        self._where = where
         self.count = 0  # lines read so far, as a text editor numbers them
         self.taken: list[str] = []
 
@@ -354,6 +367,8 @@ class _LineTap:
     def __next__(self) -> str:
         line = next(self._stream)
         self.count += 1
+        if "\x00" in line:
+            raise InputError(_binary_message(self._where, self.count))
         self.taken.append(line)
         return line
 
@@ -377,7 +392,7 @@ def _csv_records(
     csv.field_size_limit(MAX_CELL_CHARS)
     try:
         with path.open(encoding=encoding, errors="strict", newline="") as stream:
-            tap = _LineTap(stream)
+            tap = _LineTap(stream, where)
             if sep_line:
                 next(tap, None)
             reader = csv.reader(tap, delimiter=delimiter, strict=False)

@@ -661,3 +661,18 @@ def test_a_named_unicode_encoding_reads_its_file_bom_or_not(
         "Ana",
         "Zoë",
     ]
+
+
+@pytest.mark.parametrize("rows_before", [1, 30_000], ids=["in-the-sample", "past-1mb"])
+def test_a_nul_anywhere_in_a_csv_refuses_it_before_anything_is_made(
+    provisioner: Cli, tmp_path: Path, rows_before: int
+) -> None:
+    rows = [[f"C{n}", sid(n % 7 + 1), "x" * 30] for n in range(rows_before)]
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [*rows, ["C-nul", sid(1), "a\x00b"]])
+
+    result = provisioner("create", str(source), expect=2)
+
+    (error,) = [line for line in said(result.stderr) if line.startswith("error:")]
+    assert "binary file" in error and f"line {rows_before + 2}" in error
+    assert provisioner.emulator.requests == 0
+    assert not provisioner.out.exists()

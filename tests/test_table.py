@@ -1027,3 +1027,26 @@ def test_inputs_past_the_cap_are_refused(
     with pytest.raises(InputError, match="standard input: more than 100 bytes"):
         snapshot_input("-", run_dir, io.BytesIO(source.read_bytes()))
     assert list(run_dir.iterdir()) == []
+
+
+NUL_LINE = f"{SID1},a\x00b\n"
+
+
+@pytest.mark.parametrize(
+    ("lines_before", "encoding"),
+    [(0, "utf-8"), (40_000, "utf-8"), (0, "utf-16"), (40_000, "utf-16")],
+    ids=["first-line-utf8", "past-2mb-utf8", "first-line-utf16", "past-2mb-utf16"],
+)
+def test_a_nul_refuses_the_file_wherever_it_falls(
+    tmp_path: Path, lines_before: int, encoding: str
+) -> None:
+    # One rule: a NUL in the first bytes (the sample) or megabytes later is the same verdict.
+    filler = f"{SID2},{'x' * 60}\n" * lines_before
+    source = tmp_path / "in.csv"
+    source.write_bytes(f"AddressSid,Name\n{filler}{NUL_LINE}{SID2},after\n".encode(encoding))
+    assert source.stat().st_size > 2_000_000 or not lines_before
+
+    with pytest.raises(InputError, match=r"^in\.csv: looks like a binary file") as raised:
+        read(open_table(source, name="in.csv", looks_like_header=names_address))
+
+    assert f"line {lines_before + 2}" in str(raised.value)
