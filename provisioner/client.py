@@ -336,9 +336,11 @@ def _found(entry: object, identity: str, redact: Redactor) -> FoundConversation 
     sid = entry.get("conversation_sid")
     if not isinstance(sid, str) or not SID_PATTERN.fullmatch(redact(sid)):
         return None
-    who = entry.get("participant_identity")
-    if isinstance(who, str) and who != identity:
-        return None  # another identity's conversation is never this row's web chat
+    if entry.get("participant_identity") != identity:
+        # Only an entry that names the identity asked for counts: another identity's, or one
+        # that names none, is never this row's web chat (a lookup that drops the field cannot
+        # settle a row).
+        return None
 
     def text(name: str) -> str:
         value = entry.get(name)

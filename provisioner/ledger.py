@@ -145,6 +145,11 @@ _RECORD_CREATED = (  # rows: [row_key, sid, identity, request_id, ambiguous, loo
     " lookup = excluded.lookup, duplicate_sids = excluded.duplicate_sids,"
     " key_fingerprint = excluded.key_fingerprint"
 )
+_HELD_BY_OTHERS = (  # rows: [row_key, sid]; the created entries of other keys with these sids
+    f"SELECT {_at(0)}, entries.row_key FROM json_each(:rows) JOIN entries"
+    f" ON entries.scope = :scope AND entries.conversation_sid = {_at(1)}"
+    f" AND entries.row_key != {_at(0)} AND entries.status = 'created'"
+)
 _RECORD_FAILED = (  # rows: [row_key, ambiguous_attempts, lookup]
     "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at,"
     f" lookup) SELECT :scope, {_at(0)}, 'failed', :run_id, {_at(1)}, :now, {_at(2)}"
@@ -281,12 +286,33 @@ class Ledger:
         lookup: str = "",
         duplicate_sids: str = "",
         key_fingerprint: str | None = None,
-    ) -> None:
-        """Record a web chat that exists at Twilio (a 201, or found by a lookup)."""
+    ) -> str:
+        """Record a web chat that exists at Twilio (a 201, or found by a lookup); not when
+        another row holds its conversation SID: then that row's key is returned, else ''."""
+        holder = self.conversation_holders([(row_key, conversation_sid)]).get(row_key, "")
+        if holder:
+            return holder
         created = (row_key, conversation_sid, identity, request_id, ambiguous_attempts)
         self._write_rows(
             _RECORD_CREATED, run_id, [(*created, lookup, duplicate_sids, key_fingerprint)]
         )
+        return ""
+
+    def conversation_holders(self, rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """For (row key, conversation SID) pairs about to be recorded as created: the keys whose
+        SID the ledger already records for another row, each with that row's key; a SID given
+        twice among `rows` is held by the first. One query, however many rows."""
+        rows = [(row_key, sid) for row_key, sid in rows if sid]
+        held: dict[str, str] = {}
+        if rows:
+            parameters = {"scope": self.scope, "rows": json.dumps(rows)}
+            held.update(self._db.execute(_HELD_BY_OTHERS, parameters).fetchall())
+        first_with: dict[str, str] = {}
+        for row_key, sid in rows:
+            holder = first_with.setdefault(sid, row_key)
+            if holder != row_key and row_key not in held:
+                held[row_key] = holder
+        return held
 
     def record_lookup(self, row_key: str, *, lookup: str, duplicate_sids: str) -> None:
         """Record what a later lookup found for a created row."""
@@ -302,12 +328,25 @@ class Ledger:
         """Record that the row's requests failed; a created entry is never downgraded."""
         self._write_rows(_RECORD_FAILED, run_id, [(row_key, ambiguous_attempts, lookup)])
 
-    def record_outcomes(self, finished: Sequence[Finished], run_id: str) -> None:
+    def record_outcomes(self, finished: Sequence[Finished], run_id: str) -> dict[str, str]:
         """Record what became of these rows (inside the caller's transaction): one statement
-        for the created ones and one for the failed ones, whatever their number."""
+        for the created ones and one for the failed ones, whatever their number.
+
+        A created row whose conversation SID another row holds is not recorded (it stays as
+        it was, in flight: the next run looks it up again): returned, key -> the holder's key.
+        """
+        held = self.conversation_holders(
+            [
+                (row.row_key, row.outcome.conversation_sid)
+                for row in finished
+                if row.outcome.status is Status.CREATED
+            ]
+        )
         created, failed = [], []
         for row in finished:
             outcome = row.outcome
+            if row.row_key in held:
+                continue
             if outcome.status is Status.CREATED:
                 created.append(_created_values(row))
             elif outcome.status is Status.FAILED:
@@ -316,6 +355,7 @@ class Ledger:
                 self.restore(row.row_key, row.prior)
         self._write_rows(_RECORD_CREATED, run_id, created)
         self._write_rows(_RECORD_FAILED, run_id, failed)
+        return held
 
     def _write_rows(self, statement: str, run_id: str, rows: Sequence[Sequence[object]]) -> None:
         """Run an upsert over `rows`: one statement, one step, however many rows (json_each)."""

@@ -58,6 +58,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Keys created before fingerprints existed get theirs, so key_changed sees them too.
         "UPDATE entries SET key_fingerprint = key_fingerprint(row_key) WHERE status = 'created'",
     ),
+    (
+        # Which row holds a web chat: one conversation never settles two rows (ledger.py).
+        # Not UNIQUE: a ledger written before may hold such a pair already, and must open.
+        "CREATE INDEX entries_by_conversation ON entries (scope, conversation_sid)"
+        " WHERE conversation_sid != ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Seconds SQLite waits for `status` reading while a run commits (the lock is held briefly).

@@ -8,6 +8,9 @@ from provisioner.ledger import IN_FLIGHT, Entry
 from provisioner.outcome import CUT_OFF, Outcome, Status
 from provisioner.rows import Row
 
+# A key that looks like another one changed by a spreadsheet (causes.py explains the code).
+KEY_CHANGED = "key_changed"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -44,8 +47,14 @@ class Decision:
 def plan(
     row: Row, entry: Entry | None, *, force: bool, changed_from: Entry | None = None
 ) -> Decision:
-    """Decide what to do with `row`; `entry` is the ledger's entry for its key, if any."""
-    if row.problem is not None:
+    """Decide what to do with `row`; `entry` is the ledger's entry for its key, if any.
+
+    A key the ledger shows created is `existing` whatever the row's other cells say now: its
+    web chat exists, and the stale values (the original sheet's, fixed through errors.csv)
+    are neither checked nor sent, so the original sheet settles too.
+    """
+    created = entry is not None and entry.status == "created"
+    if row.problem is not None and not (created and not force):
         return Decision(
             row,
             outcome=Outcome(Status.INVALID, error_code=row.problem_code, error_message=row.problem),
@@ -71,11 +80,26 @@ def plan(
             changed_from=changed_from,
             outcome=Outcome(
                 Status.INVALID,
-                error_code="key_changed",
+                error_code=KEY_CHANGED,
                 error_message=(
                     f"row key {row.key!r} looks like {changed_from.row_key!r} changed by a "
                     f"spreadsheet, which run {changed_from.run_id} created; restore the "
                     "original ID (keep it as text), or pass --force to create it anyway"
+                ),
+            ),
+        )
+    if row.twin is not None and entry is None and not force:
+        twin_row, twin_key = row.twin
+        return Decision(
+            row,
+            outcome=Outcome(
+                Status.INVALID,
+                error_code=KEY_CHANGED,
+                error_message=(
+                    f"row key {row.key!r} and row {twin_row}'s {twin_key!r} differ only as a "
+                    "spreadsheet changes IDs (leading zeros, .0, exponent form): one customer "
+                    "twice? Restore the original ID (keep it as text), or pass --force to "
+                    "create both"
                 ),
             ),
         )

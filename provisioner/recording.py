@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Finished, Ledger
-from provisioner.outcome import Outcome, Status
+from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.plan import Decision
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
@@ -73,10 +73,13 @@ class Recorder:
             return False
         return True
 
-    def record(self, finished: Iterable[tuple[Decision, Outcome]]) -> None:
-        """Commit finished rows before they are written anywhere else (no-op once failed)."""
+    def record(self, finished: Iterable[tuple[Decision, Outcome]]) -> dict[str, Outcome]:
+        """Commit finished rows before they are written anywhere else (no-op once failed).
+
+        Returns, by row key, the outcomes to write instead: a row that claims a web chat
+        another row holds is flagged, not recorded (`held_elsewhere`)."""
         if self.failed:
-            return
+            return {}
         changes = [
             Finished(
                 decision.row.key,
@@ -89,13 +92,16 @@ class Recorder:
             if decision.to_send
         ]
         if not changes:  # rows known without sending (existing, invalid): nothing to write
-            return
+            return {}
         try:
             with self.ledger.transaction():
-                self.ledger.record_outcomes(changes, self.run_id)
+                held = self.ledger.record_outcomes(changes, self.run_id)
         except LedgerError as error:
             self.failed = True
             self.stopping.stop(str(error))
+            return {}
+        outcomes = {change.row_key: change.outcome for change in changes}
+        return {key: held_elsewhere(outcomes[key], holder) for key, holder in held.items()}
 
     def record_lookup(self, row_key: str, outcome: Outcome) -> None:
         """What the final lookup found for a created row; a failed ledger is left as it is (the
@@ -106,3 +112,21 @@ class Recorder:
                 lookup=outcome.lookup.value,
                 duplicate_sids=" ".join(outcome.duplicate_sids),
             )
+
+
+def held_elsewhere(outcome: Outcome, holder: str) -> Outcome:
+    """A row whose answer or lookup named a web chat the ledger records for row `holder`: one
+    conversation never settles two rows, so it is failed and left in flight (the next run
+    looks it up again), never recorded as created."""
+    found = outcome.lookup in (LookupResult.FOUND, LookupResult.DUPLICATES)
+    return replace(
+        outcome,
+        status=Status.FAILED,
+        error_code="lookup_failed" if found else "unreadable_answer",
+        error_message=(
+            f"{'the lookup' if found else 'the answer'} named {outcome.conversation_sid}, "
+            f"which the ledger records for row key {holder!r}; one web chat never settles two "
+            "rows, so this row was not recorded and the next run looks it up again"
+        ),
+        ambiguous_attempts=outcome.ambiguous_attempts + (0 if found else 1),
+    )

@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from provisioner.cells import unescape_cell
+from provisioner.cells import key_fingerprint, spreadsheet_changed, unescape_cell
 from provisioner.errors import InputError
 from provisioner.outcome import (
     ERROR_COLUMNS,
@@ -230,6 +230,9 @@ class Row:
     problem: str | None = None
     problem_code: str = ""
     source: int = 0  # the original sheet's row, for a fed-back file; else `number`
+    # (row number, key) of an earlier row of this input whose key differs from this one's
+    # only as a spreadsheet changes keys (`002004` and `2004`): plan.py flags it key_changed.
+    twin: tuple[int, str] | None = None
 
     @property
     def source_row(self) -> int:
@@ -282,8 +285,8 @@ class Repeats:
         for kind, collected in hashes.items():
             repeated, extra = _repeated(collected)
             by_kind[kind] = frozenset(repeated)
-            if kind != _CONTENT:
-                duplicate_rows += extra
+            if kind != _CONTENT:  # a row's repeated key is often its repeated customer_id too
+                duplicate_rows = max(duplicate_rows, extra)
         return cls(by_kind, duplicate_rows)
 
 
@@ -303,7 +306,7 @@ def _hash64(text: str) -> int:
 
 
 # The values that must not repeat, with the problem code a repeat gets; and row contents.
-_KEY = "key"  # the row's key, from row_key or customer_id
+_KEY = "key"  # the row's final key, however obtained: row_key, customer_id or derived
 _UNIQUE = {
     ROW_KEY: "duplicate_row_key",
     CUSTOMER_ID: "duplicate_customer_id",
@@ -311,6 +314,15 @@ _UNIQUE = {
     _KEY: "duplicate_row_key",
 }
 _CONTENT = "content"
+_TWIN = "twin"  # a key's cells.key_fingerprint: keys a spreadsheet may have made of each other
+_NUMBERED = re.compile(r"(auto:[0-9a-f]+):[0-9]+")  # the n-th identical row's derived key
+
+
+def _key_family(key: str) -> str:
+    """What the first pass hashes for a key: a derived key without its `:n`, since the first
+    pass cannot number identical rows; the second compares the real keys."""
+    numbered = _NUMBERED.fullmatch(key)
+    return numbered[1] if numbered else key
 
 
 class RowBuilder:
@@ -324,9 +336,11 @@ class RowBuilder:
     def __init__(self, columns: Columns, repeats: Repeats | None = None) -> None:
         self.columns = columns
         self._repeats = repeats
-        self._hashes: dict[str, array[int]] = {kind: array("Q") for kind in (*_UNIQUE, _CONTENT)}
+        kinds = (*_UNIQUE, _CONTENT, _TWIN)
+        self._hashes: dict[str, array[int]] = {kind: array("Q") for kind in kinds}
         self._first_row: dict[tuple[str, str], int] = {}
         self._occurrences: dict[str, int] = {}
+        self._first_twin: dict[str, tuple[int, str]] = {}  # by fingerprint, repeats only
 
     def repeats(self) -> Repeats:
         """After a first pass: the repeated values, for the second pass."""
@@ -337,6 +351,13 @@ class RowBuilder:
         columns = self.columns
         if columns.fed_back:
             cells = [unescape_cell(cell) for cell in cells]
+        else:
+            # A key copied out of this tool's own files keeps its guard (`'00123`): whatever
+            # the file, the guard is taken off keys, so the copy is the same customer.
+            cells = list(cells)
+            for index in (columns.row_key, columns.customer_id):
+                if index is not None:
+                    cells[index] = unescape_cell(cells[index])
         parameters = {
             name: value for name, index in columns.parameters.items() if (value := cells[index])
         }
@@ -352,31 +373,49 @@ class RowBuilder:
         given_key = cells[columns.row_key] if columns.row_key is not None else ""
         customer_id = cells[columns.customer_id] if columns.customer_id is not None else ""
         problem, code = _problem(parameters, {ROW_KEY: given_key, CUSTOMER_ID: customer_id})
+        key = given_key or customer_id or self._derived_key(parameters)
         unique = {
             ROW_KEY: given_key,
             CUSTOMER_ID: customer_id,
             IDENTITY: parameters.get(IDENTITY, ""),
-            # One row's row_key may be another's customer_id (its key when row_key is empty).
-            _KEY: (given_key or customer_id)
-            if None not in (columns.row_key, columns.customer_id)
-            else "",
+            # The key the row leaves with, however it was obtained: one row's row_key may be
+            # another's customer_id, or a fed-back row's key another row's derived one.
+            _KEY: key,
         }
         for kind, value in unique.items():
             if value and problem is None:
-                first = self._first_row_of(kind, value, number)
+                hashed = _key_family(value) if kind == _KEY else value
+                first = self._first_row_of(kind, value, number, hashed)
                 if first != number:
-                    problem, code = _duplicate(kind, value, first, given_key), _UNIQUE[kind]
-        key = given_key or customer_id or self._derived_key(parameters)
+                    problem, code = _duplicate(kind, value, first), _UNIQUE[kind]
+        twin = self._twin_of(key, number) if problem is None else None
         source = _source_row(cells, columns)
-        return Row(number, carried, parameters, key, problem, code, source)
+        return Row(number, carried, parameters, key, problem, code, source, twin)
 
-    def _first_row_of(self, kind: str, value: str, number: int) -> int:
+    def _first_row_of(self, kind: str, value: str, number: int, hashed: str) -> int:
         if self._repeats is None:
-            self._hashes[kind].append(_hash64(value))
+            self._hashes[kind].append(_hash64(hashed))
             return number
-        if _hash64(value) not in self._repeats.by_kind[kind]:
+        if _hash64(hashed) not in self._repeats.by_kind[kind]:
             return number
         return self._first_row.setdefault((kind, value), number)
+
+    def _twin_of(self, key: str, number: int) -> tuple[int, str] | None:
+        """The first earlier row whose key a spreadsheet could have made of this one's, or
+        this one's of it (either way: which of the two is the original is not known)."""
+        fingerprint = key_fingerprint(key)
+        if fingerprint is None:
+            return None
+        if self._repeats is None:
+            self._hashes[_TWIN].append(_hash64(fingerprint))
+            return None
+        if _hash64(fingerprint) not in self._repeats.by_kind[_TWIN]:
+            return None
+        first = self._first_twin.setdefault(fingerprint, (number, key))
+        _, first_key = first
+        if spreadsheet_changed(first_key, key) or spreadsheet_changed(key, first_key):
+            return first
+        return None
 
     def _derived_key(self, parameters: Mapping[str, str]) -> str:
         """A key from what the row asks for; the n-th identical row gets suffix `:n`."""
@@ -401,11 +440,12 @@ def _source_row(cells: Sequence[str], columns: Columns) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _duplicate(kind: str, value: str, first: int, given_key: str) -> str:
+def _duplicate(kind: str, value: str, first: int) -> str:
     if kind == _KEY:
-        where = "row_key" if given_key else "customer_id"
-        other = "customer_id" if given_key else "row_key"
-        return f"duplicate key {value!r}: this row's {where} is row {first}'s {other}"
+        return (
+            f"duplicate key {value!r}: row {first} has the same key (given as row_key or "
+            "customer_id, or derived from the same values); one key is one customer"
+        )
     name = "Identity" if kind == IDENTITY else kind
     return f"duplicate {name} {value!r} (first at row {first})"
 

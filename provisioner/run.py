@@ -171,7 +171,8 @@ class CheckedInput:
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
     """Run `provisioner create` from options to written outputs; returns the summary."""
     with ExitStack() as stack:
-        checked = _check_input(options, runtime, stack)
+        consulted = options.sandbox or credentials is not None  # the ledger is asked
+        checked = _check_input(options, runtime, stack, consulted and options.ledger_file.exists())
         endpoint = _endpoint(options, runtime, credentials, stack)
         client = None
         if endpoint.credentials is not None and not options.dry_run:
@@ -235,10 +236,14 @@ def moved_into(checked: CheckedInput, run_dir: Path) -> CheckedInput:
     return replace(checked, table=replace(checked.table, path=snapshot))
 
 
-def _check_input(options: RunOptions, runtime: Runtime, stack: ExitStack) -> CheckedInput:
+def _check_input(
+    options: RunOptions, runtime: Runtime, stack: ExitStack, ledger_known: bool
+) -> CheckedInput:
     """The input, staged and read whole; with --strict, refused if any row is invalid."""
     checked = staged_input(options, runtime, stack)
-    if options.strict and checked.invalid:
+    # A row the ledger shows created is existing however invalid its cells are now: with a
+    # ledger to ask (`ledger_known`), _refuse_key_changes counts the invalid rows that are not.
+    if options.strict and checked.invalid and not ledger_known:
         raise InputError(
             f"--strict: {plural(checked.invalid, 'invalid row')}; nothing was sent. "
             "--dry-run lists them, with the reasons, in errors.csv"
@@ -454,8 +459,11 @@ class _Run:
             self.endpoint.emulator.live_rate = self.options.sandbox_live_rate
         with self.stopping.on_signals():
             for finished in dispatcher.run(self.decisions()):
-                recorder.record((decision, outcome) for (_, decision), outcome in finished)
-                for (sequence, decision), outcome in finished:
+                flagged = recorder.record(
+                    (decision, outcome) for (_, decision), outcome in finished
+                )
+                for (sequence, decision), recorded in finished:
+                    outcome = flagged.get(decision.row.key, recorded)
                     self._write(sequence, decision.row, outcome)
                     reason = streak.add(outcome)
                     if reason:
@@ -689,12 +697,20 @@ def _rows_and_entries(
 
 
 def _refuse_key_changes(checked: CheckedInput, ledger: Ledger, endpoint: _Endpoint) -> None:
-    """--strict: a key a spreadsheet changed is an invalid row too, so nothing is sent."""
-    changed = sum(
-        1
-        for _, row, seen in _rows_and_entries(checked, ledger, endpoint)
-        if row.problem is None and seen.changed_from is not None
-    )
+    """--strict: an invalid row, or one with a key a spreadsheet changed, and nothing is sent
+    (a row the ledger shows created is existing, whatever its cells say now)."""
+    invalid = changed = 0
+    for _, row, seen in _rows_and_entries(checked, ledger, endpoint):
+        created = seen.entry is not None and seen.entry.status == "created"
+        if row.problem is not None:
+            invalid += not created
+        elif seen.changed_from is not None or (row.twin is not None and seen.entry is None):
+            changed += 1
+    if invalid:
+        raise InputError(
+            f"--strict: {plural(invalid, 'invalid row')}; nothing was sent. "
+            "--dry-run lists them, with the reasons, in errors.csv"
+        )
     if changed:
         raise InputError(
             f"--strict: {plural(changed, 'row')} with a key a spreadsheet changed (key_changed); "

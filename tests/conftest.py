@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import re
@@ -188,3 +189,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4} ")
 def said(stderr: str) -> list[str]:
     """The lines for people, without their timestamps."""
     return [TIMESTAMP.sub("", line) for line in stderr.splitlines()]
+
+
+def conversation_sid_of(row_key: str) -> str:
+    """A conversation SID of the row's own (one web chat never settles two rows)."""
+    return "CH" + hashlib.blake2b(row_key.encode(), digest_size=16).hexdigest()

@@ -485,6 +485,27 @@ def test_a_lookup_reads_one_identitys_conversations(
     assert request.header("Authorization") == BASIC
 
 
+@pytest.mark.parametrize(
+    "who",
+    [None, "", "PRV-TEST", "prv-test ", 7, ["prv-test"]],
+    ids=["missing", "empty", "other-case", "trailing-space", "number", "list"],
+)
+def test_a_lookup_entry_counts_only_if_it_names_the_identity_asked_for(
+    client: TwilioClient, hostile: HostileServer, who: object
+) -> None:
+    entry = participant_conversation(web_chat_sid(1))
+    if who is None:
+        del entry["participant_identity"]
+    else:
+        entry["participant_identity"] = who
+    hostile.script(lookup_page(hostile.url, [entry, participant_conversation(web_chat_sid(2))]))
+
+    lookup = client.find_conversations("prv-test")
+
+    assert lookup.ok
+    assert [found.sid for found in lookup.conversations] == [web_chat_sid(2)]
+
+
 def test_scripts_per_path_and_standing_answers(
     client: TwilioClient, hostile: HostileServer
 ) -> None:

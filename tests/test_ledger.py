@@ -15,10 +15,13 @@ from provisioner import ledger as ledger_module
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
+from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
 OTHER_SCOPE = "AC999@flex-api.twilio.com"
 SID = "CH" + "a" * 32
+
+
 OTHER_SID = "CH" + "b" * 32
 
 
@@ -53,7 +56,7 @@ def created(
     ledger.record_created(
         key,
         "run-1",
-        conversation_sid=SID,
+        conversation_sid=conversation_sid_of(key),
         identity=f"prv-{key}",
         request_id="RQ1",
         ambiguous_attempts=0,
@@ -91,7 +94,7 @@ def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
         assert reopened.lookup("c-2") == Entry(
             "c-2",
             "created",
-            SID,
+            conversation_sid_of("c-2"),
             "prv-c-2",
             "RQ1",
             "run-1",

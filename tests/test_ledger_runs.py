@@ -16,6 +16,7 @@ from provisioner import ledger_runs
 from provisioner.errors import LedgerError
 from provisioner.ledger import Ledger, RunRecord, open_ledger, read_status
 from provisioner.ledger_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
 OTHER_SCOPE = "AC999@flex-api.twilio.com"
@@ -43,7 +44,7 @@ def created(ledger: Ledger, key: str) -> None:
     ledger.record_created(
         key,
         "run-1",
-        conversation_sid=SID,
+        conversation_sid=conversation_sid_of(key),
         identity=f"prv-{key}",
         request_id="RQ1",
         ambiguous_attempts=0,

@@ -53,6 +53,7 @@ def test_an_empty_file_is_migrated_to_the_current_schema(
     assert pragmas == [APPLICATION_ID, SCHEMA_VERSION, "wal"]
     assert names == [
         ("table", "entries"),
+        ("index", "entries_by_conversation"),
         ("index", "entries_by_fingerprint"),
         ("index", "entries_by_run"),
         ("table", "runs"),

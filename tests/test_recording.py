@@ -19,6 +19,7 @@ from provisioner.plan import Decision
 from provisioner.recording import Known, Recorder, known
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
 SID = "CH" + "a" * 32
@@ -30,7 +31,9 @@ def row(key: str, *, problem: str | None = None) -> Row:
 
 
 def created(key: str) -> Outcome:
-    return Outcome(Status.CREATED, conversation_sid=SID, identity=f"prv-{key}", attempts=1)
+    return Outcome(
+        Status.CREATED, conversation_sid=conversation_sid_of(key), identity=f"prv-{key}", attempts=1
+    )
 
 
 FAILED = Outcome(Status.FAILED, attempts=3, error_code="20429", lookup=LookupResult.ABSENT)
@@ -107,7 +110,7 @@ def test_a_batch_leaves_the_entries_a_row_at_a_time_would(tmp_path: Path) -> Non
             one_by_one[key], updated_at="", first_sent_at=""
         ), key
     assert batched["c-39"].status == "created"
-    assert batched["c-39"].conversation_sid == SID
+    assert batched["c-39"].conversation_sid == conversation_sid_of("c-39")
     assert batched["f-2"].status == "failed"
     assert "n-2" not in batched  # never sent: the mark in flight undone
     assert batched["n-1"].status == "failed"  # back to what the earlier run left
@@ -158,3 +161,51 @@ def test_a_ledger_that_cannot_mark_rows_in_flight_stops_the_run(path: Path) -> N
         assert not recorder.mark_in_flight([Decision(row("c-1"))])
         assert stopping.is_set
         assert "deleted or replaced during the run" in stopping.reason
+
+
+def test_one_conversation_never_settles_two_rows(ledger: Ledger) -> None:
+    held = conversation_sid_of("c-1")
+    with ledger.transaction():
+        ledger.record_created(
+            "c-1",
+            "run-0",
+            conversation_sid=held,
+            identity="prv-c-1",
+            request_id="",
+            ambiguous_attempts=0,
+        )
+    found = replace(created("c-2"), conversation_sid=held, lookup=LookupResult.FOUND)
+    answered = replace(created("c-3"), conversation_sid=conversation_sid_of("c-4"))
+    rows = [row("c-2"), row("c-3"), row("c-4"), row("c-5")]
+    finished = [
+        (Decision(rows[0]), found),
+        (Decision(rows[1]), answered),
+        (Decision(rows[2]), created("c-4")),  # the same SID as c-3 in the same batch: second
+        (Decision(rows[3]), created("c-5")),
+    ]
+    stopping = Stopping()
+    recorder = Recorder(ledger, "run-1", stopping)
+    assert recorder.mark_in_flight([decision for decision, _ in finished])
+
+    flagged = recorder.record(finished)
+
+    assert sorted(flagged) == ["c-2", "c-4"]
+    assert [(o.status, o.error_code) for o in flagged.values()] == [
+        (Status.FAILED, "lookup_failed"),
+        (Status.FAILED, "unreadable_answer"),
+    ]
+    entries = ledger.lookup_all(["c-1", "c-2", "c-3", "c-4", "c-5"])
+    assert {key: (e.status, e.conversation_sid) for key, e in entries.items()} == {
+        "c-1": ("created", held),
+        "c-2": ("in_flight", ""),  # left for the next run to look up again
+        "c-3": ("created", conversation_sid_of("c-4")),
+        "c-4": ("in_flight", ""),
+        "c-5": ("created", conversation_sid_of("c-5")),
+    }
+    # reconcile records through record_created: refused the same way, naming the holder
+    with ledger.transaction():
+        holder = ledger.record_created(
+            "c-2", "run-2", conversation_sid=held, identity="", request_id="", ambiguous_attempts=0
+        )
+    assert holder == "c-1"
+    assert ledger.lookup("c-2") == entries["c-2"]
