@@ -51,10 +51,11 @@ def plan(
 
     A key the ledger shows created is `existing` whatever the row's other cells say now: its
     web chat exists, and the stale values (the original sheet's, fixed through errors.csv)
-    are neither checked nor sent, so the original sheet settles too.
+    are neither checked nor sent, so the original sheet settles too. A row that repeats an
+    earlier row's key stays invalid: it may be another customer given the same ID.
     """
-    created = entry is not None and entry.status == "created"
-    if row.problem is not None and not (created and not force):
+    settled = entry is not None and entry.status == "created" and not force
+    if row.problem is not None and (row.repeats_a_key or not settled):
         return Decision(
             row,
             outcome=Outcome(Status.INVALID, error_code=row.problem_code, error_message=row.problem),

@@ -240,6 +240,11 @@ class Row:
         return self.source or self.number
 
     @property
+    def repeats_a_key(self) -> bool:
+        """Its problem is a key, customer id or identity of an earlier row, not its values."""
+        return self.problem_code in _UNIQUE.values()
+
+    @property
     def identity(self) -> str:
         """The identity sent with the row (rows get one before sending; see with_identity)."""
         return self.parameters.get(IDENTITY, "")

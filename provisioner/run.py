@@ -703,7 +703,7 @@ def _refuse_key_changes(checked: CheckedInput, ledger: Ledger, endpoint: _Endpoi
     for _, row, seen in _rows_and_entries(checked, ledger, endpoint):
         created = seen.entry is not None and seen.entry.status == "created"
         if row.problem is not None:
-            invalid += not created
+            invalid += row.repeats_a_key or not created
         elif seen.changed_from is not None or (row.twin is not None and seen.entry is None):
             changed += 1
     if invalid:

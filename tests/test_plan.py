@@ -32,9 +32,17 @@ def entry(
     )
 
 
-@pytest.mark.parametrize("prior", [None, entry("created", sid=SID), entry("in_flight")])
-@pytest.mark.parametrize("force", [False, True])
-def test_an_invalid_row_is_invalid_whatever_the_ledger_says(
+@pytest.mark.parametrize(
+    ("prior", "force"),
+    [
+        (None, False),
+        (None, True),
+        (entry("in_flight"), False),
+        (entry("in_flight"), True),
+        (entry("created", sid=SID), True),  # --force never sends invalid values
+    ],
+)
+def test_an_invalid_row_is_invalid_unless_its_key_was_created(
     prior: Entry | None, force: bool
 ) -> None:
     decision = plan(
@@ -150,3 +158,41 @@ def test_force_does_not_skip_the_lookup_of_an_unsettled_row() -> None:
     assert not decision.forced
     assert decision.unsettled
     assert decision.prior_ambiguous == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("missing_address_sid", Status.EXISTING),
+        ("invalid_address_sid", Status.EXISTING),
+        ("not_text", Status.EXISTING),
+        ("duplicate_customer_id", Status.INVALID),  # another customer given the same ID?
+        ("duplicate_row_key", Status.INVALID),
+        ("duplicate_identity", Status.INVALID),
+    ],
+)
+def test_a_created_key_is_existing_whatever_its_values_say_now(code: str, status: Status) -> None:
+    created = entry("created", sid=SID)
+
+    decision = plan(row(problem="stale", code=code), created, force=False)
+
+    assert decision.outcome is not None and decision.outcome.status is status
+    assert not decision.to_send
+    if status is Status.EXISTING:
+        assert decision.outcome.conversation_sid == SID
+
+
+def test_keys_that_differ_only_as_a_spreadsheet_changes_them_are_key_changed_unless_forced() -> (
+    None
+):
+    twin = Row(3, (), {"AddressSid": "IG" + "0" * 32}, "2004", twin=(2, "002004"))
+
+    flagged = plan(twin, None, force=False)
+    forced = plan(twin, None, force=True)
+    created = plan(twin, entry("created", key="2004", sid=SID), force=False)
+
+    assert flagged.outcome is not None
+    assert (flagged.outcome.status, flagged.outcome.error_code) == (Status.INVALID, "key_changed")
+    assert "002004" in flagged.outcome.error_message and "row 2" in flagged.outcome.error_message
+    assert forced.to_send and forced.outcome is None
+    assert created.outcome is not None and created.outcome.status is Status.EXISTING
