@@ -338,9 +338,15 @@ class RowBuilder:
     uses that to flag repeats and to number identical rows, keeping state only for repeats.
     """
 
-    def __init__(self, columns: Columns, repeats: Repeats | None = None) -> None:
+    def __init__(
+        self, columns: Columns, repeats: Repeats | None = None, scope: str | None = None
+    ) -> None:
         self.columns = columns
         self._repeats = repeats
+        # Given a scope, rows leave with the identity they are sent with (their own, else
+        # derived), and identities are checked as sent: a given one may be another row's
+        # derived one. Both passes must be given the same scope.
+        self._scope = scope
         kinds = (*_UNIQUE, _CONTENT, _TWIN)
         self._hashes: dict[str, array[int]] = {kind: array("Q") for kind in kinds}
         self._first_row: dict[tuple[str, str], int] = {}
@@ -393,6 +399,12 @@ class RowBuilder:
                 first = self._first_row_of(kind, value, number, hashed)
                 if first != number:
                     problem, code = _duplicate(kind, value, first), _UNIQUE[kind]
+        if self._scope is not None and problem is None and not parameters.get(IDENTITY):
+            identity = derive_identity(self._scope, key)
+            parameters[IDENTITY] = identity
+            first = self._first_row_of(IDENTITY, identity, number, identity)
+            if first != number:
+                problem, code = _duplicate(IDENTITY, identity, first), _UNIQUE[IDENTITY]
         twin = self._twin_of(key, number) if problem is None else None
         source = _source_row(cells, columns)
         return Row(number, carried, parameters, key, problem, code, source, twin)

@@ -65,6 +65,8 @@ NOTHING_KNOWN = Known()
 # answers take about 300 ms, as Twilio's do (the benchmarks' stand-in for Twilio too).
 SANDBOX_ACCOUNT_RATE = 5.0
 SANDBOX_LATENCY = 0.3
+SANDBOX_SCOPE = "sandbox"  # the ledger scope of --sandbox runs (the emulator's own account)
+DRY_RUN_SCOPE = "dry-run"  # identities a dry run without credentials shows are derived in it
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -166,13 +168,17 @@ class CheckedInput:
     rows: int
     invalid: int
     repeats: Repeats
+    scope: str | None = None  # the scope the rows' identities were checked in (read_input)
 
 
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
     """Run `provisioner create` from options to written outputs; returns the summary."""
     with ExitStack() as stack:
         consulted = options.sandbox or credentials is not None  # the ledger is asked
-        checked = _check_input(options, runtime, stack, consulted and options.ledger_file.exists())
+        scope = _ledger_scope(options, credentials) or DRY_RUN_SCOPE
+        checked = _check_input(
+            options, runtime, stack, consulted and options.ledger_file.exists(), scope
+        )
         endpoint = _endpoint(options, runtime, credentials, stack)
         client = None
         if endpoint.credentials is not None and not options.dry_run:
@@ -220,13 +226,15 @@ class InputSettings(Protocol):
     def header_row(self) -> int | None: ...
 
 
-def staged_input(options: InputSettings, runtime: Runtime, stack: ExitStack) -> CheckedInput:
+def staged_input(
+    options: InputSettings, runtime: Runtime, stack: ExitStack, scope: str | None = None
+) -> CheckedInput:
     """The input copied into a staging folder and read whole before anything else is made, so
     that a broken file leaves no run folder and no ledger behind (then see `moved_into`)."""
     assert options.input_path is not None, "an input to stage"
     staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
     source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
-    return read_input(options, source)
+    return read_input(options, source, scope)
 
 
 def moved_into(checked: CheckedInput, run_dir: Path) -> CheckedInput:
@@ -237,10 +245,10 @@ def moved_into(checked: CheckedInput, run_dir: Path) -> CheckedInput:
 
 
 def _check_input(
-    options: RunOptions, runtime: Runtime, stack: ExitStack, ledger_known: bool
+    options: RunOptions, runtime: Runtime, stack: ExitStack, ledger_known: bool, scope: str
 ) -> CheckedInput:
     """The input, staged and read whole; with --strict, refused if any row is invalid."""
-    checked = staged_input(options, runtime, stack)
+    checked = staged_input(options, runtime, stack, scope)
     # A row the ledger shows created is existing however invalid its cells are now: with a
     # ledger to ask (`ledger_known`), _refuse_key_changes counts the invalid rows that are not.
     if options.strict and checked.invalid and not ledger_known:
@@ -251,8 +259,9 @@ def _check_input(
     return checked
 
 
-def read_input(options: InputSettings, source: Path) -> CheckedInput:
-    """Read the input's copy `source` whole: its table, columns and what repeats in it."""
+def read_input(options: InputSettings, source: Path, scope: str | None = None) -> CheckedInput:
+    """Read the input's copy `source` whole: its table, columns and what repeats in it (with
+    `scope`, the ledger scope identities are derived in, the identities as sent too)."""
     table = open_table(
         source,
         encoding=options.encoding,
@@ -264,7 +273,7 @@ def read_input(options: InputSettings, source: Path) -> CheckedInput:
         name=str(options.input_path),
     )
     columns = Columns.resolve(table.headers, options.columns)
-    builder = RowBuilder(columns)
+    builder = RowBuilder(columns, scope=scope)
     rows = invalid = 0
     for number, cells in table.rows():
         rows += 1
@@ -274,25 +283,25 @@ def read_input(options: InputSettings, source: Path) -> CheckedInput:
         raise InputError(f"{options.input_path}: has a header row but no data rows")
     repeats = builder.repeats()
     if repeats.duplicate_rows:  # candidates: a second pass tells them for certain, once a row
-        checker = RowBuilder(columns, repeats)
+        checker = RowBuilder(columns, repeats, scope)
         invalid = sum(checker.build(*row).problem is not None for row in table.rows())
-    return CheckedInput(table, columns, rows, invalid, repeats)
+    return CheckedInput(table, columns, rows, invalid, repeats, scope)
 
 
 def _endpoint(
     options: RunOptions, runtime: Runtime, credentials: Credentials | None, stack: ExitStack
 ) -> _Endpoint:
     """The API roots and credentials to use; starts the in-process emulator for --sandbox."""
+    scope = _ledger_scope(options, credentials)
     if options.sandbox:
         emulator = stack.enter_context(_sandbox_emulator(options))
         runtime.say(
             f"sandbox: sending to a local emulator at {emulator.url}; nothing reaches Twilio"
         )
         sandbox = Credentials(emulator.username, emulator.secret, "sandbox")
-        return _Endpoint(emulator.url, emulator.url, sandbox, "sandbox", emulator)
+        return _Endpoint(emulator.url, emulator.url, sandbox, scope, emulator)
     if credentials is None and not options.dry_run:
         raise ConfigError("no credentials")  # the CLI checks first; this guards other callers
-    scope = scope_of(credentials.account, options.base_url) if credentials else ""
     return _Endpoint(options.base_url, options.conversations_url, credentials, scope)
 
 
@@ -302,6 +311,14 @@ def _sandbox_emulator(options: RunOptions) -> Emulator:
     if not options.sandbox_live_rate:
         return Emulator()
     return Emulator(rate_limit=options.rate or SANDBOX_ACCOUNT_RATE, latency=SANDBOX_LATENCY)
+
+
+def _ledger_scope(options: RunOptions, credentials: Credentials | None) -> str:
+    """The ledger scope (account and API host) the run's identities are derived in; '' for a
+    dry run without credentials (its identities use DRY_RUN_SCOPE)."""
+    if options.sandbox:
+        return SANDBOX_SCOPE
+    return scope_of(credentials.account, options.base_url) if credentials else ""
 
 
 def new_run_id(out_dir: Path) -> str:
@@ -684,11 +701,11 @@ def _rows_and_entries(
 ) -> Iterator[tuple[int, Row, Known]]:
     """Every row of the input in order (its position, the row, what the ledger knows of it),
     the ledger read a chunk of rows at a time."""
-    builder = RowBuilder(checked.columns, checked.repeats)
+    builder = RowBuilder(checked.columns, checked.repeats, checked.scope)
     numbered = enumerate(checked.table.rows())
     while chunk := list(islice(numbered, LEDGER_CHUNK)):
         rows = [
-            (sequence, builder.build(number, cells).with_identity(endpoint.scope or "dry-run"))
+            (sequence, builder.build(number, cells).with_identity(endpoint.scope or DRY_RUN_SCOPE))
             for sequence, (number, cells) in chunk
         ]
         seen = known(ledger, [row for _, row in rows]) if ledger else {}

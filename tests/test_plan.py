@@ -176,7 +176,8 @@ def test_a_created_key_is_existing_whatever_its_values_say_now(code: str, status
 
     decision = plan(row(problem="stale", code=code), created, force=False)
 
-    assert decision.outcome is not None and decision.outcome.status is status
+    assert decision.outcome is not None
+    assert decision.outcome.status is status
     assert not decision.to_send
     if status is Status.EXISTING:
         assert decision.outcome.conversation_sid == SID
@@ -193,6 +194,9 @@ def test_keys_that_differ_only_as_a_spreadsheet_changes_them_are_key_changed_unl
 
     assert flagged.outcome is not None
     assert (flagged.outcome.status, flagged.outcome.error_code) == (Status.INVALID, "key_changed")
-    assert "002004" in flagged.outcome.error_message and "row 2" in flagged.outcome.error_message
-    assert forced.to_send and forced.outcome is None
-    assert created.outcome is not None and created.outcome.status is Status.EXISTING
+    assert "002004" in flagged.outcome.error_message
+    assert "row 2" in flagged.outcome.error_message
+    assert forced.to_send
+    assert forced.outcome is None
+    assert created.outcome is not None
+    assert created.outcome.status is Status.EXISTING

@@ -227,8 +227,10 @@ def test_a_row_key_that_is_another_rows_customer_id_is_a_repeated_key() -> None:
 
     assert [row.key for row in built] == ["C1", "b", "C1", "b"]
     assert [row.problem_code for row in built] == ["", "", "duplicate_row_key", "duplicate_row_key"]
-    assert "'C1'" in str(built[2].problem) and "row 1 " in str(built[2].problem)
-    assert "'b'" in str(built[3].problem) and "row 2 " in str(built[3].problem)
+    assert "'C1'" in str(built[2].problem)
+    assert "row 1 " in str(built[2].problem)
+    assert "'b'" in str(built[3].problem)
+    assert "row 2 " in str(built[3].problem)
 
 
 @pytest.mark.parametrize("column", ["row_key", "customer_id"])
