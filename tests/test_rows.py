@@ -343,3 +343,55 @@ def test_names_address_column_spots_the_header_row(
     cells: list[str], mapping: dict[str, str] | None, expected: bool
 ) -> None:
     assert names_address_column(cells, mapping) is expected
+
+
+# ---------------------------------------------------------------- one key, one identity (22.3)
+
+_PLAIN_COLUMNS = Columns.resolve(["AddressSid", "CustomerFriendlyName"])
+_VALUES = [(sid(n), name) for n in (1, 2) for name in ("Ana", "")]
+# Keys a row may be given: plain, numeric and guarded ones, and the keys other rows derive.
+_DERIVED = [RowBuilder(_PLAIN_COLUMNS).build(1, list(values)).key for values in _VALUES]
+_KEYS = ["", "C1", "00001", "'00001", "1", *_DERIVED, f"{_DERIVED[0]}:2"]
+_IDENTITIES = ["", "id-1", *(derive_identity(SCOPE, key) for key in _KEYS if key)]
+
+_row_specs = st.tuples(
+    st.sampled_from(_VALUES),
+    st.sampled_from(_KEYS),  # row_key: fed back (or a row_key column)
+    st.sampled_from(_KEYS),  # customer_id
+    st.sampled_from(_IDENTITIES),  # Identity
+)
+
+
+@settings(derandomize=True, max_examples=300)
+@given(specs=st.lists(_row_specs, max_size=12), fed_back=st.booleans(), data=st.data())
+def test_no_two_rows_ever_leave_with_one_key_or_one_identity(
+    specs: list[tuple[tuple[str, str], str, str, str]], fed_back: bool, data: st.DataObject
+) -> None:
+    shuffled = data.draw(st.permutations(specs))
+    names = ["AddressSid", "CustomerFriendlyName", "customer_id", "Identity"]
+    if fed_back:  # a file this tool wrote: row_key is one of its own columns
+        headers = [*names, *ERROR_COLUMNS]
+        rows = [
+            [*values, customer_id, identity, *("" for _ in ERROR_COLUMNS)]
+            for values, _, customer_id, identity in shuffled
+        ]
+        at = headers.index("row_key")
+        for row, (_, row_key, _, _) in zip(rows, shuffled, strict=True):
+            row[at] = row_key
+    else:
+        headers = [*names, "row_key"]
+        rows = [[*v, customer_id, identity, key] for v, key, customer_id, identity in shuffled]
+    columns = Columns.resolve(headers)
+    first = RowBuilder(columns, scope=SCOPE)
+    for number, cells in enumerate(rows, start=2):
+        first.build(number, cells)
+    second = RowBuilder(columns, first.repeats(), SCOPE)
+
+    built = [second.build(number, cells) for number, cells in enumerate(rows, start=2)]
+
+    leaving = [row.with_identity(SCOPE) for row in built if row.problem is None]
+    assert len({row.key for row in leaving}) == len(leaving)
+    assert len({row.identity for row in leaving}) == len(leaving)
+    assert all(row.identity for row in leaving)
+    if built:  # the first row never repeats an earlier one
+        assert not built[0].repeats_a_key
