@@ -189,8 +189,9 @@ OUR_CODES: Mapping[str, Explanation] = {
         "keep one row per customer, or give each its own customer_id",
     ),
     "duplicate_row_key": Explanation(
-        "the same row as an earlier one (files joined twice?); only the first was sent",
-        "remove the repeated row",
+        "the same key as an earlier row, given, fed back or derived (files joined twice, or a "
+        "row copied?); only the first was sent",
+        "remove the repeated row, or give it its own customer_id",
     ),
     "duplicate_identity": Explanation(
         "two rows have the same Identity; a lookup could not tell them apart",

@@ -196,7 +196,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
         if endpoint.credentials is not None:
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
             if options.strict:
-                _refuse_key_changes(checked, ledger, endpoint)
+                _refuse_invalid_or_changed_keys(checked, ledger, endpoint)
         run_id, run_dir = _run_folder(options)
         checked = moved_into(checked, run_dir)
         stack.enter_context(_run_log(run_dir / "run.log", endpoint.credentials))
@@ -250,7 +250,7 @@ def _check_input(
     """The input, staged and read whole; with --strict, refused if any row is invalid."""
     checked = staged_input(options, runtime, stack, scope)
     # A row the ledger shows created is existing however invalid its cells are now: with a
-    # ledger to ask (`ledger_known`), _refuse_key_changes counts the invalid rows that are not.
+    # ledger to ask (`ledger_known`), _refuse_invalid_or_changed_keys counts only the others.
     if options.strict and checked.invalid and not ledger_known:
         raise InputError(
             f"--strict: {plural(checked.invalid, 'invalid row')}; nothing was sent. "
@@ -713,7 +713,9 @@ def _rows_and_entries(
             yield sequence, row, seen.get(row.key, NOTHING_KNOWN)
 
 
-def _refuse_key_changes(checked: CheckedInput, ledger: Ledger, endpoint: _Endpoint) -> None:
+def _refuse_invalid_or_changed_keys(
+    checked: CheckedInput, ledger: Ledger, endpoint: _Endpoint
+) -> None:
     """--strict: an invalid row, or one with a key a spreadsheet changed, and nothing is sent
     (a row the ledger shows created is existing, whatever its cells say now)."""
     invalid = changed = 0
