@@ -145,9 +145,15 @@ _RECORD_CREATED = (  # rows: [row_key, sid, identity, request_id, ambiguous, loo
     " lookup = excluded.lookup, duplicate_sids = excluded.duplicate_sids,"
     " key_fingerprint = excluded.key_fingerprint"
 )
-_HELD_BY_OTHERS = (  # rows: [row_key, sid]; the created entries of other keys with these sids
-    f"SELECT {_at(0)}, entries.row_key FROM json_each(:rows) JOIN entries"
+# rows: [row_key, sid]; the created entries of other keys with these sids. SQLite's planner,
+# without statistics, scans the scope's entries instead (0.5 s a batch at 200,000 entries):
+# CROSS JOIN keeps json_each outside, INDEXED BY names the index (a lookup per SID, 40 us),
+# and `!= ''` is what lets a partial index answer.
+_HELD_BY_OTHERS = (
+    f"SELECT {_at(0)}, entries.row_key FROM json_each(:rows) CROSS JOIN entries"
+    " INDEXED BY entries_by_conversation"
     f" ON entries.scope = :scope AND entries.conversation_sid = {_at(1)}"
+    " AND entries.conversation_sid != ''"
     f" AND entries.row_key != {_at(0)} AND entries.status = 'created'"
 )
 _RECORD_FAILED = (  # rows: [row_key, ambiguous_attempts, lookup]
