@@ -252,3 +252,21 @@ def test_two_answers_with_one_conversation_sid_record_one_row(
 
     assert statuses(provisioner, "r1") == [("created", ""), ("failed", "unreadable_answer")]
     assert ledger_statuses(provisioner) == {"C1": "created", "C2": "in_flight"}
+
+
+def test_strict_with_a_ledger_still_refuses_invalid_rows_it_has_not_created(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner(
+        "create", str(write_csv(tmp_path / "a.csv", CUSTOMER_HEADER, [["C1", sid(1), "A"]]))
+    )
+    runs_before = sorted(path.name for path in provisioner.out.iterdir())
+    source = write_csv(
+        tmp_path / "in.csv", CUSTOMER_HEADER, [["C1", "IG-stale", "A"], ["C2", "IG-bad", "B"]]
+    )
+
+    result = provisioner("create", str(source), "--strict", expect=2)
+
+    assert "--strict: 1 invalid row" in result.stderr  # C1's stale value is not counted
+    assert sorted(path.name for path in provisioner.out.iterdir()) == runs_before
+    assert len(provisioner.emulator.created) == 1
