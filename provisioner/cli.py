@@ -41,17 +41,31 @@ from provisioner.emulator import (
     standalone_credentials,
 )
 from provisioner.emulator import summary as emulator_summary
+from provisioner.endpoints import api_root
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import lock_holder, read_status
+from provisioner.limits import MIN_RATE
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
 from provisioner.run import RunOptions, Runtime, create, new_run_id, run_id_problem
+from provisioner.table import MAX_SHEET_ROWS
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate
 # limit of 5 requests per second" per account; raised only through Twilio sales.
 DEFAULT_RATE = 5.0
+# Far above any account's rate (Twilio raises the 5/s only through sales), and low enough that
+# the pacing's arithmetic on gaps between sends stays exact.
+MAX_RATE = 10_000.0
+# Emulated website visitors: one in about 17 minutes; fewer is none in a rehearsal, and a wait
+# drawn at a far lower rate overflows the thread's timeout.
+MIN_VISITOR_RATE = 0.001
+# The most runs `status --runs` lists: more than any screen shows, and an integer SQLite takes.
+MAX_RUNS_LISTED = 100_000
+# The emulator's delays (an answer's latency, the lookup index's lag): a rehearsal of minutes.
+EMULATOR_MAX_DELAY = 3600.0
+EMULATOR_MAX_CONCURRENT = 10_000  # far above any account's cap on requests in flight
 
 
 def say(line: str) -> None:
@@ -115,19 +129,81 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The kinds of value an option takes, each checked where it is parsed (one `error:` line, exit
+# 2), whether it came from the command line, a PROVISIONER_* variable or the settings file.
+
+
+class Number(click.FloatRange):
+    """A finite number within a range (Click's FloatRange lets `nan` through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number}: give a finite number", param, ctx)
+        return number
+
+
+class Seconds(Number):
+    """A number of seconds within a range."""
+
+    name = "seconds"
+
+
+class Rate(Number):
+    """So many a second: 0 for none (no limit), else from `slowest` to MAX_RATE."""
+
+    name = "rate"
+
+    def __init__(self, slowest: float = MIN_RATE) -> None:
+        super().__init__(0, MAX_RATE)
+        self.slowest = slowest  # requests: MIN_RATE, the slowest pace a run keeps
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rate = super().convert(value, param, ctx)
+        if 0 < rate < self.slowest:
+            self.fail(
+                f"{rate:g}/s is below {self.slowest:g}/s, the slowest this option takes; refused "
+                f"(not raised): give at least {self.slowest:g}, or 0 for none",
+                param,
+                ctx,
+            )
+        return rate
+
+
+class ApiRoot(click.ParamType[str, str]):
+    """An API root URL, normalised (`endpoints.api_root`): https://HOST[:PORT]."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return api_root(str(value))
+        except ConfigError as error:
+            self.fail(str(error), param, ctx)
+
+
+class FilePath(click.Path):
+    """A path; one holding a NUL byte (possible only from the settings file) is refused."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            self.fail("a path cannot hold a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def output_options(command: F) -> F:
     """--out and --ledger, shared by the commands that read or write a ledger."""
     command = click.option(
         "--ledger",
         "ledger_path",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=FilePath(path_type=Path, dir_okay=False),
         envvar=env_name("ledger"),
         help="The ledger file (default: OUT/ledger.sqlite).",
     )(command)
     return click.option(
         "--out",
         "out_dir",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=FilePath(path_type=Path, file_okay=False),
         default=Path("outputs"),
         show_default=True,
         envvar=env_name("out"),
@@ -192,7 +268,7 @@ def input_options(command: F) -> F:
             ),
             click.option(
                 "--header-row",
-                type=click.IntRange(1),
+                type=click.IntRange(1, MAX_SHEET_ROWS),
                 envvar=env_name("header-row"),
                 help="The sheet row that holds the headers [default: the first row naming "
                 "an AddressSid column].",
@@ -207,12 +283,14 @@ def endpoint_options(command: F) -> F:
     """Where requests go: shared by create and reconcile."""
     command = click.option(
         "--conversations-url",
+        type=ApiRoot(),
         envvar=env_name("conversations-url"),
         help="Conversations API root for lookups [default: --base-url when given, else "
         "https://conversations.twilio.com or from TWILIO_REGION/TWILIO_EDGE].",
     )(command)
     return click.option(
         "--base-url",
+        type=ApiRoot(),
         envvar=env_name("base-url"),
         help="Flex API root [default: https://flex-api.twilio.com, or from "
         "TWILIO_REGION/TWILIO_EDGE].",
@@ -223,28 +301,25 @@ def pacing_options(command: F) -> F:
     """--rate, --timeout and --lookup-lag, shared by create and reconcile."""
     command = click.option(
         "--timeout",
-        type=click.FloatRange(0.01, 600),
+        type=Seconds(0.01, 600),
         default=30.0,
         show_default=True,
-        callback=_finite,
         envvar=env_name("timeout"),
         help="Seconds for each whole answer.",
     )(command)
     command = click.option(
         "--lookup-lag",
-        type=click.FloatRange(0, 600),
+        type=Seconds(0, 600),
         default=10.0,
         show_default=True,
-        callback=_finite,
         envvar=env_name("lookup-lag"),
         help="Seconds Twilio's participant index may lag behind a creation.",
     )(command)
     return click.option(
         "--rate",
-        type=click.FloatRange(0),
+        type=Rate(),
         default=DEFAULT_RATE,
         show_default=True,
-        callback=_finite,
         envvar=env_name("rate"),
         help="Requests per second at most, all workers together; 0 for no limit. Twilio limits "
         "web chat creation to 5/s per account (Flex Conversations limits page); pass yours if "
@@ -273,12 +348,6 @@ def _check_delimiter(ctx: click.Context, param: click.Parameter, value: str | No
 def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and (problem := run_id_problem(value)) is not None:
         raise click.BadParameter(problem)
-    return value
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value}: give a finite number")
     return value
 
 
@@ -366,7 +435,7 @@ Examples:
 
 
 @cli.command("create", help=CREATE_HELP)
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, allow_dash=True))
+@click.argument("input_path", metavar="INPUT", type=FilePath(path_type=Path, allow_dash=True))
 @output_options
 @input_options
 @endpoint_options
@@ -378,11 +447,10 @@ Examples:
 )
 @click.option(
     "--sandbox-live-rate",
-    type=click.FloatRange(0),
+    type=Rate(MIN_VISITOR_RATE),
     default=0.0,
     show_default=True,
     envvar=env_name("sandbox-live-rate"),
-    callback=_finite,
     help="With --sandbox: website visitors a second starting web chats on the same account "
     "(its limit --rate, 300 ms answers); the summary counts those the batch left refused.",
 )
@@ -390,7 +458,7 @@ Examples:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FilePath(path_type=Path, dir_okay=False),
     is_eager=True,
     expose_value=False,
     callback=_load_config,
@@ -702,7 +770,7 @@ _SETTINGS = [
 @click.option(
     "--runs",
     "limit",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_RUNS_LISTED),
     default=10,
     show_default=True,
     help="How many recent runs to list.",
@@ -766,7 +834,7 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json:
     "input_path",
     metavar="[INPUT]",
     required=False,
-    type=click.Path(path_type=Path, allow_dash=True),
+    type=FilePath(path_type=Path, allow_dash=True),
 )
 @output_options
 @input_options
@@ -847,19 +915,19 @@ def reconcile_command(
 )
 @click.option(
     "--url-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FilePath(path_type=Path, dir_okay=False),
     help="Once listening, write the URL to this file (atomically); removed when stopped.",
 )
 @click.option(
     "--latency-ms",
-    type=click.FloatRange(0),
+    type=Number(0, EMULATOR_MAX_DELAY * 1000),
     default=0.0,
     show_default=True,
     help="Delay before each successful answer (creates, lookups and closes).",
 )
 @click.option(
     "--error-rate",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=0.0,
     show_default=True,
     help="Share of creates answered 500/502/503 or dropped, before creating anything.",
@@ -867,17 +935,17 @@ def reconcile_command(
 @click.option("--seed", type=int, help="Seed for --error-rate and the SIDs, to repeat a rehearsal.")
 @click.option(
     "--rate-limit",
-    type=click.FloatRange(0, min_open=True),
+    type=Rate(),
     help="Creates per second above which it answers 429 (code 20429, Retry-After: 1).",
 )
 @click.option(
     "--max-concurrent",
-    type=click.IntRange(1),
+    type=click.IntRange(1, EMULATOR_MAX_CONCURRENT),
     help="Requests in flight above which it answers 429 at once (code 20429, no Retry-After).",
 )
 @click.option(
     "--lookup-lag-s",
-    type=click.FloatRange(0),
+    type=Seconds(0, EMULATOR_MAX_DELAY),
     default=0.0,
     show_default=True,
     help="Seconds before a new conversation shows in GET /v1/ParticipantConversations.",
@@ -891,15 +959,14 @@ def reconcile_command(
 )
 @click.option(
     "--record",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FilePath(path_type=Path, dir_okay=False),
     help="When stopped, write each answer's time, HTTP status and kind to this CSV.",
 )
 @click.option(
     "--live-rate",
-    type=click.FloatRange(0),
+    type=Rate(MIN_VISITOR_RATE),
     default=0.0,
     show_default=True,
-    callback=_finite,
     help="Website visitors a second (Poisson, seeded by --seed), each starting a web chat "
     "through the same --rate-limit and --max-concurrent, never retried; counted when stopped.",
 )

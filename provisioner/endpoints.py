@@ -20,6 +20,15 @@ from provisioner.errors import ConfigError
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _LABEL = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*", re.ASCII)
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_PORT = 65535
+_DNS_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"  # `_` too: some internal hosts have it
+# An API root's host and port: a DNS name (or IPv4 address), or an IPv6 address in brackets;
+# the port is checked for its range apart, to say so.
+_NETLOC = re.compile(
+    rf"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>{_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?))"
+    r"(?::(?P<port>[^:\[\]]*))?",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -122,49 +131,72 @@ def _twilio_root(product: str, env: Mapping[str, str]) -> str:
 
 
 def _checked_root(url: str, option: str) -> str:
+    """`api_root(url)`, its refusal naming the option or variable it came from."""
+    try:
+        return api_root(url)
+    except ConfigError as error:
+        raise ConfigError(f"{option} {error}") from None
+
+
+def api_root(url: str) -> str:
+    """An API root as the requests will use it (scheme, host, port), or a ConfigError saying
+    why `url` cannot be one; the message starts with the URL as given, one line, bounded."""
     text = url.strip()
     expected = "expected https://HOST[:PORT]"
     if CONTROL_CHARACTERS.search(text) or " " in text:
-        raise ConfigError(f"{option}: the URL contains spaces or control characters; {expected}")
+        raise ConfigError(f"(the URL contains spaces or control characters): {expected}")
     if "@" in text:  # wherever it is (no scheme: "AC1:token@host"), never quoted back
         raise ConfigError(
-            f"{option}: the URL carries a user name or password; remove it (credentials "
+            "(a URL with a user name or password): remove them (credentials "
             "come only from the TWILIO_* variables)"
         )
     try:
         split = urlsplit(text.rstrip("/"))
     except ValueError:  # a bracketed host that is no IPv6 address: "https://[", "http://[x]"
-        raise ConfigError(f"{option} {_shown(text)}: {expected}") from None
+        raise ConfigError(f"{_shown(text)}: not a valid host; {expected}") from None
     scheme = split.scheme.lower()
-    if scheme not in ("http", "https") or not split.hostname:
-        raise ConfigError(f"{option} {_shown(text)}: {expected}")
+    if scheme not in ("http", "https") or not split.netloc:
+        raise ConfigError(f"{_shown(text)}: {expected}")
     if split.query or split.fragment or "?" in text or "#" in text:
-        raise ConfigError(
-            f"{option} {_shown(text)}: remove the query string or fragment; {expected}"
-        )
+        raise ConfigError(f"{_shown(text)}: remove the query string or fragment; {expected}")
     if split.path:
         raise ConfigError(
-            f"{option} {_shown(text)}: give the root only, without a path "
-            f"({_shown(split.path)}); {expected}"
+            f"{_shown(text)}: give the root only, without a path ({_shown(split.path)}); {expected}"
         )
-    try:
-        port = split.port
-    except ValueError:
-        port = 0
-    if port == 0 or split.netloc.endswith(":"):
+    host, port = _host_and_port(split.netloc, text)
+    if scheme == "http" and not is_loopback(host):
         raise ConfigError(
-            f"{option} {_shown(text)}: the port must be a number from 1 to 65535; {expected}"
-        )
-    if scheme == "http" and not is_loopback(split.hostname):
-        raise ConfigError(
-            f"{option} {_shown(text)}: plain http is allowed only to a loopback host "
+            f"{_shown(text)}: plain http is allowed only to a loopback host "
             "(credentials must never cross a network in clear); use https://"
         )
-    host = split.hostname.lower() if split.hostname else ""
     shown_host = f"[{host}]" if ":" in host else host
     if port is None or DEFAULT_PORTS.get(scheme) == port:
         return f"{scheme}://{shown_host}"
     return f"{scheme}://{shown_host}:{port}"
+
+
+def _host_and_port(netloc: str, text: str) -> tuple[str, int | None]:
+    """The host (lower case, an IPv6 address without its brackets) and port of `netloc`;
+    refused unless the host is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    match = _NETLOC.fullmatch(netloc)
+    if match is None:
+        raise ConfigError(
+            f"{_shown(text)}: not a valid host (a DNS name, an IPv4 address, or an IPv6 "
+            "address in brackets, then :PORT if any; a non-ASCII name in its xn-- form)"
+        )
+    host = (match["ipv6"] or match["name"]).lower()
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{_shown(text)}: {_shown(host)} is not an IPv6 address") from None
+    if match["port"] is None:
+        return host, None
+    digits = match["port"]
+    numeric = digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_PORT))
+    if not (numeric and 1 <= int(digits) <= MAX_PORT):
+        raise ConfigError(f"{_shown(text)}: the port must be a number from 1 to {MAX_PORT}")
+    return host, int(digits)
 
 
 def scope_of(account: str, base_url: str) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "HEADER_SEARCH_ROWS",
     "MAX_CELL_CHARS",
     "MAX_INPUT_BYTES",
+    "MAX_SHEET_ROWS",
     "Table",
     "open_table",
     "snapshot_input",
@@ -47,6 +48,8 @@ _SAMPLE_BYTES = 64 * 1024
 _DELIMITERS = (",", ";", "\t", "|")
 # Title and notes blocks above a header are a few lines; a row that far down is data.
 HEADER_SEARCH_ROWS = 20
+# The most rows a sheet holds (Excel's limit): a --header-row below it is in no spreadsheet.
+MAX_SHEET_ROWS = 1_048_576
 # The csv module refuses a field over 128 kB by default; a long note is not a reason to refuse a
 # file. Past this cap a value is almost surely a quote left open, and is refused as such. (The
 # csv module's limit is per process; we only ever raise it.)
