@@ -27,6 +27,7 @@ from provisioner.client import (
     resolve_conversations_url,
 )
 from provisioner.config import (
+    ENV_PREFIX,
     Setting,
     env_name,
     find_config,
@@ -41,7 +42,7 @@ from provisioner.emulator import (
     standalone_credentials,
 )
 from provisioner.emulator import summary as emulator_summary
-from provisioner.endpoints import api_root
+from provisioner.endpoints import REGION_VARIABLES, api_root
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import lock_holder, read_status
 from provisioner.limits import MIN_RATE
@@ -297,6 +298,10 @@ def endpoint_options(command: F) -> F:
     )(command)
 
 
+# The options that decide where requests, and the credentials with them, are sent.
+_ENDPOINTS = ("base_url", "conversations_url")
+
+
 def pacing_options(command: F) -> F:
     """--rate, --timeout and --lookup-lag, shared by create and reconcile."""
     command = click.option(
@@ -356,11 +361,27 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     try:
         path = find_config(value, Path.cwd())
         if path is not None:
-            ctx.default_map = {**(ctx.default_map or {}), **load_config(path, _SETTINGS)}
+            values = load_config(path, _tables(), ctx.command.name or "", own=_PER_COMMAND)
+            ctx.default_map = {**(ctx.default_map or {}), **values}
     except ProvisionerError as error:
-        raise click.BadParameter(str(error)) from error
+        hint = None if value is not None else "the settings file"  # ./provisioner.toml, found
+        raise click.BadParameter(str(error), param_hint=hint) from error
     ctx.meta["config_path"] = path
     return path
+
+
+def config_option(command: F) -> F:
+    """--config: the settings file, read before the other options (create, reconcile, status)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=FilePath(path_type=Path, dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        help="Settings file [default: ./provisioner.toml when it exists; refused unless "
+        "yours or root's, and writable by its owner only].",
+    )(command)
 
 
 class _Commands(click.Group):
@@ -455,15 +476,7 @@ Examples:
     "(its limit --rate, 300 ms answers); the summary counts those the batch left refused.",
 )
 @pacing_options
-@click.option(
-    "--config",
-    "config_path",
-    type=FilePath(path_type=Path, dir_okay=False),
-    is_eager=True,
-    expose_value=False,
-    callback=_load_config,
-    help="Settings file [default: ./provisioner.toml when it exists].",
-)
+@config_option
 @click.option(
     "--run-id",
     callback=_check_run_id,
@@ -633,7 +646,10 @@ def _announce(ctx: click.Context, options: RunOptions, voice: Voice) -> None:
     """The run's first line (the input, the options given, the run id); variables misspelt."""
     shown = shlex.join([str(options.input_path), *_given(ctx)])
     voice(f"provisioner {__version__} create {shown} (run {options.run_id})")
-    for typo in unknown_env(os.environ, [setting.name for setting in _SETTINGS]):
+    # The sandbox's requests go to its own emulator, whatever the endpoint options say.
+    roots = None if options.sandbox else (options.base_url, options.conversations_url)
+    _name_sources(ctx, voice, roots)
+    for typo in unknown_env(os.environ, _variable_options()):
         voice(f"warning: {typo} is not a setting provisioner reads; it was ignored")
 
 
@@ -685,7 +701,54 @@ _RERUN_OPTIONS = (
 )
 
 
-def _option_words(ctx: click.Context, names: Sequence[str]) -> list[str]:
+def _name_sources(ctx: click.Context, voice: Voice, roots: tuple[str, str] | None) -> None:
+    """The settings not typed, each with where it came from (the first line shows only what
+    was typed); where the requests and credentials go (`roots`, when any are sent), when the
+    settings file or a variable decided it, also under --quiet."""
+    config_path = ctx.meta.get("config_path")
+    names = [
+        param.name
+        for param in ctx.command.params
+        if isinstance(param, click.Option) and param.name and param.name not in _ENDPOINTS
+    ]
+    for source, where in (
+        (ParameterSource.DEFAULT_MAP, f"the file {config_path}"),
+        (ParameterSource.ENVIRONMENT, f"the environment ({ENV_PREFIX}*)"),
+    ):
+        words = _option_words(ctx, names, source)
+        if words:
+            voice(f"settings from {where}: {shlex.join(words)}")
+    if roots is None:
+        return
+    for name, root in zip(_ENDPOINTS, roots, strict=True):
+        origin = ctx.get_parameter_source(name)
+        if origin in (ParameterSource.DEFAULT_MAP, ParameterSource.ENVIRONMENT):
+            flag = _flag(ctx, name)
+            label = source_label(origin.name, flag, config_path)
+            voice.always(f"endpoint: {flag} {root} from the {label}; the credentials go there")
+    region = {name: ctx.obj.env.get(name, "") for name in REGION_VARIABLES} if ctx.obj else {}
+    base_url, conversations_url = (ctx.params.get(name) for name in _ENDPOINTS)
+    # Lookups go to the base URL when it is set, and to the region's host only when neither is.
+    derived = [roots[0]] if not base_url else []
+    derived += [roots[1]] if not (base_url or conversations_url) else []
+    if any(region.values()) and derived:
+        chosen = " ".join(f"{name}={value}" for name, value in region.items() if value)
+        voice.always(
+            f"endpoint: {' and '.join(derived)} from the environment ({chosen}); "
+            "the credentials go there"
+        )
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    """The long spelling of parameter `name` of the command running: `--base-url`."""
+    return next(max(p.opts, key=len) for p in ctx.command.params if p.name == name)
+
+
+def _option_words(
+    ctx: click.Context, names: Sequence[str], only: ParameterSource | None = None
+) -> list[str]:
+    """The options `names` as command-line words, those not left at their default (`only`:
+    those from this source)."""
     words: list[str] = []
     by_name = {param.name: param for param in ctx.command.params}
     for name in names:
@@ -693,6 +756,8 @@ def _option_words(ctx: click.Context, names: Sequence[str]) -> list[str]:
         value = ctx.params.get(name)
         source = ctx.get_parameter_source(name)
         if source is ParameterSource.DEFAULT or value is None or value is False:
+            continue
+        if only is not None and source is not only:
             continue
         if isinstance(value, (tuple, dict)) and not value:
             continue
@@ -712,8 +777,9 @@ def _rerun_options(ctx: click.Context) -> tuple[str, ...]:
 
 
 def _given(ctx: click.Context) -> list[str]:
+    """The options typed on the command line, as words."""
     names = [p.name for p in ctx.command.params if p.name and p.name != "input_path"]
-    return _option_words(ctx, names)
+    return _option_words(ctx, names, ParameterSource.COMMANDLINE)
 
 
 def _settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
@@ -753,16 +819,43 @@ def _setting_kind(param: click.Parameter) -> type:
     return str
 
 
-# What provisioner.toml may set: every create option but the input, --config, --run-id and
-# --force (creating again is a decision for one run, never a standing setting).
-_SETTINGS = [
-    Setting(max(param.opts, key=len).lstrip("-"), param.name, _setting_kind(param))
-    for param in create_command.params
-    if isinstance(param, click.Option)
-    and param.name
-    and param.expose_value
-    and param.name not in ("run_id", "force", "show_traceback")
-]
+# Options that are a decision for one run, never a standing setting: they come only from the
+# command line (creating again, closing chats, naming a run folder).
+_ONE_RUN_ONLY = ("run_id", "force", "close_duplicates", "show_traceback")
+# How a command prints is its own: create's `json = true` in [create] does not make status print
+# JSON. Every other option reconcile or status shares with create, set in [create], serves them.
+_PER_COMMAND = ("as_json", "quiet")
+_CONFIGURED_COMMANDS = ("create", "reconcile", "status")
+
+
+def _settings_of(command: click.Command) -> list[Setting]:
+    """What provisioner.toml may set for `command`: its options, but --config and those above."""
+    return [
+        Setting(max(param.opts, key=len).lstrip("-"), param.name, _setting_kind(param))
+        for param in command.params
+        if isinstance(param, click.Option)
+        and param.name
+        and param.expose_value
+        and param.name not in _ONE_RUN_ONLY
+    ]
+
+
+@functools.cache
+def _tables() -> dict[str, list[Setting]]:
+    """Each configured command's settings, by the name of its table in provisioner.toml."""
+    return {name: _settings_of(cli.commands[name]) for name in _CONFIGURED_COMMANDS}
+
+
+def _variable_options() -> list[str]:
+    """The options of every command that a PROVISIONER_* variable sets."""
+    return sorted(
+        {
+            max(param.opts, key=len)
+            for command in cli.commands.values()
+            for param in command.params
+            if isinstance(param, click.Option) and param.envvar
+        }
+    )
 
 
 @cli.command("status")
@@ -776,6 +869,7 @@ _SETTINGS = [
     help="How many recent runs to list.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
+@config_option
 @reports_errors
 def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json: bool) -> None:
     """Show what the ledger knows: web chats created, rows unsettled, the last runs.
@@ -846,6 +940,7 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json:
     "one, keeping the one the ledger records.",
 )
 @pacing_options
+@config_option
 @click.pass_obj
 @reports_errors
 def reconcile_command(
@@ -896,6 +991,7 @@ def reconcile_command(
     )
     voice = Voice(isatty=runtime.stderr_isatty)
     runtime.say = voice
+    _name_sources(click.get_current_context(), voice, (base, conversations))
     result = reconcile(options, runtime, Credentials.from_env(runtime.env))
     for line in result.lines():
         voice.always(line)

@@ -10,6 +10,9 @@ This module stays free of Click: it is given the options it may set and their ty
 from __future__ import annotations
 
 import difflib
+import os
+import pwd
+import stat
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -19,7 +22,12 @@ from provisioner.errors import ConfigError
 
 ENV_PREFIX = "PROVISIONER_"
 CONFIG_NAME = "provisioner.toml"  # looked for in the working directory when --config is absent
-SECTION = "create"  # the table holding create's options; top-level keys work too
+# create's table: its options, and those it shares with reconcile and status, which serve them
+# too (one settings file for the cron job and for the reconcile and status run beside it).
+SECTION = "create"
+ROOT_UID = 0  # root owns system-wide files: trusted, as ssh trusts them
+PERMISSION_BITS = 0o7777
+UNTRUSTED_WRITE_BITS = stat.S_IWGRP | stat.S_IWOTH
 LIST_SEPARATOR = ";"  # between items of a repeatable option in one variable (headers hold spaces)
 MAX_CONFIG_BYTES = 1_000_000  # a settings file is a few hundred bytes; refuse anything absurd
 SUGGESTION_CUTOFF = (
@@ -68,42 +76,116 @@ def split_list(value: str) -> list[str]:
 
 
 def find_config(explicit: Path | None, cwd: Path) -> Path | None:
-    """The settings file: --config PATH when given (it must exist), else ./provisioner.toml."""
+    """The settings file: --config PATH when given (it must exist), else ./provisioner.toml;
+    either is refused unless it is trusted (`check_trusted`)."""
     if explicit is not None:
         path = explicit if explicit.is_absolute() else cwd / explicit
         if not path.is_file():
             raise ConfigError(f"--config {explicit}: no such file")
-        return path
-    default = cwd / CONFIG_NAME
-    return default if default.is_file() else None
+    else:
+        path = cwd / CONFIG_NAME
+        if not path.is_file():
+            return None
+    check_trusted(path)
+    return path
+
+
+def check_trusted(path: Path) -> None:
+    """Refuse a settings file that another user owns or that group or others may write, as
+    ssh does with its config: the file decides where the credentials are sent."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    user = os.getuid() if hasattr(os, "getuid") else None
+    if user is None:
+        return  # no owners nor modes to check (Windows)
+    mode = f"mode {info.st_mode & PERMISSION_BITS:04o}"
+    owner = _user_name(info.st_uid)
+    if info.st_uid not in (user, ROOT_UID):
+        raise ConfigError(
+            f"{path}: refused: owned by {owner}, who is neither you ({_user_name(user)}) nor "
+            f"root ({mode}); a settings file decides where the credentials go. If you trust "
+            f"what it says, make it yours: cp {path} FILE && chmod go-w FILE, then --config FILE"
+        )
+    if info.st_mode & UNTRUSTED_WRITE_BITS:
+        raise ConfigError(
+            f"{path}: refused: group or others may write it (owner {owner}, {mode}); "
+            f"a settings file decides where the credentials go. Fix: chmod go-w {path}"
+        )
+
+
+def _user_name(uid: int) -> str:
+    """A user's name, e.g. `alice`; `uid 12345` when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def load_config(
     path: Path,
-    settings: Collection[Setting],
+    tables: Mapping[str, Collection[Setting]],
+    command: str = SECTION,
     *,
-    section: str = SECTION,
-    other_sections: Collection[str] = (),
+    own: Collection[str] = (),
 ) -> dict[str, object]:
-    """The file's settings for one command, keyed by parameter name (Click's default_map)."""
+    """The file's settings for `command`, keyed by parameter name (Click's default_map).
+
+    `tables` holds each command's settings, by command name; each command may have a table of
+    its own. Top-level keys and the [create] table are one layer (a key set in both is an
+    error), which serves every command that has the option, except the parameters in `own`
+    (how a command prints, which is each command's own); the command's own table wins over it.
+    Every table is checked whichever command runs, so a typo is found at once."""
     document = _read_toml(path)
-    by_key = {option_key(setting.name): setting for setting in settings}
-    values: dict[str, object] = {}
-    given_at: dict[str, str] = {}
-    for key, value in _entries(path, document, section, other_sections):
-        name = option_key(key)
-        if _is_credential(name) and name not in by_key:
-            raise ConfigError(f"{path}: {key!r} is not allowed in a file; {CREDENTIALS_STAY}")
-        setting = by_key.get(name)
-        if setting is None:
-            raise ConfigError(f"{path}: unknown setting {key!r}{_closest(name, by_key)}")
-        if setting.dest in values:
-            raise ConfigError(
-                f"{path}: {key!r} is set twice ({given_at[setting.dest]!r} and {key!r}); keep one"
-            )
-        values[setting.dest] = _typed(path, key, value, setting.kind)
-        given_at[setting.dest] = key
+    for name in tables:
+        if name in document and not isinstance(document[name], dict):
+            raise ConfigError(f"{path}: {name!r} must be a table: [{name}]")
+    every = [setting for settings in tables.values() for setting in settings]
+    top = {key: value for key, value in document.items() if key not in tables}
+    shared = _layer(path, top, every, name="")
+    in_create = _layer(path, document.get(SECTION, {}), tables[SECTION], name=SECTION)
+    for dest in shared.keys() & in_create.keys():
+        first, second = shared[dest][0], in_create[dest][0]
+        raise ConfigError(f"{path}: {second!r} is set twice ({first!r} and {second!r}); keep one")
+    shared.update(in_create)
+    own_tables = {
+        name: _layer(path, document.get(name, {}), settings, name=name)
+        for name, settings in tables.items()
+        if name != SECTION
+    }
+    mine = {setting.dest for setting in tables[command]}
+    values = {
+        dest: value
+        for dest, (_, value) in shared.items()
+        if dest in mine and (command == SECTION or dest not in own)
+    }
+    values.update((dest, value) for dest, (_, value) in own_tables.get(command, {}).items())
     return values
+
+
+def _layer(
+    path: Path, table: object, settings: Collection[Setting], *, name: str
+) -> dict[str, tuple[str, object]]:
+    """One table's entries, keyed by parameter name, as (key, typed value): each key a setting
+    of `settings` (else an error naming the closest), none spelt twice."""
+    assert isinstance(table, dict)  # load_config checked that each command's entry is a table
+    by_key = {option_key(setting.name): setting for setting in settings}
+    where = f" in [{name}]" if name else ""
+    found: dict[str, tuple[str, object]] = {}
+    for key, value in table.items():
+        option = option_key(key)
+        if _is_credential(option) and option not in by_key:
+            raise ConfigError(f"{path}: {key!r} is not allowed in a file; {CREDENTIALS_STAY}")
+        setting = by_key.get(option)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{where}{_closest(option, by_key)}")
+        if setting.dest in found:
+            raise ConfigError(
+                f"{path}: {key!r} is set twice ({found[setting.dest][0]!r} and {key!r}); keep one"
+            )
+        found[setting.dest] = (key, _typed(path, key, value, setting.kind))
+    return found
 
 
 def _read_toml(path: Path) -> dict[str, object]:
@@ -120,23 +202,6 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-
-
-def _entries(
-    path: Path, document: Mapping[str, object], section: str, other_sections: Collection[str]
-) -> list[tuple[str, object]]:
-    """Top-level keys and the [section] table's keys; other commands' tables are skipped."""
-    entries: list[tuple[str, object]] = []
-    for key, value in document.items():
-        if key == section:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path}: {section!r} must be a table: [{section}]")
-            entries.extend(value.items())
-        elif key in other_sections:
-            continue
-        else:
-            entries.append((key, value))
-    return entries
 
 
 def _is_credential(name: str) -> bool:

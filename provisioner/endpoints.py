@@ -20,6 +20,8 @@ from provisioner.errors import ConfigError
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _LABEL = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*", re.ASCII)
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# The variables that choose Twilio's hosts, as Twilio's SDK reads them, when no root is given.
+REGION_VARIABLES = ("TWILIO_REGION", "TWILIO_EDGE")
 MAX_PORT = 65535
 _DNS_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"  # `_` too: some internal hosts have it
 # An API root's host and port: a DNS name (or IPv4 address), or an IPv6 address in brackets;
