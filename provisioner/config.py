@@ -171,7 +171,7 @@ def _layer(
     of `settings` (else an error naming the closest), none spelt twice."""
     assert isinstance(table, dict)  # load_config checked that each command's entry is a table
     by_key = {option_key(setting.name): setting for setting in settings}
-    where = f" in [{name}]" if name else ""
+    where = f" (in [{name}])" if name else ""
     found: dict[str, tuple[str, object]] = {}
     for key, value in table.items():
         option = option_key(key)
@@ -179,7 +179,7 @@ def _layer(
             raise ConfigError(f"{path}: {key!r} is not allowed in a file; {CREDENTIALS_STAY}")
         setting = by_key.get(option)
         if setting is None:
-            raise ConfigError(f"{path}: unknown setting {key!r}{where}{_closest(option, by_key)}")
+            raise ConfigError(f"{path}: unknown setting {key!r}{_closest(option, by_key)}{where}")
         if setting.dest in found:
             raise ConfigError(
                 f"{path}: {key!r} is set twice ({found[setting.dest][0]!r} and {key!r}); keep one"

@@ -124,7 +124,7 @@ def test_other_commands_tables_are_left_to_them(tmp_path):
         ("concurency = 4\n", "unknown setting 'concurency'; did you mean 'concurrency'?"),
         (
             "[create]\nbase_ur = 'x'\n",
-            "unknown setting 'base_ur' in [create]; did you mean 'base-url'?",
+            "unknown setting 'base_ur'; did you mean 'base-url'? (in [create])",
         ),
         (
             "verbose = true\n",
