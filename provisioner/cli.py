@@ -361,7 +361,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     try:
         path = find_config(value, Path.cwd())
         if path is not None:
-            values = load_config(path, _tables(), ctx.command.name or "", own=_PER_COMMAND)
+            values = load_config(path, settings_tables(), ctx.command.name or "", own=PER_COMMAND)
             ctx.default_map = {**(ctx.default_map or {}), **values}
     except ProvisionerError as error:
         hint = None if value is not None else "the settings file"  # ./provisioner.toml, found
@@ -821,10 +821,10 @@ def _setting_kind(param: click.Parameter) -> type:
 
 # Options that are a decision for one run, never a standing setting: they come only from the
 # command line (creating again, closing chats, naming a run folder).
-_ONE_RUN_ONLY = ("run_id", "force", "close_duplicates", "show_traceback")
+ONE_RUN_ONLY = ("run_id", "force", "close_duplicates", "show_traceback")
 # How a command prints is its own: create's `json = true` in [create] does not make status print
 # JSON. Every other option reconcile or status shares with create, set in [create], serves them.
-_PER_COMMAND = ("as_json", "quiet")
+PER_COMMAND = ("as_json", "quiet")
 _CONFIGURED_COMMANDS = ("create", "reconcile", "status")
 
 
@@ -836,12 +836,12 @@ def _settings_of(command: click.Command) -> list[Setting]:
         if isinstance(param, click.Option)
         and param.name
         and param.expose_value
-        and param.name not in _ONE_RUN_ONLY
+        and param.name not in ONE_RUN_ONLY
     ]
 
 
 @functools.cache
-def _tables() -> dict[str, list[Setting]]:
+def settings_tables() -> dict[str, list[Setting]]:
     """Each configured command's settings, by the name of its table in provisioner.toml."""
     return {name: _settings_of(cli.commands[name]) for name in _CONFIGURED_COMMANDS}
 

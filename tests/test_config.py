@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from provisioner.cli import cli
 from provisioner.config import (
     CONFIG_NAME,
     Setting,
+    check_trusted,
     env_name,
     find_config,
     load_config,
@@ -26,7 +29,7 @@ from provisioner.config import (
 )
 from provisioner.errors import ConfigError
 from provisioner.run import Runtime
-from tests.conftest import said
+from tests.conftest import said, sid
 
 SETTINGS = [
     Setting("out", "out_dir", Path),
@@ -38,6 +41,7 @@ SETTINGS = [
     Setting("column", "columns", list),
 ]
 TABLES = {"create": SETTINGS}
+OTHER_UID = 12345  # a user who is neither the one running the tests nor root
 OPTION = {setting.dest: setting.name for setting in SETTINGS}  # parameter -> option name
 
 
@@ -466,3 +470,184 @@ def test_a_value_out_of_range_names_the_variable_or_the_file_it_came_from(
         "1<=x<=256. (see cli create --help)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+# --- trust: a settings file decides where the credentials go ----------------------------------
+
+
+def cli_in(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str, env: dict[str, str] | None = None
+) -> Result:
+    """The real CLI run in `workdir`, with exactly `env` as its environment (none by default)."""
+    monkeypatch.chdir(workdir)
+    for variable in [name for name in os.environ if name.startswith(("PROVISIONER_", "TWILIO_"))]:
+        monkeypatch.delenv(variable)
+    for variable, value in (env or {}).items():
+        monkeypatch.setenv(variable, value)
+    return CliRunner().invoke(cli, list(args), obj=Runtime(env=dict(env or {})))
+
+
+def an_input(workdir: Path) -> Path:
+    path = workdir / "in.csv"
+    path.write_text(f"customer_id,AddressSid\nC1,{sid(1)}\n", encoding="utf-8")
+    return path
+
+
+TRUSTED = "[create]\nout = 'runs'\n"
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646, 0o620, 0o602, 0o1777 & 0o777])
+@pytest.mark.parametrize("explicit", [False, True], ids=["./provisioner.toml", "--config"])
+@pytest.mark.parametrize("command", ["create", "reconcile", "status"])
+def test_a_settings_file_others_may_write_is_refused(
+    tmp_path, monkeypatch, mode, explicit, command
+):
+    path = write(tmp_path, TRUSTED, "shared.toml" if explicit else CONFIG_NAME)
+    path.chmod(mode)
+    args = [command, *([str(an_input(tmp_path)), "--dry-run"] if command == "create" else [])]
+    args += ["--config", str(path)] if explicit else []
+
+    result = cli_in(tmp_path, monkeypatch, *args)
+
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert str(path) in message
+    assert f"mode {mode:04o}" in message
+    assert "owner root" in message
+    assert f"chmod go-w {path}" in message
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("command", ["create", "reconcile", "status"])
+def test_a_settings_file_another_user_owns_is_refused(tmp_path, monkeypatch, command):
+    path = write(tmp_path, TRUSTED)
+    path.chmod(0o644)
+    os.chown(path, OTHER_UID, -1)
+    args = [command, *([str(an_input(tmp_path)), "--dry-run"] if command == "create" else [])]
+
+    result = cli_in(tmp_path, monkeypatch, *args)
+
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert str(path) in message
+    assert f"owned by uid {OTHER_UID}" in message
+    assert "mode 0644" in message
+    assert "chmod go-w" in message
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o640, 0o755, 0o400])
+def test_a_settings_file_of_the_user_or_root_writable_by_its_owner_only_is_read(
+    tmp_path, monkeypatch, mode
+):
+    path = write(tmp_path, TRUSTED)
+    path.chmod(mode)
+    assert os.stat(path).st_uid == os.getuid()  # the user running the tests (root counts too)
+
+    result = cli_in(tmp_path, monkeypatch, "create", str(an_input(tmp_path)), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs").is_dir()
+
+
+def test_check_trusted_names_the_owner_by_name_when_it_has_one(tmp_path):
+    path = write(tmp_path, TRUSTED)
+    path.chmod(0o660)
+    with pytest.raises(ConfigError) as error:
+        check_trusted(path)
+    assert f"owner {pwd.getpwuid(os.getuid()).pw_name}" in str(error.value)
+
+
+# --- sources named: the first line shows what was typed, the rest says where it came from ---
+
+
+def first_lines(result: Result) -> list[str]:
+    """The lines for people before the run's column lines (what a run's start says)."""
+    return [line for line in said(result.stderr) if not line.startswith("column ")][:6]
+
+
+def test_an_endpoint_from_the_file_is_named_with_the_file_even_under_quiet(tmp_path, monkeypatch):
+    path = write(tmp_path, "[create]\nbase_url = 'https://api.example.test'\nrate = 2\n")
+    path.chmod(0o600)
+
+    result = cli_in(
+        tmp_path, monkeypatch, "create", str(an_input(tmp_path)), "--dry-run", "--quiet"
+    )
+
+    assert result.exit_code == 0, result.output
+    lines = said(result.stderr)
+    endpoint = [line for line in lines if line.startswith("endpoint:")]
+    assert endpoint == [
+        f"endpoint: --base-url https://api.example.test from the file ({path}); "
+        "the credentials go there"
+    ]
+    assert not any(line.startswith("provisioner ") for line in lines)  # --quiet
+    loud = cli_in(tmp_path, monkeypatch, "create", str(an_input(tmp_path)), "--dry-run")
+    shown = first_lines(loud)
+    assert shown[0].startswith("provisioner ")
+    assert "--base-url" not in shown[0]
+    assert "--rate" not in shown[0]
+    assert f"settings from the file {path}: --rate 2.0" in shown
+    assert endpoint[0] in shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "flag"),
+    [
+        ("PROVISIONER_BASE_URL", "--base-url"),
+        ("PROVISIONER_CONVERSATIONS_URL", "--conversations-url"),
+    ],
+)
+@pytest.mark.parametrize("command", ["create", "reconcile"])
+def test_an_endpoint_from_a_variable_is_named_with_the_variable(
+    tmp_path, monkeypatch, variable, flag, command
+):
+    env = {
+        variable: "https://api.example.test",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "t",
+    }
+    args = (
+        [str(an_input(tmp_path)), "--dry-run", "--quiet"]
+        if command == "create"
+        else ["--out", "nowhere", "--rate", "0"]
+    )
+    if command == "reconcile":
+        env.pop("TWILIO_AUTH_TOKEN")  # reconcile then stops at the credentials: nothing is sent
+
+    result = cli_in(tmp_path, monkeypatch, command, *args, env=env)
+
+    expected = (
+        f"endpoint: {flag} https://api.example.test from the environment ({variable}); "
+        "the credentials go there"
+    )
+    assert expected in said(result.stderr), result.output
+    if command == "create":
+        assert result.exit_code == 0
+
+
+def test_a_region_from_the_environment_is_named_with_the_hosts_it_chose(tmp_path, monkeypatch):
+    env = {"TWILIO_REGION": "ie1", "TWILIO_EDGE": "dublin"}
+    result = cli_in(
+        tmp_path, monkeypatch, "create", str(an_input(tmp_path)), "--dry-run", "--quiet", env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "endpoint: https://flex-api.dublin.ie1.twilio.com and "
+        "https://conversations.dublin.ie1.twilio.com from the environment "
+        "(TWILIO_REGION=ie1 TWILIO_EDGE=dublin); the credentials go there"
+    ) in said(result.stderr)
+
+
+def test_typed_endpoints_and_defaults_need_no_endpoint_line(tmp_path, monkeypatch):
+    typed = cli_in(
+        tmp_path, monkeypatch, "create", str(an_input(tmp_path)), "--dry-run",
+        "--base-url", "https://api.example.test",
+    )  # fmt: skip
+    assert typed.exit_code == 0, typed.output
+    lines = said(typed.stderr)
+    assert "--base-url https://api.example.test" in lines[0]
+    assert not any(line.startswith(("endpoint:", "settings from")) for line in lines)
