@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner.cli import cli
+from provisioner.cli import PER_COMMAND, cli, settings_tables
 from provisioner.config import (
     CONFIG_NAME,
     Setting,
@@ -28,8 +28,9 @@ from provisioner.config import (
     unknown_env,
 )
 from provisioner.errors import ConfigError
+from provisioner.ledger import open_ledger
 from provisioner.run import Runtime
-from tests.conftest import said, sid
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, said, sid, write_csv
 
 SETTINGS = [
     Setting("out", "out_dir", Path),
@@ -214,7 +215,7 @@ def test_a_file_that_is_not_toml_is_one_clear_error(tmp_path, content, message):
 
 def test_an_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path, SETTINGS)  # a directory
+        load_config(tmp_path, TABLES)  # a directory
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -651,3 +652,165 @@ def test_typed_endpoints_and_defaults_need_no_endpoint_line(tmp_path, monkeypatc
     lines = said(typed.stderr)
     assert "--base-url https://api.example.test" in lines[0]
     assert not any(line.startswith(("endpoint:", "settings from")) for line in lines)
+
+
+# --- one mechanism for every command: [create] serves what reconcile and status share ---------
+
+# A value for each option reconcile or status shares with create, as the file holds it and as
+# the command then has it. A new shared option fails `test_every_shared_option_has_a_sample`
+# until it has one here, so every shared option is proven below.
+SAMPLES: dict[str, tuple[object, object]] = {
+    "out_dir": ("elsewhere", Path("elsewhere")),
+    "ledger_path": ("books/ledger.sqlite", Path("books/ledger.sqlite")),
+    "columns": (["CustomerFriendlyName=Customer Name"], {"CustomerFriendlyName": "Customer Name"}),
+    "encoding": ("cp1252", "cp1252"),
+    "delimiter": (";", ";"),
+    "sheet": ("Customers", "Customers"),
+    "header_row": (3, 3),
+    "base_url": ("http://127.0.0.1:9", "http://127.0.0.1:9"),
+    "conversations_url": ("http://localhost:9", "http://localhost:9"),
+    "timeout": (7, 7.0),
+    "lookup_lag": (2.5, 2.5),
+    "rate": (2, 2.0),
+    "concurrency": (3, 3),
+    "max_attempts": (2, 2),
+}
+
+
+def shared_settings(command: str) -> dict[str, Setting]:
+    """The settings `command` takes from [create], derived from the commands' Click options."""
+    tables = settings_tables()
+    of_create = {setting.dest for setting in tables["create"]}
+    return {
+        setting.dest: setting
+        for setting in tables[command]
+        if setting.dest in of_create and setting.dest not in PER_COMMAND
+    }
+
+
+SHARED = [
+    (command, dest) for command in ("reconcile", "status") for dest in shared_settings(command)
+]
+
+
+def context_of(
+    command: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> click.Context:
+    """The command's parsed options, read in `workdir` as the CLI reads them (not run)."""
+    monkeypatch.chdir(workdir)
+    for variable in [name for name in os.environ if name.startswith("PROVISIONER_")]:
+        monkeypatch.delenv(variable)
+    return cli.commands[command].make_context(command, list(args), obj=Runtime(env={}))
+
+
+def test_every_shared_option_has_a_sample():
+    assert {dest for _, dest in SHARED} <= set(SAMPLES)
+    assert {"out_dir", "ledger_path"} <= set(shared_settings("status"))
+    assert {"out_dir", "base_url", "columns", "rate", "timeout"} <= set(
+        shared_settings("reconcile")
+    )
+
+
+@pytest.mark.parametrize(("command", "dest"), SHARED)
+def test_a_shared_option_set_only_in_create_serves_the_command(
+    tmp_path, monkeypatch, command, dest
+):
+    setting = shared_settings(command)[dest]
+    in_file, expected = SAMPLES[dest]
+    write(tmp_path, f"[create]\n{setting.name} = {toml_value(in_file)}\n").chmod(0o600)
+
+    ctx = context_of(command, tmp_path, monkeypatch)
+
+    assert ctx.params[dest] == expected
+    assert ctx.get_parameter_source(dest) is click.core.ParameterSource.DEFAULT_MAP
+
+
+@pytest.mark.parametrize(("command", "dest"), SHARED)
+def test_the_command_s_own_table_wins_over_create_s(tmp_path, monkeypatch, command, dest):
+    setting = shared_settings(command)[dest]
+    in_file, expected = SAMPLES[dest]
+    text = f"[create]\n{setting.name} = {toml_value(in_file)}\n"
+    other = {"out_dir": "mine", "ledger_path": "mine.sqlite", "base_url": "http://[::1]:8"}
+    if dest in other:
+        text += f"[{command}]\n{setting.name} = {toml_value(other[dest])}\n"
+        expected = Path(other[dest]) if setting.kind is Path else other[dest]
+    write(tmp_path, text).chmod(0o600)
+    explicit = tmp_path / CONFIG_NAME
+
+    ctx = context_of(command, tmp_path / "..", monkeypatch, "--config", str(explicit))
+
+    assert ctx.params[dest] == expected
+
+
+def test_create_s_own_printing_stays_create_s(tmp_path, monkeypatch):
+    write(tmp_path, "[create]\njson = true\nout = 'runs'\n[status]\nruns = 3\n").chmod(0o600)
+
+    status = context_of("status", tmp_path, monkeypatch)
+
+    assert status.params["as_json"] is False  # `json` in [create] is create's --json
+    assert (status.params["out_dir"], status.params["limit"]) == (Path("runs"), 3)
+    create = context_of("create", tmp_path, monkeypatch, "in.csv")
+    assert create.params["as_json"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[status]\nrate = 2\n", "unknown setting 'rate'"),
+        ("[reconcile]\nforce = true\n", "unknown setting 'force'"),
+        ("[reconcile]\nclose-duplicates = true\n", "unknown setting 'close-duplicates'"),
+        ("reconcile = 1\n", "'reconcile' must be a table: [reconcile]"),
+    ],
+)
+@pytest.mark.parametrize("command", ["status", "reconcile"])
+def test_a_command_s_table_is_checked(tmp_path, monkeypatch, text, message, command):
+    write(tmp_path, text).chmod(0o600)
+    result = cli_in(tmp_path, monkeypatch, command)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split())
+
+
+def test_a_value_from_a_command_s_table_is_range_checked_as_typed(tmp_path, monkeypatch):
+    write(tmp_path, "[status]\nruns = 0\n").chmod(0o600)
+    result = cli_in(tmp_path, monkeypatch, "status")
+    assert result.exit_code == 2, result.output
+    assert "0 is not in the range" in result.stderr
+
+
+def test_the_readme_s_cron_layout_serves_reconcile_and_status_in_the_same_folder(
+    provisioner: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """provisioner.toml with only [create] (out, base_url): reconcile and status, run in the
+    same folder, use its ledger and its server."""
+    emulator = provisioner.emulator
+    workdir, data = tmp_path / "srv", tmp_path / "data"
+    workdir.mkdir()
+    config = f"[create]\nout = '{data}'\nbase_url = '{emulator.url}'\nrate = 0\nlookup_lag = 0\n"
+    write(workdir, config).chmod(0o600)
+    source = write_csv(workdir / "in.csv", CUSTOMER_HEADER, customers(3))
+    env = provisioner.env()
+
+    created = cli_in(workdir, monkeypatch, "create", str(source), "--run-id", "r1", env=env)
+    assert created.exit_code == 0, created.output
+    rows = read_csv(data / "r1" / "results.csv")
+    with open_ledger(data / "ledger.sqlite", provisioner.scope) as ledger, ledger.transaction():
+        ledger.mark_in_flight("C2", "killed", rows[1]["identity"])  # as a killed run leaves it
+
+    status = cli_in(workdir, monkeypatch, "status", "--json", env=env)
+    assert status.exit_code == 0, status.output
+    shown = json.loads(status.stdout)
+    assert shown["ledger"] == str(data / "ledger.sqlite")
+    assert sum(shown["unsettled"].values()) == 1
+
+    lookups = emulator.lookups
+    settled = cli_in(workdir, monkeypatch, "reconcile", env=env)
+    assert settled.exit_code == 0, settled.output
+    assert emulator.lookups == lookups + 1  # C2, at the configured server
+    (found,) = read_csv(next(data.glob("reconcile-*/reconcile.csv")))
+    assert (found["row_key"], found["lookup"]) == ("C2", "found")
+    assert found["conversation_sid"] == rows[1]["conversation_sid"]
+
+    again = cli_in(workdir, monkeypatch, "reconcile", str(source), env=env)
+    assert again.exit_code == 0, again.output
+    assert emulator.lookups == lookups + 1 + 3  # every row of the input, at the same server
+    assert not (workdir / "outputs").exists()  # nothing went to the default folder
