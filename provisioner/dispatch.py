@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import queue
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar, cast
 
@@ -69,7 +69,7 @@ class Dispatcher(Generic[Job, Result]):
         self._batch: list[Job] = []
         self._raised: BaseException | None = None  # what a worker raised, for the main thread
 
-    def run(self, jobs: Iterable[Job]) -> Iterator[list[tuple[Job, Result]]]:
+    def run(self, jobs: Iterable[Job]) -> Generator[list[tuple[Job, Result]], None, None]:
         """Yield every job with its result, in batches that finished together."""
         window = WINDOW_PER_WORKER * self.concurrency
         refill_below = self.concurrency + (self.concurrency + 1) // 2

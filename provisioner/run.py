@@ -25,7 +25,14 @@ from provisioner.client import Credentials, TwilioClient
 from provisioner.dispatch import Dispatcher
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
-from provisioner.errors import ConfigError, ExitCode, InputError, LedgerError, ResultsError
+from provisioner.errors import (
+    ConfigError,
+    ExitCode,
+    InputError,
+    LedgerError,
+    ProvisionerError,
+    ResultsError,
+)
 from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
@@ -399,6 +406,9 @@ class _Run:
         self.duplicates: list[dict[str, object]] = []
         self.recorder: Recorder | None = None  # once sending starts
         self.lookups_refused = ""
+        self.failure: Exception | None = None  # what failed after sending started, if anything
+        self.in_flight: dict[int, Decision] = {}  # rows handed to the workers, not yet written
+        self.written: set[int] = set()  # the rows (positions) written to the results
         self.files = ResultFiles(
             run_dir,
             checked.columns.carried_headers,
@@ -457,14 +467,19 @@ class _Run:
         )
         ledger.begin_run(self.run_id, str(self.options.input_path), forced=self.options.force)
         recorder = self.recorder = Recorder(ledger, self.run_id, self.stopping)
+
+        def started(jobs: list[tuple[int, Decision]]) -> bool:
+            self.in_flight.update(jobs)
+            return recorder.mark_in_flight([decision for _, decision in jobs])
+
         dispatcher: Dispatcher[tuple[int, Decision], Outcome] = Dispatcher(
-            lambda job: sender.send(job[1]),
+            self._stopping_on_failure(lambda job: sender.send(job[1])),
             concurrency=self.options.concurrency,
             stopping=self.stopping,
             ready=lambda job: job[1].outcome,
             not_sent=lambda job: not_sent(job[1], self.stopping.not_sent_message),
             cut_off=lambda job: cut_off(job[1]),
-            on_start=lambda jobs: recorder.mark_in_flight([decision for _, decision in jobs]),
+            on_start=started,
             backlog=lambda: self.files.waiting,
             backlog_limit=REORDER_LIMIT,
             # A failure may stop the run (FailureStreak): it is counted as soon as it comes.
@@ -475,21 +490,30 @@ class _Run:
         if self.endpoint.emulator is not None:
             self.endpoint.emulator.live_rate = self.options.sandbox_live_rate
         with self.stopping.on_signals():
-            for finished in dispatcher.run(self.decisions()):
-                flagged = recorder.record(
-                    (decision, outcome) for (_, decision), outcome in finished
-                )
-                for (sequence, decision), recorded in finished:
-                    outcome = flagged.get(decision.row.key, recorded)
-                    self._write(sequence, decision.row, outcome)
-                    reason = streak.add(outcome)
-                    if reason:
-                        self.stopping.stop(reason)
-                    if outcome.status is Status.CREATED and outcome.ambiguous_attempts:
-                        prior = decision.prior
-                        since = min(self.started_wall, prior.first_sent) if prior else None
-                        rechecks.append((decision.row, outcome, since or self.started_wall))
-                self._progress()
+            finishing = dispatcher.run(self.decisions())
+            try:
+                for finished in finishing:
+                    flagged = recorder.record(
+                        (decision, outcome) for (_, decision), outcome in finished
+                    )
+                    for (sequence, decision), recorded in finished:
+                        outcome = flagged.get(decision.row.key, recorded)
+                        self._write(sequence, decision.row, outcome)
+                        reason = streak.add(outcome)
+                        if reason:
+                            self.stopping.stop(reason)
+                        if outcome.status is Status.CREATED and outcome.ambiguous_attempts:
+                            prior = decision.prior
+                            since = min(self.started_wall, prior.first_sent) if prior else None
+                            rechecks.append((decision.row, outcome, since or self.started_wall))
+                    self._progress()
+            except ResultsError:
+                raise  # the results cannot be written at all
+            except Exception as error:  # whatever it was, every row still gets its status
+                self._fail(error)
+                self._write_the_rest()
+            finally:
+                finishing.close()  # the workers finish their requests, and start no other
             with self._writing_files():
                 self.files.close()  # complete before the final check may amend them
             if rechecks and self.options.lookups and not self.stopping.is_set:
@@ -497,7 +521,44 @@ class _Run:
         self.lookups_refused = sender.lookups_refused
         return self._finish()
 
+    def _stopping_on_failure(
+        self, send: Callable[[tuple[int, Decision]], Outcome]
+    ) -> Callable[[tuple[int, Decision]], Outcome]:
+        """`send`, stopping the run at once if it raises (on a worker): the other workers'
+        waits end, and none starts another request before the main thread hears of it."""
+
+        def sending(job: tuple[int, Decision]) -> Outcome:
+            try:
+                return send(job)
+            except Exception as error:
+                self.stopping.stop(_failure_reason(error))
+                raise
+
+        return sending
+
+    def _fail(self, error: Exception) -> None:
+        """Something failed after sending started: stop, and keep why (run.log has the stack)."""
+        log.error("the run failed: %s", _failure_reason(error), exc_info=error)
+        self.stopping.stop(_failure_reason(error))
+        self.failure = error
+
+    def _write_the_rest(self) -> None:
+        """After a failure, every row not yet written: `not_attempted` (a row whose request was
+        in flight, cut off: it may exist, and the next run looks it up first)."""
+        message = self.stopping.not_sent_message
+        for sequence, row, _ in _rows_and_entries(self.checked, None, self.endpoint):
+            if sequence in self.written:
+                continue
+            if sequence in self.in_flight:
+                decision = self.in_flight[sequence]
+                self._write(sequence, decision.row, cut_off(decision))
+                continue
+            decision = plan(row, None, force=self.options.force)
+            self._write(sequence, row, decision.outcome or not_sent(decision, message))
+
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
+        self.in_flight.pop(sequence, None)
+        self.written.add(sequence)
         with self._writing_files():
             written = self.files.add(sequence, row, outcome)
         for written_row, written_outcome in written:
@@ -528,6 +589,10 @@ class _Run:
         )
 
     def _exit_code(self) -> ExitCode:
+        if isinstance(self.failure, ProvisionerError):
+            return self.failure.exit_code
+        if self.failure is not None:
+            return ExitCode.INTERNAL
         if self.stopping.is_set:
             return ExitCode.STOPPED
         if self.tally.counts[Status.INVALID] or self.tally.counts[Status.FAILED]:
@@ -735,6 +800,16 @@ def _refuse_invalid_or_changed_keys(
             f"--strict: {plural(changed, 'row')} with a key a spreadsheet changed (key_changed); "
             "nothing was sent. --dry-run lists them in errors.csv"
         )
+
+
+def _failure_reason(error: Exception) -> str:
+    """Why a run that failed after sending started stopped, in words for its end."""
+    if isinstance(error, ProvisionerError):
+        return str(error)
+    return (
+        f"internal error: {type(error).__name__}: {error} (a bug: the stack is in run.log; "
+        "report it. Every row is in results.csv, and a rerun is safe)"
+    )
 
 
 class FailureStreak:
