@@ -62,6 +62,9 @@ MAX_RATE = 10_000.0
 # Emulated website visitors: one in about 17 minutes; fewer is none in a rehearsal, and a wait
 # drawn at a far lower rate overflows the thread's timeout.
 MIN_VISITOR_RATE = 0.001
+# What Linux's file systems take (NAME_MAX, PATH_MAX): a longer path fails only when used.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
 # The most runs `status --runs` lists: more than any screen shows, and an integer SQLite takes.
 MAX_RUNS_LISTED = 100_000
 # The emulator's delays (an answer's latency, the lookup index's lag): a rehearsal of minutes.
@@ -184,11 +187,22 @@ class ApiRoot(click.ParamType[str, str]):
 
 
 class FilePath(click.Path):
-    """A path; one holding a NUL byte (possible only from the settings file) is refused."""
+    """A path no file system refuses outright: no NUL byte (possible only from the settings
+    file), no name longer than MAX_NAME_BYTES, at most MAX_PATH_BYTES in all."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and "\0" in value:
-            self.fail("a path cannot hold a NUL byte", param, ctx)
+        if isinstance(value, str):
+            if "\0" in value:
+                self.fail("a path cannot hold a NUL byte", param, ctx)
+            encoded = os.fsencode(value)
+            longest = max((len(part) for part in encoded.split(b"/")), default=0)
+            if longest > MAX_NAME_BYTES or len(encoded) > MAX_PATH_BYTES:
+                self.fail(
+                    f"too long a path: names of at most {MAX_NAME_BYTES} bytes, "
+                    f"{MAX_PATH_BYTES} in all",
+                    param,
+                    ctx,
+                )
         return super().convert(value, param, ctx)
 
 
