@@ -340,7 +340,8 @@ def pacing_options(command: F) -> F:
         default=DEFAULT_RATE,
         show_default=True,
         envvar=env_name("rate"),
-        help="Requests per second at most, all workers together; 0 for no limit. Twilio limits "
+        help="Requests per second at most, all workers together: 0.5 to 10000, or 0 for no "
+        "limit. Twilio limits "
         "web chat creation to 5/s per account (Flex Conversations limits page); pass yours if "
         "Twilio raised it.",
     )(command)
