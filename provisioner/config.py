@@ -95,6 +95,7 @@ def check_trusted(path: Path) -> None:
     ssh does with its config: the file decides where the credentials are sent."""
     try:
         info = path.stat()
+        link = path.lstat()  # a symbolic link's own owner chooses the file: it must be trusted too
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
     user = os.getuid() if hasattr(os, "getuid") else None
@@ -102,6 +103,12 @@ def check_trusted(path: Path) -> None:
         return  # no owners nor modes to check (Windows)
     mode = f"mode {info.st_mode & PERMISSION_BITS:04o}"
     owner = _user_name(info.st_uid)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (user, ROOT_UID):
+        raise ConfigError(
+            f"{path}: refused: a symbolic link owned by {_user_name(link.st_uid)}, who is "
+            f"neither you ({_user_name(user)}) nor root; a settings file decides where the "
+            "credentials go. Remove the link, or pass --config with the file it points to"
+        )
     if info.st_uid not in (user, ROOT_UID):
         raise ConfigError(
             f"{path}: refused: owned by {owner}, who is neither you ({_user_name(user)}) nor "

@@ -814,3 +814,18 @@ def test_the_readme_s_cron_layout_serves_reconcile_and_status_in_the_same_folder
     assert again.exit_code == 0, again.output
     assert emulator.lookups == lookups + 1 + 3  # every row of the input, at the same server
     assert not (workdir / "outputs").exists()  # nothing went to the default folder
+
+
+def test_a_link_another_user_owns_is_refused_even_to_a_trusted_file(tmp_path, monkeypatch):
+    target = write(tmp_path, TRUSTED, "mine.toml")
+    target.chmod(0o600)
+    link = tmp_path / CONFIG_NAME
+    link.symlink_to(target)
+    os.chown(link, OTHER_UID, -1, follow_symlinks=False)
+
+    result = cli_in(tmp_path, monkeypatch, "status")
+
+    assert result.exit_code == 2, result.output
+    assert f"a symbolic link owned by uid {OTHER_UID}" in " ".join(result.stderr.split())
+    followed = cli_in(tmp_path, monkeypatch, "status", "--config", str(target))
+    assert "refused" not in followed.stderr
