@@ -829,3 +829,24 @@ def test_a_link_another_user_owns_is_refused_even_to_a_trusted_file(tmp_path, mo
     assert f"a symbolic link owned by uid {OTHER_UID}" in " ".join(result.stderr.split())
     followed = cli_in(tmp_path, monkeypatch, "status", "--config", str(target))
     assert "refused" not in followed.stderr
+
+
+def test_the_shared_folder_s_file_from_the_issue_sends_nothing_to_its_host(
+    provisioner: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder every user may write (1777) holding another user's provisioner.toml, writable
+    by all, naming a host: the credentials never go there, quiet or not."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    their = write(shared, f"[create]\nbase_url = '{provisioner.emulator.url}'\n")
+    their.chmod(0o666)
+    os.chown(their, OTHER_UID, -1)
+    source = write_csv(shared / "in.csv", CUSTOMER_HEADER, customers(2))
+
+    for args in ([], ["--quiet"]):
+        result = cli_in(shared, monkeypatch, "create", str(source), *args, env=provisioner.env())
+        assert result.exit_code == 2, result.output
+        assert f"owned by uid {OTHER_UID}" in " ".join(result.stderr.split())
+    assert provisioner.emulator.requests == 0
+    assert not (shared / "outputs").exists()
