@@ -5,6 +5,10 @@ carries it out with Click's own machinery: the file's values become the context'
 (so Click converts and range-checks them like typed values), each option reads its
 `env_name(...)` variable, and `ctx.get_parameter_source(name)` tells where a value came from.
 This module stays free of Click: it is given the options it may set and their types.
+
+One file serves every command: [create] holds create's settings and those the other commands
+share with it; [reconcile] and [status] hold their own (`load_config`). The file decides where
+the credentials go, so one that another user owns or may write is refused (`check_trusted`).
 """
 
 from __future__ import annotations
