@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from provisioner.endpoints import CREDENTIAL_VARIABLES
+
 TWILIO_ERROR_PAGE = "https://www.twilio.com/docs/api/errors/{code}"
 EXAMPLE_ROWS = 5  # rows kept per cause: enough to find the pattern, small enough to print
 MAX_CAUSES = 100  # distinct causes kept; a server inventing a code per row cannot grow memory
@@ -56,8 +58,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
     "20003": Explanation(
         "credentials rejected (wrong or deleted SID/token or API key, suspended account, "
         "or a key for another region)",
-        "check TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN (or TWILIO_API_KEY + TWILIO_API_SECRET) "
-        "and TWILIO_REGION",
+        f"check {CREDENTIAL_VARIABLES}, and TWILIO_REGION",
     ),
     # 20403 "403 Forbidden": the account lacks permission to the API, typically suspended/closed.
     "20403": Explanation(
@@ -149,7 +150,7 @@ HTTP_STATUSES: Mapping[str, Explanation] = {
     ),
     "http_401": Explanation(
         "credentials rejected (401)",
-        "check TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN (or TWILIO_API_KEY + TWILIO_API_SECRET)",
+        f"check {CREDENTIAL_VARIABLES}",
     ),
     "http_403": Explanation(
         "forbidden (403): the credentials may not do this",

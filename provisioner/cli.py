@@ -42,7 +42,7 @@ from provisioner.emulator import (
     standalone_credentials,
 )
 from provisioner.emulator import summary as emulator_summary
-from provisioner.endpoints import REGION_VARIABLES, api_root
+from provisioner.endpoints import CREDENTIAL_VARIABLES, REGION_VARIABLES, api_root
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
 from provisioner.ledger import lock_holder, read_status
 from provisioner.limits import MIN_RATE
@@ -451,14 +451,14 @@ def cli(ctx: click.Context) -> None:
 
 
 # create's --help, kept apart from the function so that the function stays readable whole.
-CREATE_HELP = """\
+CREATE_HELP = f"""\
 Create one Flex web chat per row of INPUT (CSV, xlsx, xlsm, xls, ods, xlsb, or - for
 standard input).
 
 Writes OUT/<run-id>/results.csv, errors.csv, summary.json, report.html and run.log.
-Credentials come from TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, or TWILIO_API_KEY +
-TWILIO_API_SECRET. Every option can also come from a PROVISIONER_<OPTION> variable or
-provisioner.toml: the command line wins over the environment, which wins over the file.
+Credentials come from {CREDENTIAL_VARIABLES}.
+Every option can also come from a PROVISIONER_<OPTION> variable or provisioner.toml: the
+command line wins over the environment, which wins over the file.
 Exit 0: all created or existing; 1: some rows invalid or failed; 2: nothing sent (usage,
 input, config); 3: stopped early; 4: internal error.
 

@@ -22,6 +22,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.endpoints import CREDENTIAL_VARIABLES
 from provisioner.errors import ConfigError
 
 ENV_PREFIX = "PROVISIONER_"
@@ -39,10 +40,7 @@ SUGGESTION_CUTOFF = (
 )
 CREDENTIAL_WORDS = ("token", "secret", "password", "passwd", "credential")
 CREDENTIAL_NAMES = frozenset({"account-sid", "api-key", "auth", "username", "user", "sid"})
-CREDENTIALS_STAY = (
-    "credentials stay in the environment: TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, "
-    "or TWILIO_API_KEY + TWILIO_API_SECRET"
-)
+CREDENTIALS_STAY = f"credentials stay in the environment: {CREDENTIAL_VARIABLES}"
 # What each accepted Python type is called in an error message, and the TOML that gives it.
 TYPE_NAMES: Mapping[type, str] = {
     str: "text in quotes",

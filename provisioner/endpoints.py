@@ -20,6 +20,12 @@ from provisioner.errors import ConfigError
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _LABEL = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*", re.ASCII)
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# The two ways to authenticate, as every message and help text names them (one home: an API
+# key needs the account's SID too, since the ledger belongs to the account, not the key).
+CREDENTIAL_VARIABLES = (
+    "TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN, "
+    "or TWILIO_API_KEY + TWILIO_API_SECRET + TWILIO_ACCOUNT_SID"
+)
 # The variables that choose Twilio's hosts, as Twilio's SDK reads them, when no root is given.
 REGION_VARIABLES = ("TWILIO_REGION", "TWILIO_EDGE")
 MAX_PORT = 65535
@@ -71,13 +77,11 @@ class Credentials:
             if bool(first_value) != bool(second_value):
                 missing, present = (second, first) if first_value else (first, second)
                 raise ConfigError(
-                    f"{missing} is not set ({present} is): set it too, or use the other pair "
-                    "(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
-                    "TWILIO_API_SECRET)"
+                    f"{missing} is not set ({present} is): set it too, or use the other way "
+                    f"({CREDENTIAL_VARIABLES})"
                 )
         raise ConfigError(
-            "no Twilio credentials: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, "
-            "or TWILIO_API_KEY and TWILIO_API_SECRET (or rehearse with --sandbox)"
+            f"no Twilio credentials: set {CREDENTIAL_VARIABLES} (or rehearse with --sandbox)"
         )
 
 

@@ -74,6 +74,7 @@ SANDBOX_ACCOUNT_RATE = 5.0
 SANDBOX_LATENCY = 0.3
 SANDBOX_SCOPE = "sandbox"  # the ledger scope of --sandbox runs (the emulator's own account)
 DRY_RUN_SCOPE = "dry-run"  # identities a dry run without credentials shows are derived in it
+HIDDEN_ROWS_NAMED = 5  # hidden rows a warning names: enough to find them, short enough to read
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -650,8 +651,13 @@ def _describe(run: _Run) -> None:
         ", dry run" if options.dry_run else "",
     )
     table = run.checked.table
-    if table.hidden_rows:
-        run._warn(f"{table.where}: {plural(table.hidden_rows, 'row')} hidden; sent like the others")
+    if hidden := table.hidden_rows:
+        named = ", ".join(map(str, hidden[:HIDDEN_ROWS_NAMED]))
+        more = ", ..." if len(hidden) > HIDDEN_ROWS_NAMED else ""
+        run._warn(
+            f"{table.where}: {plural(len(hidden), 'row')} hidden "
+            f"({'row' if len(hidden) == 1 else 'rows'} {named}{more}); sent like the others"
+        )
     for line in run.checked.columns.describe():
         log.info("column %s", line)
         run.runtime.say(f"column {line}")

@@ -83,8 +83,8 @@ class Table:
     format: str = "csv"  # csv, xlsx, xlsm, xls, xlsb or ods
     # Hidden rows are sent: hiding or filtering is how a person looks at a sheet, the rows are
     # still in the file, and skipping them would drop rows without a trace. Counted (only
-    # .xlsx/.xlsm say which rows are hidden) so the run can warn.
-    hidden_rows: int = 0
+    # .xlsx/.xlsm say which rows are hidden) so the run can warn, naming them: sheet row numbers.
+    hidden_rows: tuple[int, ...] = ()
     hidden_sheets: tuple[str, ...] = ()  # sheets the workbook hides; never read unless named
     name: str = ""  # how messages name the input (the user's path, not the snapshot's)
     columns: tuple[int, ...] = ()  # the 0-based source column of each header
@@ -254,7 +254,7 @@ class _Layout:
     headers: tuple[str, ...]
     columns: tuple[int, ...]
     width: int
-    hidden_rows: int
+    hidden_rows: tuple[int, ...]
 
 
 def _layout(
@@ -282,7 +282,7 @@ def _layout(
     if sheet is not None:  # read whole already: ask the array, not row by row
         used, hidden_rows = sheet.columns_with_data(number), sheet.hidden_data_rows(number)
     else:
-        used, hidden_rows = set(), 0
+        used, hidden_rows = set(), ()
         for row, cells in chain((r for r in head if r[0] > number), records):
             _check_width(where, row, cells, width)
             used.update(i for i, cell in enumerate(cells) if cell and cell.strip())

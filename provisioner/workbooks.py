@@ -272,11 +272,11 @@ class Sheet:
             if any(type(value) is not str or value.strip() for value in below[:, column])
         }
 
-    def hidden_data_rows(self, after_row: int) -> int:
-        """How many hidden rows below sheet row `after_row` hold a value."""
-        return sum(
-            1
-            for row in self.hidden_rows
+    def hidden_data_rows(self, after_row: int) -> tuple[int, ...]:
+        """The hidden rows below sheet row `after_row` that hold a value (sheet row numbers)."""
+        return tuple(
+            row
+            for row in sorted(self.hidden_rows)
             if after_row < row <= self.height and bool((self.cells[row - 1] != "").any())
         )
 
