@@ -10,7 +10,8 @@ import shlex
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -116,8 +117,8 @@ def reports_errors(command: F) -> F:
                 traceback.print_exc()
             _voice().always(f"error: {error}")
             sys.exit(error.exit_code)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
+        except (click.exceptions.Exit, click.ClickException, SystemExit, BrokenPipeError):
+            raise  # a closed pipe is no bug: main() ends the command quietly
         except KeyboardInterrupt:  # before sending started; a run in progress stops gracefully
             _voice().always("interrupted")
             sys.exit(ExitCode.STOPPED)
@@ -399,8 +400,32 @@ def config_option(command: F) -> F:
     )(command)
 
 
+class ClosedPipeError(Exception):
+    """Output went into a closed pipe; main() ends the command quietly.
+
+    Click answers a closed pipe with exit 1 (an error code of ours); carried past it as this,
+    main() gives the shell's code instead (ExitCode.BROKEN_PIPE).
+    """
+
+
+@contextmanager
+def _closed_pipe_passes_click() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError as error:
+        raise ClosedPipeError from error
+
+
 class _Commands(click.Group):
     """Click's group, whose usage errors are one `error:` line like every other error."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _closed_pipe_passes_click():  # --help and --version print here
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _closed_pipe_passes_click():  # every command, its own --help included
+            return super().invoke(ctx)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if not kwargs.get("standalone_mode", True):
@@ -1160,4 +1185,16 @@ def main() -> None:
     # sends, stopping.py takes these signals over and stops it gracefully.
     for number in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.default_int_handler)
-    cli(prog_name="provisioner", obj=Runtime(stderr_isatty=sys.stderr.isatty()))
+    try:
+        try:
+            cli(prog_name="provisioner", obj=Runtime(stderr_isatty=sys.stderr.isatty()))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a complaint at exit
+    except (BrokenPipeError, ClosedPipeError):
+        # The reader went away (`provisioner status | head -2`): end quietly, as Unix tools
+        # do, with the shell's code for them. Python ignores SIGPIPE, so the write failed
+        # instead; the streams now go nowhere, so that the exit's own flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+        sys.exit(ExitCode.BROKEN_PIPE)

@@ -13,6 +13,9 @@ class ExitCode(IntEnum):
     NOTHING_SENT = 2  # usage, input or configuration error: nothing was sent
     STOPPED = 3  # the run stopped early: credentials rejected, failures in a row, interrupted
     INTERNAL = 4  # an unexpected error (a bug); what was created is in the ledger
+    # Output went into a closed pipe (`| head`): 128 + SIGPIPE, what a shell reports for a tool
+    # that a closed pipe ended, so `set -o pipefail` scripts read it as they read any other.
+    BROKEN_PIPE = 141
 
 
 class ProvisionerError(Exception):
