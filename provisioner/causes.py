@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from provisioner.endpoints import CREDENTIAL_VARIABLES
+from provisioner.outcome import STOPPED
 
 TWILIO_ERROR_PAGE = "https://www.twilio.com/docs/api/errors/{code}"
 EXAMPLE_ROWS = 5  # rows kept per cause: enough to find the pattern, small enough to print
@@ -232,9 +233,17 @@ OUR_CODES: Mapping[str, Explanation] = {
     "request_failed": Explanation(
         "the request failed in transit; the web chat may exist", _LOOKED_UP
     ),
+    # The permission is named by the run's own warning, only after Twilio refused a lookup
+    # (401/403): a lookup that failed otherwise is no sign of missing permissions.
     "lookup_failed": Explanation(
         "an answer was lost and the lookup at Twilio could not settle it; not sent again",
-        "run provisioner reconcile later; the credentials need read access to Conversations",
+        "rerun later, or run provisioner reconcile: the row is looked up again before "
+        "anything is sent",
+    ),
+    STOPPED: Explanation(
+        "an answer was lost, and the run stopped before the lookup at Twilio could settle it; "
+        "not sent again",
+        "rerun: the row is looked up at Twilio first, so it is never created twice",
     ),
     "cut_off": Explanation(
         "the run stopped at once (a second signal) with this row's request in flight",

@@ -31,6 +31,7 @@ ERROR_STATUSES = frozenset({Status.INVALID, Status.FAILED, Status.NOT_ATTEMPTED}
 
 DRY_RUN = "dry_run"  # the error code of a row a dry run would send
 CUT_OFF = "cut_off"  # the error code of a request abandoned in flight by a second signal
+STOPPED = "stopped"  # the error code of a row whose lookup a stop cut short (looked up next run)
 
 
 class LookupResult(StrEnum):

@@ -24,7 +24,7 @@ from provisioner.limits import AccountLimits, Answer
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
 from provisioner.run import CheckedInput, Runtime, moved_into, staged_input
-from provisioner.send import CLOSED, Lookups, recent
+from provisioner.send import CLOSED, LookupFailure, Lookups, recent
 from provisioner.stopping import Stopping
 from provisioner.writers import CsvWriter
 
@@ -149,8 +149,8 @@ def reconcile(
                     _wait_for_the_index(entry, options.lookup_lag, runtime, stopping, opened)
                     found = lookups.find(identity)
                     verdict = (
-                        Verdict(LookupResult.FAILED, message=found)
-                        if isinstance(found, str)
+                        Verdict(LookupResult.FAILED, message=found.message)
+                        if isinstance(found, LookupFailure)
                         else verdict_of(recent(found.conversations, _since(entry)), entry)
                     )
                     closed = _settle(ledger, closer, key, identity, entry, verdict, options)

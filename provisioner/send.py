@@ -19,7 +19,7 @@ from tenacity import RetryCallState
 
 from provisioner.client import Attempt, FoundConversation, Lookup
 from provisioner.limits import AccountLimits, Answer, Sleep
-from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
 from provisioner.plan import Decision
 from provisioner.retry import retry_policy
 from provisioner.rows import Row
@@ -69,6 +69,15 @@ class Settlement:
     result: LookupResult
     conversations: tuple[FoundConversation, ...] = ()
     message: str = ""
+    stopped: bool = False  # FAILED because a stop cut the lookup short, not for want of an answer
+
+
+@dataclass(frozen=True)
+class LookupFailure:
+    """Why a lookup has no answer: Twilio's (refused, failing) or a stop that cut it short."""
+
+    message: str
+    stopped: bool = False
 
 
 @dataclass
@@ -104,10 +113,10 @@ class Lookups:
         self.refused = ""
         self._lock = threading.Lock()
 
-    def find(self, identity: str) -> Lookup | str:
+    def find(self, identity: str) -> Lookup | LookupFailure:
         """The complete answer for `identity`, or why there is none."""
         if self.refused:
-            return self.refused
+            return LookupFailure(self.refused)
         backoff = LOOKUP_BACKOFF
         lookup: Lookup | None = None
         for number in range(1, LOOKUP_TRIES + 1):
@@ -116,7 +125,7 @@ class Lookups:
                 backoff *= 2
             permit = self.limits.acquire(self.sleep, self.stopping.event)
             if permit is None:
-                break
+                return LookupFailure("the run stopped before the lookup could answer", stopped=True)
             answer, retry_after = Answer.NO_ANSWER, None
             try:
                 lookup = self.client.find_conversations(identity)
@@ -126,10 +135,11 @@ class Lookups:
             if lookup.ok:
                 return lookup
             if lookup.refused:
-                return self._refuse(lookup)
+                return LookupFailure(self._refuse(lookup))
             if not lookup.retryable:
                 break
-        return f"the lookup failed: {lookup.error_message if lookup else 'the run stopped'}"
+        assert lookup is not None, "at least one try was made"
+        return LookupFailure(f"the lookup failed: {lookup.error_message}")
 
     def _refuse(self, lookup: Lookup) -> str:
         with self._lock:
@@ -244,9 +254,9 @@ class RowSender:
 
     def _look_up(self, history: RowHistory) -> Settlement:
         found = self.lookups.find(history.row.identity)
-        if isinstance(found, str):
-            log.info("row %d: lookup failed: %s", history.row.number, found)
-            return Settlement(LookupResult.FAILED, message=found)
+        if isinstance(found, LookupFailure):
+            log.info("row %d: no lookup answer: %s", history.row.number, found.message)
+            return Settlement(LookupResult.FAILED, message=found.message, stopped=found.stopped)
         return settlement_of(found.conversations, history.since)
 
     @property
@@ -355,7 +365,8 @@ def _found_outcome(history: RowHistory, settlement: Settlement) -> Outcome:
 
 
 def _lookup_failed_outcome(history: RowHistory, settlement: Settlement) -> Outcome:
-    """An answer was lost and the lookup could not tell: failed, not sent again."""
+    """An answer was lost and the lookup could not tell: failed, not sent again. A lookup a
+    stop cut short is no failed lookup (`lookup` stays empty): the next run looks it up."""
     last = history.attempts[-1] if history.attempts else None
     return Outcome(
         Status.FAILED,
@@ -363,13 +374,14 @@ def _lookup_failed_outcome(history: RowHistory, settlement: Settlement) -> Outco
         attempts=len(history.attempts),
         ambiguous_attempts=history.ambiguous,
         http_status=last.http_status if last else None,
-        error_code="lookup_failed",
+        error_code=STOPPED if settlement.stopped else "lookup_failed",
         error_message=(
             f"an earlier answer was lost and the web chat may exist; not sent again "
             f"because {settlement.message}"
+            + ("; the next run looks it up first" if settlement.stopped else "")
         ),
         request_id=last.request_id if last else "",
-        lookup=settlement.result,
+        lookup=LookupResult.NONE if settlement.stopped else settlement.result,
     )
 
 
@@ -402,6 +414,8 @@ def _refused_outcome(
 
 def recheck_outcome(outcome: Outcome, settlement: Settlement) -> Outcome:
     """A created row after its final lookup: confirmed, or its duplicates named."""
+    if settlement.stopped:  # no answer, and no failure of Twilio's: what the run knows stays
+        return outcome
     if settlement.result is LookupResult.FAILED:
         return _replace_lookup(outcome, LookupResult.FAILED, outcome.duplicate_sids)
     found = {conversation.sid for conversation in settlement.conversations}

@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from provisioner import send as send_module
+from provisioner.causes import explain
 from provisioner.client import Attempt, FoundConversation, Lookup
 from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
-from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
 from provisioner.plan import Decision
 from provisioner.retry import retry_policy
 from provisioner.rows import Row
@@ -568,3 +569,68 @@ def test_recheck_looks_the_row_up_once(clocks: Clocks, stopping: Stopping) -> No
     assert api.create_calls == []
     assert after.lookup is LookupResult.DUPLICATES
     assert after.duplicate_sids == (SID_2,)
+
+
+# ---------------------------------------------------------------- a stop cuts a lookup short
+
+
+@pytest.mark.parametrize("stop_at", ["the retry wait", "the lag wait"])
+def test_a_lookup_a_stop_cuts_short_is_stopped_not_a_failed_lookup(
+    clocks: Clocks, stopping: Stopping, stop_at: str
+) -> None:
+    api = FakeApi(clocks, creates=[LOST], lookups=[ABSENT])
+    waits = {"the retry wait": 1, "the lag wait": 2}[stop_at]
+
+    def sleep(seconds: float) -> None:  # Ctrl-C while the row waits
+        clocks.sleep(seconds)
+        if len(clocks.sleeps) == waits:
+            stopping.stop("interrupted by SIGINT")
+
+    rows_sender = RowSender(
+        api,
+        AccountLimits(None, 4, clock=clocks.clock),
+        stopping,
+        SendSettings(),
+        sleep=sleep,
+        clock=clocks.clock,
+        wall_clock=clocks.wall_clock,
+    )
+
+    outcome = rows_sender.send(Decision(row()))
+
+    assert len(clocks.sleeps) == 2  # the retry wait, then the lag wait: nothing after the stop
+    assert (outcome.status, outcome.error_code) == (Status.FAILED, STOPPED)
+    assert outcome.lookup is LookupResult.NONE  # no lookup failed: none could be made
+    assert outcome.ambiguous_attempts == 1  # the ledger keeps it unsettled: looked up next run
+    assert len(api.create_calls) == 1  # never sent again blindly
+    assert api.lookup_calls == []
+
+
+def test_a_final_check_a_stop_cuts_short_keeps_what_the_run_knows(
+    clocks: Clocks, stopping: Stopping
+) -> None:
+    api = FakeApi(clocks, lookups=[ABSENT])
+    stopping.stop("interrupted by SIGTERM")
+
+    checked = sender(api, clocks, stopping).recheck(row(), CREATED_OUTCOME, START.timestamp())
+
+    assert checked == CREATED_OUTCOME
+    assert api.lookup_calls == []
+
+
+@pytest.mark.parametrize(
+    ("lookups", "permission_named"), [([REFUSED], True), ([LOOKUP_DOWN], False)]
+)
+def test_the_permission_is_named_only_after_twilio_refused_a_lookup(
+    clocks: Clocks, stopping: Stopping, lookups: list[Lookup], permission_named: bool
+) -> None:
+    api = FakeApi(clocks, creates=[LOST], lookups=lookups)
+    rows_sender = sender(api, clocks, stopping)
+
+    outcome = rows_sender.send(Decision(row()))
+
+    assert (outcome.error_code, outcome.lookup) == ("lookup_failed", LookupResult.FAILED)
+    cause = explain(outcome.error_code, outcome.status.value, outcome.error_message)
+    said = " ".join([cause.meaning, cause.next_step, outcome.error_message])
+    assert ("Conversations" in said) is permission_named
+    assert bool(rows_sender.lookups_refused) is permission_named
