@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
@@ -400,6 +401,9 @@ class _Run:
         self.stopping = Stopping(runtime.say)
         self.limits = AccountLimits(options.rate, options.concurrency, runtime.clock)
         self.tally = Tally()
+        # Rows finished, whatever their order (the tally counts them as they are written, in
+        # input order, so one row waiting out --lookup-lag would hold the progress count back).
+        self.finished: Counter[Status] = Counter()
         self.started_at, self.started = utc_now(), runtime.clock()
         self.started_wall = runtime.wall_clock()
         self.warnings: list[str] = []
@@ -560,6 +564,7 @@ class _Run:
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
         self.in_flight.pop(sequence, None)
         self.written.add(sequence)
+        self.finished[outcome.status] += 1
         with self._writing_files():
             written = self.files.add(sequence, row, outcome)
         for written_row, written_outcome in written:
@@ -577,9 +582,9 @@ class _Run:
         state = self.limits.state()
         self.runtime.progress(
             Progress(
-                self.tally.done,
+                sum(self.finished.values()),
                 self.checked.rows,
-                dict(self.tally.counts),
+                dict(self.finished),
                 state.sent,
                 self.runtime.clock() - self.started,
                 throttled=state.throttled,

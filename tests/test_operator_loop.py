@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.client import Credentials
 from provisioner.emulator import Emulator, Fault
 from provisioner.ledger import read_status
-from provisioner.outcome import STOPPED
-from tests.conftest import CUSTOMER_HEADER, read_csv, read_summary, sid, write_csv
+from provisioner.outcome import STOPPED, Status
+from provisioner.run import Progress, RunOptions, Runtime, create
+from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, sid, write_csv
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after
 POLL = 0.01  # seconds between looks at a process or a server
@@ -97,3 +99,39 @@ def test_a_lookup_cut_short_by_ctrl_c_is_stopped_and_the_next_run_settles_it(
         {sid(101): 1, sid(102): 1, sid(103): 1}
     )
     assert sum(read_status(tmp_path / "outputs" / "ledger.sqlite").unsettled.values()) == 0
+
+
+# --- item 5: progress counts rows as they finish, whatever their order ---------------------------
+
+
+def test_a_row_waiting_out_the_lookup_lag_does_not_hold_the_count_back(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    rows = [[f"C{n}", sid(200 + n), f"Customer {n}"] for n in range(1, 7)]
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+    emulator.script(sid(201), Fault(drop=True, create=True))  # the first row waits for the index
+    snapshots: list[Progress] = []
+    others = len(rows) - 1
+
+    def sleep(seconds: float) -> None:
+        """Backoffs take no time; the first row's wait for the index lasts until the rows
+        after it have finished (or the test gives up)."""
+        if seconds <= LAG_WAIT:
+            return
+        deadline = time.monotonic() + WAIT_LIMIT
+        while not any(s.done == others for s in snapshots) and time.monotonic() < deadline:
+            time.sleep(POLL)
+
+    options = RunOptions(
+        source, tmp_path / "outputs", run_id="r1", rate=None, base_url=emulator.url,
+        conversations_url=emulator.url, lookup_lag=10.0,
+    )  # fmt: skip
+    runtime = Runtime(sleep=sleep, env=emulator.credentials_env(), progress=snapshots.append)
+
+    summary = create(options, runtime, Credentials.from_env(emulator.credentials_env()))
+
+    assert summary.exit_code == 0
+    while_waiting = [s for s in snapshots if s.done == others]
+    assert while_waiting, [s.done for s in snapshots]
+    assert while_waiting[0].counts == {Status.CREATED: others}
+    assert snapshots[-1].done == len(rows)

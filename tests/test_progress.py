@@ -13,8 +13,10 @@ from provisioner.progress import (
     BAR_REDRAW_EVERY,
     BAR_WIDTH,
     PLAIN_PROGRESS_EVERY,
+    SPEED_WINDOW,
     ProgressBar,
     ProgressLines,
+    Speed,
     describe,
     duration,
     timestamp,
@@ -145,7 +147,10 @@ def test_plain_lines_come_at_most_every_few_seconds_and_once_at_the_end() -> Non
     lines.end()
 
     assert [line.split(" rows ")[0] for line in said] == ["3/10", "5/10", "10/10"]
-    assert said[-1] == "10/10 rows (100.0%), 0.9 rows/s; 130 requests; created 10"
+    assert said[-1] == (
+        "10/10 rows (100.0%), 0.9 rows/s; 130 requests, 0 throttled (429); no rate limit, "
+        "0 in flight at most; created 10"
+    )
 
 
 def test_plain_lines_name_each_status_seen() -> None:
@@ -158,7 +163,42 @@ def test_plain_lines_name_each_status_seen() -> None:
     lines(Progress(4, 10, counts, 5, 2.0))
     lines(Progress(5, 10, counts, 6, 2.5))  # too soon after the last line
 
-    assert said == ["4/10 rows (40.0%), 2.0 rows/s, ETA 3s; 5 requests; created 3, failed 1"]
+    assert said == [
+        "4/10 rows (40.0%), 2.0 rows/s, ETA 3s; 5 requests, 0 throttled (429); no rate limit, "
+        "0 in flight at most; created 3, failed 1"
+    ]
+
+
+def test_plain_lines_always_show_429s_rate_and_concurrency() -> None:
+    said: list[str] = []
+    lines = ProgressLines(said.append, FakeClock())
+
+    lines(progress(10, 10, throttled=0, rate=5.0, concurrency=8))
+
+    (line,) = said
+    assert ", 0 throttled (429); rate 5.0/s, 8 in flight at most;" in line
+
+
+def test_the_speed_and_eta_follow_the_rate_achieved_lately() -> None:
+    speed = Speed()
+    total = 10_000
+    # 10 rows/s for a minute, then the account slows the run to 1 row/s for a window's length.
+    for second in range(61):
+        speed(progress(10 * second, total, elapsed=float(second)))
+    for second in range(1, int(SPEED_WINDOW) + 1):
+        lately = speed(progress(600 + second, total, elapsed=60.0 + second))
+
+    assert lately == pytest.approx(1.0)
+    snapshot = progress(600 + int(SPEED_WINDOW), total, elapsed=60.0 + SPEED_WINDOW)
+    assert f"ETA {duration(total - 630)}" in describe(snapshot, lately)
+
+
+def test_the_speed_of_a_run_shorter_than_the_window_is_its_whole_runs() -> None:
+    speed = Speed()
+
+    assert speed(progress(0, elapsed=0.0)) == 0.0
+    assert speed(progress(12, elapsed=4.0)) == pytest.approx(3.0)
+    assert speed(progress(20, elapsed=5.0)) == pytest.approx(4.0)
 
 
 def bar(done: int, total: int) -> str:
