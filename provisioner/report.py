@@ -29,6 +29,7 @@ from provisioner.rows import Row
 from provisioner.writers import TableWriter, write_atomically
 
 REORDER_LIMIT = 10_000  # outcomes held back waiting for an earlier, slower row
+ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
 
 
 WriterFactory = Callable[[Path, Sequence[str]], TableWriter]
@@ -227,7 +228,7 @@ class Summary:
     base_url: str
     ledger: str
     files: Mapping[str, str]
-    rerun_command: str
+    rerun_command: str  # the first of rerun_commands: what people are told to run
     conversations_url: str = ""
     lookups: Mapping[str, int] = field(default_factory=dict)
     lookups_refused: str = ""
@@ -240,6 +241,8 @@ class Summary:
     settings: Mapping[str, Any] = field(default_factory=dict)
     abandoned: bool = False  # a second signal: requests in flight were not waited for
     visitors: Mapping[str, Any] | None = None  # --sandbox-live-rate: website visitors' fate
+    # Every errors file written -> the command that feeds it back (errors.xlsx first).
+    rerun_commands: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The summary as JSON text."""
@@ -369,6 +372,10 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     say(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
     say(f"report:  {summary.files['report']}")
     say(f"summary: {summary.files['summary']}")
-    if summary.rerun_command:
+    commands = dict(summary.rerun_commands)
+    if len(commands) > 1:  # a workbook and a CSV: say which command goes with which edit
+        for number, (name, command) in enumerate(commands.items()):
+            keep(f"rerun the rest, after fixing {name}{' instead' if number else ''}: {command}")
+    elif summary.rerun_command:
         keep(f"rerun the rest: {summary.rerun_command}")
     return lines

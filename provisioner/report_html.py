@@ -97,7 +97,7 @@ def render_report(
         _lookups_section(summary.get("lookups") or {}),
         _rate_section(summary),
         _warnings_section(summary.get("warnings") or ()),
-        _rerun_section(str(summary.get("rerun_command") or "")),
+        _rerun_section(str(summary.get("rerun_command") or ""), summary.get("rerun_commands")),
         _settings_section(summary.get("settings") or {}, summary.get("files") or {}),
     ]
     return (
@@ -338,12 +338,23 @@ def _warnings_section(warnings: Sequence[Any]) -> str:
     return f'<section id="warnings"><h2>Warnings</h2><ul>{items}</ul>{tail}</section>'
 
 
-def _rerun_section(command: str) -> str:
+def _rerun_section(command: str, by_file: object = None) -> str:
     if not command:
         return '<section id="rerun"><h2>Rerun</h2><p>Nothing left to send.</p></section>'
+    commands = dict(by_file) if isinstance(by_file, Mapping) and len(by_file) > 1 else {}
+    if not commands:
+        return (
+            '<section id="rerun"><h2>Rerun</h2><p>To send the rows still to do, with the same '
+            f"settings:</p><pre><code>{_e(command)}</code></pre></section>"
+        )
+    parts = "".join(
+        f"<p>After fixing {_e(name)}{' instead' if number else ''}:</p>"
+        f"<pre><code>{_e(text)}</code></pre>"
+        for number, (name, text) in enumerate(commands.items())
+    )
     return (
         '<section id="rerun"><h2>Rerun</h2><p>To send the rows still to do, with the same '
-        f"settings:</p><pre><code>{_e(command)}</code></pre></section>"
+        f"settings:</p>{parts}</section>"
     )
 
 

@@ -41,6 +41,8 @@ from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
+    ERRORS_CSV,
+    ERRORS_WORKBOOK,
     PREVIEW_ROWS,
     REORDER_LIMIT,
     RedactingFilter,
@@ -77,6 +79,7 @@ SANDBOX_SCOPE = "sandbox"  # the ledger scope of --sandbox runs (the emulator's 
 DRY_RUN_SCOPE = "dry-run"  # identities a dry run without credentials shows are derived in it
 HIDDEN_ROWS_NAMED = 5  # hidden rows a warning names: enough to find them, short enough to read
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+XLSX = "--xlsx"  # the option that asks for workbooks, as a rerun command spells it
 
 
 @dataclass(frozen=True)
@@ -701,6 +704,7 @@ def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome
 def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
     """summary.json of a run that has ended."""
     state = run.limits.state()
+    rerun = _rerun_commands(run)
     files = {name: str(path) for name, path in run.files.paths.items()}
     files.update(
         log=str(run.run_dir / "run.log"),
@@ -742,7 +746,8 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
         conversations_url=run.endpoint.conversations_url,
         ledger=str(run.options.ledger_file) if run.ledger else "",
         files=files,
-        rerun_command=_rerun_command(run),
+        rerun_command=next(iter(rerun.values()), ""),
+        rerun_commands=rerun,
         lookups=run.tally.lookup_counts(),
         duplicates=run.duplicates,
         lookups_refused=run.lookups_refused,
@@ -763,13 +768,25 @@ def _visitors_of(run: _Run) -> dict[str, float | int] | None:
     return {"rate": run.options.sandbox_live_rate, **emulator.visitor_counts().as_dict()}
 
 
-def _rerun_command(run: _Run) -> str:
-    """The shell command that finishes the job: errors.csv with every option that mattered."""
+def _rerun_commands(run: _Run) -> dict[str, str]:
+    """The shell commands that finish the job, by the errors file each feeds back (errors.xlsx
+    first: the file people are told to edit in a spreadsheet), with every option that mattered.
+
+    A run that wrote workbooks asks for them in its errors.csv command too (--xlsx), so the
+    loop keeps them whichever file is fed back.
+    """
     if not run.tally.errors or run.options.dry_run:
-        return ""
-    return shlex.join(
-        ["provisioner", "create", str(run.files.errors_path), *run.options.rerun_options]
-    )
+        return {}
+    commands = {}
+    for name in (ERRORS_WORKBOOK, ERRORS_CSV):
+        path = run.files.paths.get(name)
+        if path is None:
+            continue
+        options = list(run.options.rerun_options)
+        if name == ERRORS_CSV and ERRORS_WORKBOOK in run.files.paths and XLSX not in options:
+            options.append(XLSX)
+        commands[name] = shlex.join(["provisioner", "create", str(path), *options])
+    return commands
 
 
 def _rows_and_entries(
@@ -866,6 +883,15 @@ def _writer_factories(
     if columns.customer_id is not None:
         keys.append(columns.headers[columns.customer_id])
     factories: dict[str, WriterFactory] = {".csv": partial(CsvWriter, key_columns=keys)}
-    if options.xlsx or table.is_workbook:
+    if options.xlsx or table.is_workbook or _beside_workbooks(options.input_path, columns):
         factories[".xlsx"] = XlsxWriter
     return factories
+
+
+def _beside_workbooks(input_path: Path, columns: Columns) -> bool:
+    """A file this tool wrote (it ends with the tool's columns), fed back from a run folder
+    where that run wrote workbooks (errors.xlsx): errors.csv, or errors.xlsx saved as CSV
+    beside it. It is one step of a loop in workbooks, so its run writes them too."""
+    if not columns.fed_back or str(input_path) == "-":
+        return False
+    return (input_path.parent / ERRORS_WORKBOOK).is_file()

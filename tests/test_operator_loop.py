@@ -7,7 +7,9 @@ exit code under `timeout --preserve-status`.
 
 from __future__ import annotations
 
+import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,17 +18,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import openpyxl
 import pytest
+from openpyxl.worksheet.worksheet import Worksheet
 
+from provisioner.cells import unescape_cell
 from provisioner.client import Credentials
 from provisioner.emulator import Emulator, Fault
 from provisioner.ledger import read_status
 from provisioner.outcome import STOPPED, Status
 from provisioner.run import Progress, RunOptions, Runtime, create
-from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, sid, write_csv
+from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, said, sid, write_csv
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after
 POLL = 0.01  # seconds between looks at a process or a server
+VENV_BIN = Path(sys.executable).parent  # where the `provisioner` script a shell runs lives
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +141,172 @@ def test_a_row_waiting_out_the_lookup_lag_does_not_hold_the_count_back(
     assert while_waiting, [s.done for s in snapshots]
     assert while_waiting[0].counts == {Status.CREATED: others}
     assert snapshots[-1].done == len(rows)
+
+
+# --- item 1: the README's worked example, as written ----------------------------------------------
+
+MAPPING = [
+    "--column", "AddressSid=Address",
+    "--column", "CustomerFriendlyName=Customer Name",
+    "--column", "pre_engagement.email=Email",
+]  # fmt: skip
+UNKNOWN = sid(404)  # an address the account does not have: Twilio answers 20404
+# Customer ID -> Address as the sheet first has it, and as the operator fixes it.
+FIRST = {"00101": sid(1), "00102": "IG123", "00103": UNKNOWN, "00104": "not-an-sid",
+         "00105": sid(5), "00106": sid(6)}  # fmt: skip
+FIXED = {"00102": sid(2), "00103": sid(3), "00104": sid(4)}
+RUNS = ("plan", "r1")  # the run folders of the README's two commands
+
+
+def onboarding_sheet(path: Path) -> Path:
+    """onboarding.xlsx: a title row, then Customer ID | Address | Customer Name | Email."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert isinstance(sheet, Worksheet)
+    sheet.append(["Onboarding, December"])
+    sheet.append(["Customer ID", "Address", "Customer Name", "Email"])
+    for key, address in FIRST.items():
+        sheet.append([key, address, f"Customer {key}", f"c{key}@example.com"])
+    sheet.column_dimensions["A"].number_format = "@"
+    for row in sheet.iter_rows(min_row=3, max_col=1):
+        row[0].number_format = "@"  # the IDs are text, as a careful operator types them
+    workbook.save(path)
+    return path
+
+
+def shell(line: str, cwd: Path, emulator: Emulator) -> subprocess.CompletedProcess[str]:
+    """Run a printed command line as an operator pastes it into bash."""
+    return subprocess.run(
+        line,
+        shell=True,
+        executable="/bin/bash",
+        cwd=cwd,
+        env={
+            **os.environ,
+            **emulator.credentials_env(),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        },
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT,
+        check=False,
+    )
+
+
+def rerun_lines(stderr: str) -> dict[str, str]:
+    """The printed `rerun the rest` commands, by the file each feeds back."""
+    commands = [
+        line.partition(": ")[2] for line in said(stderr) if line.startswith("rerun the rest")
+    ]
+    return {Path(shlex.split(command)[2]).name: command for command in commands}
+
+
+def fix_in_a_spreadsheet(path: Path, fixes: dict[str, str]) -> None:
+    """Open errors.xlsx, type the right Address over the wrong ones, save it as .xlsx."""
+    workbook = openpyxl.load_workbook(path)
+    sheet = workbook.active
+    assert isinstance(sheet, Worksheet)
+    header = [cell.value for cell in sheet[1]]
+    key_at, address_at = header.index("Customer ID") + 1, header.index("Address") + 1
+    for number in range(2, sheet.max_row + 1):
+        key = str(sheet.cell(number, key_at).value)
+        if key in fixes:
+            sheet.cell(number, address_at).value = fixes[key]
+    workbook.save(path)
+
+
+def first_run(emulator: Emulator, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The README's two commands: the dry run, then the run with 2 invalid rows and a 20404."""
+    emulator.unknown_addresses.add(UNKNOWN)
+    source = onboarding_sheet(tmp_path / "onboarding.xlsx")
+    create = ["provisioner", "create", source.name, "--base-url", emulator.url, *MAPPING]
+    plan = shell(shlex.join([*create, "--dry-run", "--run-id", "plan"]), tmp_path, emulator)
+    assert plan.returncode == 1, plan.stderr  # two rows invalid, nothing sent
+    assert emulator.requests == 0
+    run = shell(shlex.join([*create, "--run-id", "r1"]), tmp_path, emulator)
+    assert run.returncode == 1, run.stderr
+    summary = read_summary(tmp_path / "outputs" / "r1")
+    assert summary["invalid_reasons"] == {"invalid_address_sid": 2}
+    assert [(cause["code"], cause["count"]) for cause in summary["causes"]] == [
+        ("invalid_address_sid", 2),
+        ("20404", 1),
+    ]
+    return tmp_path / "outputs" / "r1", rerun_lines(run.stderr)
+
+
+def sent_to(emulator: Emulator) -> Counter[tuple[str, str]]:
+    """Web chats created, by (customer name, address)."""
+    return Counter(
+        (chat.parameters["CustomerFriendlyName"], chat.parameters["AddressSid"])
+        for chat in emulator.created
+    )
+
+
+@pytest.mark.slow
+def test_the_readme_worked_example_fixing_errors_xlsx_and_running_the_printed_line(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    run_dir, lines = first_run(emulator, tmp_path)
+
+    # The line names the file the README says to edit; the CSV's line is there, told apart.
+    assert list(lines) == ["errors.xlsx", "errors.csv"]
+    assert shlex.split(lines["errors.xlsx"])[2] == str(Path("outputs/r1/errors.xlsx"))
+    assert "--xlsx" in shlex.split(lines["errors.csv"])
+    assert read_summary(run_dir)["rerun_command"] == lines["errors.xlsx"]
+
+    fix_in_a_spreadsheet(run_dir / "errors.xlsx", FIXED)
+    rerun = shell(lines["errors.xlsx"], tmp_path, emulator)
+
+    assert rerun.returncode == 0, rerun.stderr
+    (second,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir() and p.name not in RUNS]
+    summary = read_summary(second)
+    assert summary["requests_sent"] == len(FIXED)  # only the fixed rows were sent
+    assert summary["counts"]["created"] == len(FIXED)
+    # Every customer has exactly one web chat, at the right address; the 404 one too.
+    assert sent_to(emulator) == Counter(
+        {(f"Customer {key}", {**FIRST, **FIXED}[key]): 1 for key in FIRST}
+    )
+    results = read_csv(second / "results.csv")
+    assert {unescape_cell(r["Customer ID"]): r["source_row"] for r in results} == {
+        "00102": "4", "00103": "5", "00104": "6"  # the original sheet's rows
+    }  # fmt: skip
+    assert (second / "results.xlsx").is_file()  # still a loop in workbooks
+
+
+@pytest.mark.slow
+def test_feeding_errors_csv_back_keeps_writing_workbooks(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _, lines = first_run(emulator, tmp_path)
+
+    rerun = shell(lines["errors.csv"], tmp_path, emulator)  # nothing fixed: the same rows fail
+
+    assert rerun.returncode == 1, rerun.stderr
+    (second,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir() and p.name not in RUNS]
+    assert (second / "errors.xlsx").is_file()
+    assert list(rerun_lines(rerun.stderr)) == ["errors.xlsx", "errors.csv"]
+    assert read_summary(second)["requests_sent"] == 1  # the 404 row; the invalid ones never
+
+
+@pytest.mark.slow
+def test_errors_xlsx_saved_as_csv_beside_it_keeps_writing_workbooks(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    run_dir, _ = first_run(emulator, tmp_path)
+    fix_in_a_spreadsheet(run_dir / "errors.xlsx", FIXED)
+    sheet = openpyxl.load_workbook(run_dir / "errors.xlsx").active
+    assert isinstance(sheet, Worksheet)
+    saved = run_dir / "errors fixed.csv"  # File > Save As > CSV, in the same folder
+    with saved.open("w", newline="", encoding="utf-8") as stream:
+        csv.writer(stream).writerows(
+            ["" if value is None else value for value in row] for row in sheet.values
+        )
+    typed = ["provisioner", "create", str(saved.relative_to(tmp_path)), "--base-url",
+             emulator.url, *MAPPING]  # fmt: skip
+
+    rerun = shell(shlex.join(typed), tmp_path, emulator)
+
+    assert rerun.returncode == 0, rerun.stderr
+    (second,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir() and p.name not in RUNS]
+    assert (second / "results.xlsx").is_file()
+    assert read_summary(second)["counts"]["created"] == len(FIXED)

@@ -431,3 +431,20 @@ def test_report_in_chromium_shows_the_run_draws_the_chart_and_fetches_nothing(br
     png = base64.b64decode(shot["data"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "report.png").write_bytes(png)
+
+
+def test_a_run_that_wrote_errors_xlsx_and_errors_csv_shows_the_command_of_each():
+    summary = realistic_summary()
+    summary["rerun_commands"] = {
+        "errors.xlsx": f"provisioner create out/r1/errors.xlsx --note {HOSTILE}",
+        "errors.csv": "provisioner create out/r1/errors.csv --xlsx",
+    }
+    summary["rerun_command"] = summary["rerun_commands"]["errors.xlsx"]
+
+    page = render_report(summary)
+
+    rerun = page[page.index('<section id="rerun">') :]
+    rerun = rerun[: rerun.index("</section>")]
+    assert rerun.index("out/r1/errors.xlsx") < rerun.index("out/r1/errors.csv --xlsx")
+    assert rerun.count("<pre>") == 2
+    assert HOSTILE not in page
