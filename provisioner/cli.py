@@ -566,7 +566,8 @@ Examples:
     "--xlsx",
     is_flag=True,
     envvar=env_name("xlsx"),
-    help="Write results.xlsx and errors.xlsx too (always, for a workbook input).",
+    help="Write results.xlsx and errors.xlsx too (always, for a workbook input, or a file fed "
+    "back from a run folder that has an errors.xlsx).",
 )
 @click.option(
     "--quiet", is_flag=True, envvar=env_name("quiet"), help="Only warnings, errors, the end."
