@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,3 +311,39 @@ def test_errors_xlsx_saved_as_csv_beside_it_keeps_writing_workbooks(
     (second,) = [p for p in (tmp_path / "outputs").iterdir() if p.is_dir() and p.name not in RUNS]
     assert (second / "results.xlsx").is_file()
     assert read_summary(second)["counts"]["created"] == len(FIXED)
+
+
+# --- item 9: the cron line's exit code ------------------------------------------------------------
+
+TIMEOUT = shutil.which("timeout")  # GNU coreutils' timeout, as the README's cron line uses it
+CRON_LIMIT = "2"  # seconds `timeout` gives the run: far less than the slow run needs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TIMEOUT is None, reason="coreutils' timeout is not installed here")
+@pytest.mark.parametrize(("preserve", "exit_code"), [(True, 3), (False, 124)])
+def test_the_cron_lines_timeout_keeps_the_jobs_exit_code_with_preserve_status(
+    emulator: Emulator, tmp_path: Path, preserve: bool, exit_code: int
+) -> None:
+    emulator.latency = 0.3  # a slow server: the run cannot finish in time
+    rows = [[f"C{n}", sid(n), f"Customer {n}"] for n in range(200)]
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+    line = [str(TIMEOUT), *(["--preserve-status"] if preserve else []), CRON_LIMIT,
+            str(VENV_BIN / "provisioner"), "create", str(source), "--quiet", "--rate", "2",
+            "--run-id", "nightly", "--base-url", emulator.url]  # fmt: skip
+
+    ended = subprocess.run(
+        line,
+        env={**os.environ, **emulator.credentials_env()},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT,
+        check=False,
+    )
+
+    assert ended.returncode == exit_code, ended.stderr
+    summary = read_summary(tmp_path / "outputs" / "nightly")
+    assert summary["exit_code"] == 3  # the job itself always said: stopped early
+    assert "SIGTERM" in summary["stop_reason"]
+    assert summary["counts"]["not_attempted"] > 0
