@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.emulator import Emulator
 from provisioner.errors import ExitCode
 from tests.conftest import CUSTOMER_HEADER, customers, read_csv, write_csv
 
@@ -106,10 +107,31 @@ def test_a_run_whose_json_meets_a_closed_pipe_has_done_its_work(workdir: Path) -
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "arguments", [["create", INPUT, "--dry-run"], ["create", INPUT, "--sandbox"]]
+    "arguments",
+    [["create", INPUT, "--dry-run"], ["create", INPUT, "--sandbox"], ["emulator", "--port", "0"]],
 )
 def test_people_lines_into_a_closed_pipe_end_quietly(workdir: Path, arguments: list[str]) -> None:
     ended = into_closed_pipe(arguments, workdir, stream="stderr")
+
+    assert ended.returncode == 141
+
+
+@pytest.mark.slow
+def test_reconcile_into_a_closed_pipe_ends_quietly(workdir: Path, emulator: Emulator) -> None:
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        ended = subprocess.run(
+            [str(PROVISIONER), "reconcile", INPUT, "--base-url", emulator.url],
+            cwd=workdir,
+            env={**os.environ, **emulator.credentials_env()},
+            stdout=subprocess.DEVNULL,
+            stderr=writing,
+            timeout=WAIT_LIMIT,
+            check=False,
+        )
+    finally:
+        os.close(writing)
 
     assert ended.returncode == 141
 
