@@ -24,6 +24,7 @@ EXIT_WORDS = {
     2: ("nothing was sent (usage, input or configuration)", "bad"),
     3: ("the run stopped early", "bad"),
     4: ("an internal error (a bug); the ledger keeps what was created", "bad"),
+    141: ("output went into a closed pipe; ended quietly", "warn"),
 }
 UNKNOWN_EXIT = ("unknown exit code", "bad")
 STATUS_WORDS = {

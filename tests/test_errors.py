@@ -66,6 +66,7 @@ def test_the_exit_codes_are_the_documented_numbers() -> None:
         ("NOTHING_SENT", 2),
         ("STOPPED", 3),
         ("INTERNAL", 4),
+        ("BROKEN_PIPE", 141),
     ]
 
 

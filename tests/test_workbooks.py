@@ -205,7 +205,7 @@ def test_the_first_visible_sheet_is_read_and_hidden_rows_are_counted(tmp_path: P
     assert (read.name, read.hidden_sheets) == ("Current", ("Old",))
     assert read.height == 4
     assert 3 in read.hidden_rows
-    assert read.hidden_data_rows(after_row=1) == 1
+    assert read.hidden_data_rows(after_row=1) == (3,)
 
 
 def test_a_sheet_asked_for_that_is_not_there_names_the_ones_that_are(tmp_path: Path) -> None:
