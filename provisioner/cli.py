@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TextIO, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -82,6 +82,10 @@ class Voice:
     """Lines for people on stderr: timestamped when not on a terminal; --quiet keeps only the
     warnings, errors and the final line."""
 
+    # stderr went into a closed pipe: nobody reads these lines, and the command ends with
+    # ExitCode.BROKEN_PIPE once its work is done (one stderr per process: one flag).
+    unread: ClassVar[bool] = False
+
     def __init__(self, *, isatty: bool, quiet: bool = False) -> None:
         self.isatty = isatty
         self.quiet = quiet
@@ -93,7 +97,15 @@ class Voice:
 
     def always(self, line: str) -> None:
         """A line that --quiet keeps."""
-        click.echo(line if self.isatty else f"{timestamp()} {line}", err=True)
+        if Voice.unread:
+            return
+        try:
+            click.echo(line if self.isatty else f"{timestamp()} {line}", err=True)
+        except BrokenPipeError:
+            # Nobody reads stderr any more (`2>&1 | head`): a run goes on to its end and
+            # writes its files, silently, rather than stopping half-way; main() exits 141.
+            Voice.unread = True
+            _nowhere(sys.stderr)
 
 
 def _voice() -> Voice:
@@ -719,7 +731,8 @@ def _run_create(
     if summary.abandoned:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(summary.exit_code)  # requests left in flight are not waited for
+        # requests left in flight are not waited for
+        os._exit(ExitCode.BROKEN_PIPE if Voice.unread else summary.exit_code)
     sys.exit(summary.exit_code)
 
 
@@ -1191,11 +1204,21 @@ def main() -> None:
             cli(prog_name="provisioner", obj=Runtime(stderr_isatty=sys.stderr.isatty()))
         finally:
             sys.stdout.flush()  # a closed pipe shows here, not as a complaint at exit
+    except SystemExit:
+        if Voice.unread:  # the command did its work with nobody reading its lines
+            sys.exit(ExitCode.BROKEN_PIPE)
+        raise
     except (BrokenPipeError, ClosedPipeError):
         # The reader went away (`provisioner status | head -2`): end quietly, as Unix tools
         # do, with the shell's code for them. Python ignores SIGPIPE, so the write failed
         # instead; the streams now go nowhere, so that the exit's own flush cannot fail too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.dup2(devnull, sys.stderr.fileno())
+        _nowhere(sys.stdout)
+        _nowhere(sys.stderr)
         sys.exit(ExitCode.BROKEN_PIPE)
+
+
+def _nowhere(stream: TextIO) -> None:
+    """Point `stream` at /dev/null, so that nothing written or flushed to it fails again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)

@@ -6,6 +6,7 @@ first write fails every time (no race with a reader such as `head`), and a shell
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,22 @@ def test_people_lines_into_a_closed_pipe_end_quietly(workdir: Path, arguments: l
     ended = into_closed_pipe(arguments, workdir, stream="stderr")
 
     assert ended.returncode == 141
+
+
+@pytest.mark.slow
+def test_a_run_whose_lines_meet_a_closed_pipe_goes_on_to_its_end(workdir: Path) -> None:
+    write_csv(workdir / "more.csv", CUSTOMER_HEADER, customers(50, start=10))
+
+    ended = into_closed_pipe(
+        ["create", "more.csv", "--sandbox", "--run-id", "r2"], workdir, stream="stderr"
+    )
+
+    assert ended.returncode == 141
+    run = workdir / "outputs" / "r2"
+    assert [row["status"] for row in read_csv(run / "results.csv")] == ["created"] * 50
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["exit_code"] == 0  # the run itself went to its end: every row created
+    assert (run / "report.html").is_file()
 
 
 @pytest.mark.slow
