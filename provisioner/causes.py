@@ -35,7 +35,8 @@ class Explanation(NamedTuple):
 
 _RERUN = "rerun the printed command to send the rest"
 _LOOKED_UP = "rerun: rows whose answer was lost are looked up at Twilio before any new request"
-_FIX_AND_FEED_BACK = "then feed errors.csv back as the input"
+# A run that wrote workbooks has errors.xlsx too, which people edit in a spreadsheet.
+_FIX_AND_FEED_BACK = "then feed errors.csv (or errors.xlsx) back as the input"
 _LOWER_CONCURRENCY = (
     "lower --concurrency (every application on the account shares the cap); "
     "the run retries these with backoff"

@@ -369,7 +369,8 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
             say(line)
     say(f"results: {summary.files['results.csv']}")
     failed = sum(summary.counts[status.value] for status in ERROR_STATUSES)
-    say(f"errors:  {summary.files['errors.csv']} ({plural(failed, 'row')})")
+    workbook = f", {summary.files[ERRORS_WORKBOOK]}" if ERRORS_WORKBOOK in summary.files else ""
+    say(f"errors:  {summary.files[ERRORS_CSV]}{workbook} ({plural(failed, 'row')})")
     say(f"report:  {summary.files['report']}")
     say(f"summary: {summary.files['summary']}")
     commands = dict(summary.rerun_commands)

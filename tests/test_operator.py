@@ -155,7 +155,7 @@ def test_rows_not_created_are_grouped_by_cause_with_meaning_and_next_step(
     ), printed[0]
     assert re.fullmatch(
         r"  2 rows  invalid_address_sid +AddressSid is not IG followed by 32 hex digits -> "
-        r"correct it.*then feed errors.csv back as the input \(rows 4, 8\)",
+        r"correct it.*then feed errors.csv .*back as the input \(rows 4, 8\)",
         printed[1],
     ), printed[1]
     assert re.fullmatch(

@@ -232,6 +232,8 @@ def first_run(emulator: Emulator, tmp_path: Path) -> tuple[Path, dict[str, str]]
         ("invalid_address_sid", 2),
         ("20404", 1),
     ]
+    (files_line,) = [line for line in said(run.stderr) if line.startswith("errors:")]
+    assert str(Path("outputs/r1/errors.xlsx")) in files_line  # the file people are told to edit
     return tmp_path / "outputs" / "r1", rerun_lines(run.stderr)
 
 
