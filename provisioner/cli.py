@@ -497,7 +497,7 @@ Credentials come from {CREDENTIAL_VARIABLES}.
 Every option can also come from a PROVISIONER_<OPTION> variable or provisioner.toml: the
 command line wins over the environment, which wins over the file.
 Exit 0: all created or existing; 1: some rows invalid or failed; 2: nothing sent (usage,
-input, config); 3: stopped early; 4: internal error.
+input, config); 3: stopped early; 4: internal error; 141: output went into a closed pipe.
 
 \b
 Examples:
