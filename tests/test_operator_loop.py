@@ -21,10 +21,14 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from click.testing import CliRunner
 from openpyxl.worksheet.worksheet import Worksheet
 
+from provisioner.causes import explain
 from provisioner.cells import unescape_cell
+from provisioner.cli import cli
 from provisioner.client import Credentials
+from provisioner.config import CREDENTIALS_STAY
 from provisioner.emulator import Emulator, Fault
 from provisioner.ledger import read_status
 from provisioner.outcome import STOPPED, Status
@@ -349,3 +353,30 @@ def test_the_cron_lines_timeout_keeps_the_jobs_exit_code_with_preserve_status(
     assert summary["exit_code"] == 3  # the job itself always said: stopped early
     assert "SIGTERM" in summary["stop_reason"]
     assert summary["counts"]["not_attempted"] > 0
+
+
+# --- item 10: every text that names an API key's variables names the account's SID too ----------
+
+
+def api_key_ways(text: str) -> list[str]:
+    """Each place a text says how to authenticate with an API key, with what follows it."""
+    flat = " ".join(text.split())
+    way = "TWILIO_API_KEY + TWILIO_API_SECRET"
+    return [flat[at : at + len(way) + 25] for at in range(len(flat)) if flat.startswith(way, at)]
+
+
+def test_every_text_naming_an_api_key_names_the_account_sid_too() -> None:
+    help_text = CliRunner().invoke(cli, ["create", "--help"]).output
+    missing = CliRunner().invoke(cli, ["create", "in.csv"], env={"TWILIO_API_KEY": "SK1"})
+    texts = {
+        "create --help": help_text,
+        "settings file refusal": CREDENTIALS_STAY,
+        "missing credentials": missing.output,
+        "20003's next step": explain("20003", "failed", "").next_step,
+        "401's next step": explain("", "failed", "", http_status=401).next_step,
+    }
+
+    for where, text in texts.items():
+        ways = api_key_ways(text)
+        assert ways, (where, text)
+        assert all("TWILIO_ACCOUNT_SID" in way for way in ways), (where, ways)
