@@ -92,11 +92,12 @@ def find_config(explicit: Path | None, cwd: Path) -> Path | None:
     return path
 
 
-def check_trusted(path: Path) -> None:
+def check_trusted(path: Path, opened: os.stat_result | None = None) -> None:
     """Refuse a settings file that another user owns or that group or others may write, as
-    ssh does with its config: the file decides where the credentials are sent."""
+    ssh does with its config: the file decides where the credentials are sent. `opened`: the
+    status of the file as opened for reading (checked instead of what `path` names now)."""
     try:
-        info = path.stat()
+        info = opened or path.stat()
         link = path.lstat()  # a symbolic link's own owner chooses the file: it must be trusted too
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
@@ -198,11 +199,23 @@ def _layer(
 
 
 def _read_toml(path: Path) -> dict[str, object]:
+    """The file's TOML, read through the descriptor whose file was checked: a file renamed
+    over it after the check (a folder others may write) is never the one read."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: a FIFO put in its place is refused, not waited on for a writer.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    opened = os.fstat(descriptor)
+    if not stat.S_ISREG(opened.st_mode):
+        os.close(descriptor)
+        raise ConfigError(f"cannot read {path}: not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        check_trusted(path, opened)
+        try:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a settings file")
     try:
