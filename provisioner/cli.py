@@ -387,7 +387,7 @@ def _check_run_id(ctx: click.Context, param: click.Parameter, value: str | None)
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """--config (eager): the file's values become defaults, below the environment."""
     try:
-        path = find_config(value, Path.cwd())
+        path = find_config(value, _working_directory())
         if path is not None:
             values = load_config(path, settings_tables(), ctx.command.name or "", own=PER_COMMAND)
             ctx.default_map = {**(ctx.default_map or {}), **values}
@@ -396,6 +396,16 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
         raise click.BadParameter(str(error), param_hint=hint) from error
     ctx.meta["config_path"] = path
     return path
+
+
+def _working_directory() -> Path:
+    """Where ./provisioner.toml is looked for; a folder removed under the shell is an error."""
+    try:
+        return Path.cwd()
+    except OSError as error:
+        raise ConfigError(
+            f"the working directory is gone ({error.strerror}): cd to an existing folder"
+        ) from error
 
 
 def config_option(command: F) -> F:

@@ -96,3 +96,24 @@ def test_a_fifo_swapped_in_for_the_settings_file_does_not_hang_the_run(
             config.load_config(found, {"create": [config.Setting("out", "out_dir", Path)]})
     finally:
         rescue.cancel()
+
+
+@pytest.mark.parametrize("command", ["create", "reconcile", "status"])
+def test_a_working_directory_that_was_removed_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """The folder a shell sits in removed under it (cron's folder replaced by a deploy): the
+    settings file cannot be looked for there; one error line, exit 2, never a traceback."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+    args = [command, *([str(source), "--sandbox"] if command == "create" else [])]
+
+    result = CliRunner().invoke(cli, args, obj=Runtime(env={}))
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert [line for line in result.stderr.splitlines() if "error:" in line]
