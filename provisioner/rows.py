@@ -320,6 +320,8 @@ _UNIQUE = {
 }
 _CONTENT = "content"
 _TWIN = "twin"  # a key's cells.key_fingerprint: keys a spreadsheet may have made of each other
+# A sheet row number as this tool writes it: ASCII digits, far fewer than int() refuses.
+_ROW_NUMBER = re.compile(r"[0-9]{1,18}")
 _NUMBERED = re.compile(r"(auto:[0-9a-f]+):[0-9]+")  # the n-th identical row's derived key
 
 
@@ -454,7 +456,9 @@ def _source_row(cells: Sequence[str], columns: Columns) -> int:
     if columns.source_row is None:
         return 0
     text = cells[columns.source_row]
-    return int(text) if text.isdigit() else 0
+    # ASCII digits only, and few: str.isdigit() takes `²`, which int() refuses, and int()
+    # refuses thousands of digits; neither is a row of any sheet (then the row is its own).
+    return int(text) if _ROW_NUMBER.fullmatch(text) else 0
 
 
 def _duplicate(kind: str, value: str, first: int) -> str:
