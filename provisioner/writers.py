@@ -32,9 +32,14 @@ MAX_WIDTH = 60  # characters: wider pushes the other columns off screen; the cel
 WIDTH_PADDING = 2  # characters of air beside the longest text, as Excel's autofit leaves
 TEXT_FORMAT = "@"  # Excel's Text format: what a person types into the cell stays text
 # XML 1.0 cannot hold these characters, so no xlsx cell can; such values are invalid rows
-# (`not_text`), and the CSV keeps them exactly.
+# (`not_text`), and the CSV keeps them exactly (but a NUL, below).
 _NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _REPLACEMENT = "\ufffd"
+# A CSV holding a NUL is refused whole as binary when read (table.py), our own errors.csv
+# too; a NUL from a workbook cell is written as SUB, ASCII's substitute for a character that
+# cannot be kept: still a control character, so its row stays `not_text` when fed back.
+_NUL = "\x00"
+_NUL_SUBSTITUTE = "\x1a"
 _SHEET_TITLE_FORBIDDEN = re.compile(r"[\[\]:*?/\\]")
 _SHEET_TITLE_LENGTH = 31  # Excel's limit
 
@@ -85,14 +90,14 @@ class CsvWriter:
             os.close(descriptor)
             raise
         self._writer = csv.writer(self._stream)
-        self._writer.writerow([escape_formula(header) for header in headers])
+        self._writer.writerow([escape_formula(_csv_text(header)) for header in headers])
 
     def write(self, cells: Sequence[str]) -> None:
         """Append one row, formula-escaped and key-escaped."""
         keys = self._keys
         self._writer.writerow(
             [
-                escape_key(cell) if index in keys else escape_formula(cell)
+                escape_key(_csv_text(cell)) if index in keys else escape_formula(_csv_text(cell))
                 for index, cell in enumerate(cells)
             ]
         )
@@ -270,6 +275,10 @@ def _display_width(text: str) -> int:
         ),
         default=0,
     )
+
+
+def _csv_text(text: str) -> str:
+    return text.replace(_NUL, _NUL_SUBSTITUTE) if _NUL in text else text
 
 
 def _xml_text(text: str) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, write_csv
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, sid, write_csv
+from tests.test_table import rewrite_part, write_xlsx
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,47 @@ def test_a_fed_back_source_row_that_is_not_a_row_number_is_not_an_internal_error
     assert [row["status"] for row in found] == ["created", "created"]
     assert all(row["source_row"].isascii() and row["source_row"].isdigit() for row in found)
     assert len(provisioner.emulator.created) == 2
+
+
+def test_errors_csv_of_a_workbook_with_a_nul_in_a_cell_can_be_rerun(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    """A workbook cell holds a NUL (`_x0000_`, as Excel stores control characters): its row is
+    not_text, as the README says. The errors.csv the run writes, and tells the operator to
+    rerun, must be readable by the tool: a raw NUL makes it refuse the whole file as binary."""
+    placeholder = "NULHERE"
+    workbook = write_xlsx(
+        tmp_path / "in.xlsx",
+        {
+            "Customers": [
+                ["customer_id", "AddressSid", "Note"],
+                [f"C1{placeholder}x", sid(1), "fine"],  # a key with a NUL: not_text
+                ["C2", sid(2), f"note{placeholder}"],  # carried only; its row fails (404)
+                ["C3", sid(3), "fine"],
+            ]
+        },
+    )
+    rewrite_part(
+        workbook,
+        "xl/worksheets/sheet1.xml",
+        lambda xml: xml.replace(placeholder.encode(), b"_x0000_"),
+    )
+    provisioner.emulator.unknown_addresses.add(sid(2))
+
+    provisioner("create", str(workbook), "--run-id", "r1", expect=1)
+    errors = provisioner.run_dir("r1") / "errors.csv"
+    first = read_csv(errors)
+    assert [(row["row_key"][:2], row["status"]) for row in first] == [
+        ("C1", "invalid"),
+        ("C2", "failed"),
+    ]
+
+    rerun = provisioner("create", str(errors), "--run-id", "r2", expect=1)
+
+    assert "binary" not in rerun.stderr
+    again = read_csv(provisioner.run_dir("r2") / "results.csv")
+    assert [(row["status"], row["error_code"]) for row in again] == [
+        ("invalid", "not_text"),  # still refused: its key was never sent, changed or not
+        ("failed", first[1]["error_code"]),
+    ]
+    assert len(provisioner.emulator.created) == 1  # C3 only
