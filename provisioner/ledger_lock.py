@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import IO
 from provisioner.errors import LedgerError
 from provisioner.private import PRIVATE_MODE
 
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NO_BLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO at the lock's name is refused, not waited on
 # Seconds between checks that the ledger file is still the one opened (a stat each commit
 # cost more than the commit on a busy run; a second's delay to notice is harmless).
 IDENTITY_CHECK_EVERY = 1.0
@@ -31,7 +35,21 @@ def refuse_hard_links(path: Path) -> None:
 @contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold `<ledger>.lock` for the run; the kernel frees it even if the process is killed."""
-    descriptor = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    lock = _lock_path(path)
+    try:
+        # The lock is written (the holder's pid): a symbolic link put at its name (a shared
+        # folder) would have the run overwrite or make the file it points to; never followed.
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | _NO_FOLLOW | _NO_BLOCK, PRIVATE_MODE)
+    except OSError as error:
+        reason = "a symbolic link" if error.errno == errno.ELOOP else error.strerror
+        raise LedgerError(
+            f"{lock}: cannot use it as the ledger's lock ({reason}); nothing was sent"
+        ) from error
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise LedgerError(
+            f"{lock}: the ledger's lock is not a regular file; remove it, nothing was sent"
+        )
     stream: IO[str] = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         try:
