@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -73,9 +74,20 @@ EMULATOR_MAX_DELAY = 3600.0
 EMULATOR_MAX_CONCURRENT = 10_000  # far above any account's cap on requests in flight
 
 
+# Control characters but tab: text from an input (headers, file names) or a server would reach
+# the terminal as escape sequences (OSC 52 writes the clipboard, CSI clears the screen; Click
+# strips only CSI, only off a terminal), or forge lines of a log (CR, LF).
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(line: str) -> str:
+    """`line` with its control characters shown as escapes (`\\x1b`): inert on a terminal."""
+    return _TERMINAL_CONTROLS.sub(lambda control: f"\\x{ord(control[0]):02x}", line)
+
+
 def say(line: str) -> None:
     """A line for people, on stderr."""
-    click.echo(line, err=True)
+    click.echo(printable(line), err=True)
 
 
 class Voice:
@@ -99,6 +111,7 @@ class Voice:
         """A line that --quiet keeps."""
         if Voice.unread:
             return
+        line = printable(line)
         try:
             click.echo(line if self.isatty else f"{timestamp()} {line}", err=True)
         except BrokenPipeError:
@@ -983,7 +996,7 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json:
         counts = ", ".join(f"{n} {s}" for s, n in run["counts"].items() if n)
         click.echo(
             f"  {run['run_id']}  {run['started_at']}  {run['state']}{reason}  "
-            f"created {run['created']}  [{counts}]  {run['input']}"
+            f"created {run['created']}  [{counts}]  {printable(run['input'])}"
         )
 
 
