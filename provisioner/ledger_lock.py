@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import IO
 from provisioner.errors import LedgerError
 from provisioner.private import PRIVATE_MODE
 
+_PID = re.compile(r"[0-9]{1,18}")  # what a run writes in its lock; anything else names no pid
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NO_BLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO at the lock's name is refused, not waited on
 # Seconds between checks that the ledger file is still the one opened (a stat each commit
@@ -81,7 +83,8 @@ def lock_holder(path: Path) -> int | None:
             fcntl.flock(stream.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = stream.read().strip()
-            return int(text) if text.isdigit() else -1
+            # ASCII digits only, and few: str.isdigit() takes `²`, which int() refuses.
+            return int(text) if _PID.fullmatch(text) else -1
         fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
         return None
 

@@ -3,6 +3,8 @@ lock goes. The real CLI against the emulator on loopback, real files in a tmp di
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -54,3 +56,21 @@ def test_what_is_planted_where_the_ledger_s_lock_goes_is_refused_untouched(
     assert provisioner.emulator.requests == 0
     assert victim.read_text(encoding="utf-8") == VICTIM_TEXT
     assert not victim.with_name("made-by-the-lock").exists()
+
+
+@pytest.mark.parametrize("text", ["²", "9" * 5000])
+def test_status_with_a_lock_naming_no_pid_is_not_an_internal_error(
+    provisioner: Cli, tmp_path: Path, text: str
+) -> None:
+    """The lock is held while it holds digits int() refuses (str.isdigit() takes `²`)."""
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+    provisioner("create", str(source))
+    lock = provisioner.out / "ledger.sqlite.lock"
+    with lock.open("w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
+        result = provisioner("status", "--out", str(provisioner.out), "--json", expect=None)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"][0]["state"] != "in progress"
