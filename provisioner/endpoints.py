@@ -252,7 +252,11 @@ def _bypassed(host: str, port: int, no_proxy: str) -> bool:
         entry_port: int | None = None
         if entry.count(":") == 1:
             entry, _, port_text = entry.partition(":")
-            entry_port = int(port_text) if port_text.isdigit() else None
+            # ASCII digits only, and few: str.isdigit() takes `²`, which int() refuses.
+            numeric = port_text.isascii() and port_text.isdigit()
+            entry_port = (
+                int(port_text) if numeric and len(port_text) <= len(str(MAX_PORT)) else None
+            )
         entry = entry.strip("[]").removeprefix("*").lstrip(".")
         if not entry or (entry_port is not None and entry_port != port):
             continue

@@ -17,6 +17,11 @@ from provisioner.config import CONFIG_NAME
 from provisioner.errors import ConfigError
 from provisioner.run import Runtime
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, write_csv
+from tests.hostile import HostileServer, Reply
+from tests.run_checks import (
+    FAR_HOST,
+    refused_names,  # noqa: F401  (the `no_names` fixture)
+)
 
 OTHER_UID = 12345  # a user who is neither the one running the tests nor root
 RESCUE_AFTER = 2.0  # seconds after which a read stuck on a FIFO is let go (the test fails)
@@ -117,3 +122,22 @@ def test_a_working_directory_that_was_removed_is_one_error_line(
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert [line for line in result.stderr.splitlines() if "error:" in line]
+
+
+@pytest.mark.parametrize("port", ["²", "9" * 5000], ids=["superscript", "5000-digits"])
+def test_a_no_proxy_port_of_digits_int_refuses_is_not_an_internal_error(
+    provisioner: Cli, tmp_path: Path, no_names: list[str], port: str
+) -> None:
+    """NO_PROXY=host:PORT with digits str.isdigit() takes and int() refuses: the run goes on
+    (the entry names no port it can match), never exit 4."""
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+    with HostileServer(default=Reply(502, b"", ())) as proxy:
+        environment = {"HTTPS_PROXY": proxy.url, "NO_PROXY": f"{FAR_HOST}:{port}"}
+        result = provisioner(
+            "create", str(source), "--run-id", "r1", "--base-url", f"https://{FAR_HOST}",
+            "--max-attempts", "1", env=provisioner.env(**environment), base_url=False, expect=None,
+        )  # fmt: skip
+
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.stderr
+    assert (provisioner.run_dir("r1") / "results.csv").is_file()
