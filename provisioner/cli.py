@@ -340,6 +340,8 @@ def endpoint_options(command: F) -> F:
 
 # The options that decide where requests, and the credentials with them, are sent.
 _ENDPOINTS = ("base_url", "conversations_url")
+# Where a setting comes from when the operator did not type it: named on the first lines.
+_NOT_TYPED = (ParameterSource.DEFAULT_MAP, ParameterSource.ENVIRONMENT)
 
 
 def pacing_options(command: F) -> F:
@@ -796,10 +798,15 @@ def _name_sources(ctx: click.Context, voice: Voice, roots: tuple[str, str] | Non
         if words:
             voice(f"settings from {where}: {shlex.join(words)}")
     if roots is None:
+        # The sandbox's emulator takes every request: a run "creates" what never reaches Twilio.
+        origin = ctx.get_parameter_source("sandbox") if "sandbox" in ctx.params else None
+        if ctx.params.get("sandbox") and origin in _NOT_TYPED:
+            label = source_label(origin.name, _flag(ctx, "sandbox"), config_path)
+            voice.always(f"endpoint: --sandbox from the {label}; nothing reaches Twilio")
         return
     for name, root in zip(_ENDPOINTS, roots, strict=True):
         origin = ctx.get_parameter_source(name)
-        if origin in (ParameterSource.DEFAULT_MAP, ParameterSource.ENVIRONMENT):
+        if origin in _NOT_TYPED:
             flag = _flag(ctx, name)
             label = source_label(origin.name, flag, config_path)
             voice.always(f"endpoint: {flag} {root} from the {label}; the credentials go there")

@@ -141,3 +141,29 @@ def test_a_no_proxy_port_of_digits_int_refuses_is_not_an_internal_error(
     assert result.exit_code == 1, result.output
     assert "internal error" not in result.stderr
     assert (provisioner.run_dir("r1") / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("channel", ["environment", "file"])
+def test_sandbox_from_a_variable_or_the_file_is_named_under_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channel: str
+) -> None:
+    """PROVISIONER_SANDBOX=1 left from a rehearsal, or `sandbox = true` in the file, sends the
+    cron job's rows to a local emulator: under --quiet its log said only `2 created`."""
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(2))
+    env = {"PROVISIONER_SANDBOX": "1"} if channel == "environment" else {}
+    if channel == "file":
+        settings = tmp_path / CONFIG_NAME
+        settings.write_text("[create]\nsandbox = true\n", encoding="utf-8")
+        settings.chmod(0o600)
+    monkeypatch.chdir(tmp_path)
+    for variable in [name for name in os.environ if name.startswith("PROVISIONER_")]:
+        monkeypatch.delenv(variable)
+
+    result = CliRunner().invoke(
+        cli, ["create", str(source), "--quiet"], obj=Runtime(env=env), env=env
+    )
+
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "--sandbox" in line]
+    assert len(lines) == 1, result.stderr
+    assert ("PROVISIONER_SANDBOX" if channel == "environment" else CONFIG_NAME) in lines[0]
