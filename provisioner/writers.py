@@ -31,9 +31,14 @@ MIN_WIDTH = 6  # characters: a column narrower than this is hard to hit with a m
 MAX_WIDTH = 60  # characters: wider pushes the other columns off screen; the cell shows the rest
 WIDTH_PADDING = 2  # characters of air beside the longest text, as Excel's autofit leaves
 TEXT_FORMAT = "@"  # Excel's Text format: what a person types into the cell stays text
-# XML 1.0 cannot hold these characters, so no xlsx cell can; such values are invalid rows
-# (`not_text`), and the CSV keeps them exactly (but a NUL, below).
-_NOT_IN_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 cannot hold these characters; such values are invalid rows (`not_text`). An xlsx
+# cell keeps the control characters as Excel does, escaped `_xHHHH_` (and a text that reads as
+# such an escape gets `_x005F`, Excel's escaped `_`), which calamine reads back: a row fed back
+# through errors.xlsx is still `not_text`, not created with other text. U+FFFE and U+FFFF,
+# which calamine does not unescape, become U+FFFD. The CSV keeps them exactly (but a NUL, below).
+_OOXML_ESCAPED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]|_x[0-9A-Fa-f]{4}_")
+_ESCAPED_UNDERSCORE = "_x005F"
+_NONCHARACTERS = re.compile(r"[\ufffe\uffff]")
 _REPLACEMENT = "\ufffd"
 # A CSV holding a NUL is refused whole as binary when read (table.py), our own errors.csv
 # too; a NUL from a workbook cell is written as SUB, ASCII's substitute for a character that
@@ -282,7 +287,14 @@ def _csv_text(text: str) -> str:
 
 
 def _xml_text(text: str) -> str:
-    return _NOT_IN_XML.sub(_REPLACEMENT, text)
+    if text.isprintable() and "_" not in text:
+        return text  # most cells: nothing to escape
+    return _NONCHARACTERS.sub(_REPLACEMENT, _OOXML_ESCAPED.sub(_ooxml_escape, text))
+
+
+def _ooxml_escape(match: re.Match[str]) -> str:
+    found = match[0]
+    return f"_x{ord(found):04X}_" if len(found) == 1 else _ESCAPED_UNDERSCORE + found
 
 
 def _sheet_title(stem: str) -> str:

@@ -85,3 +85,38 @@ def test_errors_csv_of_a_workbook_with_a_nul_in_a_cell_can_be_rerun(
         ("failed", first[1]["error_code"]),
     ]
     assert len(provisioner.emulator.created) == 1  # C3 only
+
+
+@pytest.mark.parametrize("escape", ["_x0000_", "_x0001_", "_x001B_"])
+def test_errors_xlsx_of_a_row_refused_for_control_characters_refuses_it_again(
+    provisioner: Cli, tmp_path: Path, escape: str
+) -> None:
+    """A workbook key holds a control character: the row is not_text. errors.xlsx, which the
+    run says to fix and feed back, must not turn it into other text (U+FFFD) that is then
+    created, unfixed, as a customer nobody wrote."""
+    placeholder = "CTRLHERE"
+    workbook = write_xlsx(
+        tmp_path / "in.xlsx",
+        {
+            "Customers": [
+                ["customer_id", "AddressSid", "CustomerFriendlyName"],
+                [f"C1{placeholder}x", sid(1), f"Ana{placeholder}"],
+                ["C2", sid(2), "Bo"],
+            ]
+        },
+    )
+    rewrite_part(
+        workbook,
+        "xl/worksheets/sheet1.xml",
+        lambda xml: xml.replace(placeholder.encode(), escape.encode()),
+    )
+    provisioner("create", str(workbook), "--run-id", "r1", expect=1)
+    assert provisioner.emulator.creations("CustomerFriendlyName", "Bo") == 1
+
+    provisioner(
+        "create", str(provisioner.run_dir("r1") / "errors.xlsx"), "--run-id", "r2", expect=1
+    )
+
+    again = read_csv(provisioner.run_dir("r2") / "results.csv")
+    assert [(row["status"], row["error_code"]) for row in again] == [("invalid", "not_text")]
+    assert len(provisioner.emulator.created) == 1  # C2 only, once

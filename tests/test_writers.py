@@ -213,8 +213,21 @@ def test_xlsx_appears_only_when_closed_under_its_name(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.xlsx"]
 
 
-def test_xlsx_replaces_characters_xml_cannot_hold(tmp_path: Path) -> None:
-    sheet = sheet_of(write_xlsx(tmp_path / "errors.xlsx", [["a\x00b", "c\x0bd", "x", "k"]]))
+def test_xlsx_keeps_characters_xml_cannot_hold_as_excel_escapes(tmp_path: Path) -> None:
+    """As Excel writes them (`_x0000_`), so that the reader (calamine) gets them back: a row
+    refused for them is refused again when errors.xlsx is fed back."""
+    from python_calamine import CalamineWorkbook
+
+    cells = ["a\x00b", "c\x0bd", "_x0041_", "k"]
+    path = write_xlsx(tmp_path / "errors.xlsx", [cells])
+
+    assert sheet_of(path)[2][0].value == "a_x0000_b"
+    rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0).to_python()
+    assert rows[1] == cells
+
+
+def test_xlsx_replaces_the_noncharacters_xml_cannot_hold(tmp_path: Path) -> None:
+    sheet = sheet_of(write_xlsx(tmp_path / "errors.xlsx", [["a\ufffeb", "c\uffffd", "x", "k"]]))
 
     assert [cell.value for cell in sheet[2]] == ["a\ufffdb", "c\ufffdd", "x", "k"]
 
