@@ -26,6 +26,7 @@ from provisioner.run import Runtime
 
 JITTER_SEED = 7
 SECRET = "s3cr3t-auth-token-never-printed"
+EARLIER = "earlier"  # the run id and row key of the earlier run Cli.knows_the_scope records
 
 # Every random choice in the tests is seeded, hypothesis's examples too: a failure seen once is
 # seen again on the next run (hypothesis still shrinks and saves what it finds).
@@ -147,16 +148,16 @@ class Cli:
         before their first send (prelookup.py), which tests of other paths do not expect."""
         scope = scope_of(self.emulator.username, base_url or self.emulator.url)
         with open_ledger(self.out / "ledger.sqlite", scope) as ledger, ledger.transaction():
-            ledger.begin_run("earlier", "earlier.csv", forced=False)
+            ledger.begin_run(EARLIER, "earlier.csv", forced=False)
             ledger.record_created(
-                "earlier",
-                "earlier",
+                EARLIER,
+                EARLIER,
                 conversation_sid="CH" + "0" * 32,
-                identity="earlier",
+                identity=EARLIER,
                 request_id="",
                 ambiguous_attempts=0,
             )
-            ledger.end_run("earlier", exit_code=0, counts={"created": 1}, stop_reason="")
+            ledger.end_run(EARLIER, exit_code=0, counts={"created": 1}, stop_reason="")
 
 
 @pytest.fixture
