@@ -162,6 +162,7 @@ def emulator(
     latency: float = 0.0,
     rate_limit: float | None = None,
     max_concurrent: int | None = None,
+    conversations_max_concurrent: int | None = None,
 ) -> Iterator[Served]:
     """`provisioner emulator` in its own process (through `spawn`); its answers read when it stops."""
     record = work / f"answers-{time.monotonic_ns()}.csv"
@@ -170,6 +171,8 @@ def emulator(
         options += ["--rate-limit", f"{rate_limit:g}"]
     if max_concurrent is not None:
         options += ["--max-concurrent", str(max_concurrent)]
+    if conversations_max_concurrent is not None:
+        options += ["--conversations-max-concurrent", str(conversations_max_concurrent)]
     process = spawn(options, ENV)
     served = Served(process.url, latency)
     try:

@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "adaptive": throughput.adaptive,
     "concurrency-cap": accounts.concurrency_cap,
     "twilio-shape": accounts.twilio_shape,
+    "first-lookup": accounts.first_lookup,
     "rate-only": accounts.rate_only,
     "early-429": accounts.early_429,
     "co-tenant": cotenant.cotenant,

@@ -597,7 +597,8 @@ Examples:
     is_flag=True,
     envvar=env_name("no-lookup"),
     help="Do not look rows up at Twilio: a row whose answer was lost is sent again as it "
-    "is (it may then have two web chats).",
+    "is (it may then have two web chats), and a new ledger's rows are sent without being "
+    "looked up first (what another folder or host created is created again).",
 )
 @click.option(
     "--xlsx",
@@ -1121,7 +1122,15 @@ def reconcile_command(
 @click.option(
     "--max-concurrent",
     type=click.IntRange(1, EMULATOR_MAX_CONCURRENT),
-    help="Requests in flight above which it answers 429 at once (code 20429, no Retry-After).",
+    help="Requests in flight above which it answers 429 at once (code 20429, no Retry-After); "
+    "every request counts, unless --conversations-max-concurrent gives lookups and closes a "
+    "cap of their own.",
+)
+@click.option(
+    "--conversations-max-concurrent",
+    type=click.IntRange(1, EMULATOR_MAX_CONCURRENT),
+    help="A cap of its own for the Conversations API's requests in flight (lookups, closes): "
+    "--max-concurrent then counts web chat creations only.",
 )
 @click.option(
     "--lookup-lag-s",
@@ -1162,6 +1171,7 @@ def emulator_command(
     seed: int | None,
     rate_limit: float | None,
     max_concurrent: int | None,
+    conversations_max_concurrent: int | None,
     lookup_lag_s: float,
     unknown_addresses: tuple[str, ...],
     record: Path | None,
@@ -1199,6 +1209,7 @@ def emulator_command(
             error_rate=error_rate,
             rate_limit=rate_limit,
             max_concurrent=max_concurrent,
+            conversations_max_concurrent=conversations_max_concurrent,
             lookup_lag=lookup_lag_s,
             seed=seed,
             record_answers=record is not None,

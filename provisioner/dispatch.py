@@ -6,11 +6,12 @@ finishes, so that this part can be tested with a fake sender.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import queue
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar, cast
+from typing import Generic, Literal, TypeVar, cast
 
 from provisioner.stopping import Stopping
 
@@ -23,6 +24,15 @@ COLLECT_EVERY = 0.2  # seconds between checks for a stop while every worker is b
 # meanwhile one more recording them: the main thread wakes and commits per batch, not per
 # row), few enough that a hard kill leaves few rows marked in flight.
 WINDOW_PER_WORKER = 4
+
+
+class Idle(enum.Enum):
+    """What a job source yields when its next job is not ready yet (a lookup ahead of it)."""
+
+    IDLE = "idle"
+
+
+IDLE: Literal[Idle.IDLE] = Idle.IDLE
 
 
 class Dispatcher(Generic[Job, Result]):
@@ -69,13 +79,19 @@ class Dispatcher(Generic[Job, Result]):
         self._batch: list[Job] = []
         self._raised: BaseException | None = None  # what a worker raised, for the main thread
 
-    def run(self, jobs: Iterable[Job]) -> Generator[list[tuple[Job, Result]], None, None]:
-        """Yield every job with its result, in batches that finished together."""
+    def run(self, jobs: Iterable[Job | Idle]) -> Generator[list[tuple[Job, Result]], None, None]:
+        """Yield every job with its result, in batches that finished together. A source that
+        yields IDLE (its next job is not ready) gets the rows gathered so far handed out at
+        once, and what finished meanwhile back, rather than waiting for a full batch."""
         window = WINDOW_PER_WORKER * self.concurrency
         refill_below = self.concurrency + (self.concurrency + 1) // 2
         executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="send")
         try:
             for job in jobs:
+                if job is IDLE:
+                    yield from self._flush_batch(executor)
+                    yield from self._hand_back(self._collect(wait=False))
+                    continue
                 known = self.ready(job)
                 if known is None and self.stopping.is_set:
                     known = self.not_sent(job)
@@ -157,13 +173,14 @@ class Dispatcher(Generic[Job, Result]):
         if self._raised is not None:
             raise self._raised
 
-    def _collect(self) -> list[tuple[Job, Result]]:
-        """What finished by the next answer (or COLLECT_EVERY); all that is left, if abandoned.
-        The first exception a worker raised is kept in `_raised`."""
+    def _collect(self, *, wait: bool = True) -> list[tuple[Job, Result]]:
+        """What finished by the next answer (or COLLECT_EVERY; without `wait`, what finished
+        already); all that is left, if abandoned. The first exception a worker raised is kept
+        in `_raised`."""
         self.stopping.announce()  # what a signal handler could not say itself
         finished = []
         try:
-            answers = [self._done.get(timeout=COLLECT_EVERY)]
+            answers = [self._done.get(timeout=COLLECT_EVERY) if wait else self._done.get_nowait()]
             while not self._done.empty():
                 answers.append(self._done.get_nowait())
         except queue.Empty:

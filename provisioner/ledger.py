@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner.errors import LedgerError
+from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger_lock import FileWatch, exclusive_lock, lock_holder, refuse_hard_links
 from provisioner.ledger_runs import (
     LedgerStatus,
@@ -55,6 +55,9 @@ __all__ = [
 
 # Created keys a new key is compared with: a fingerprint range holds a few at most.
 KEY_CANDIDATES = 20
+# Outcomes recorded as a web chat that exists: created, or `existing` when a new ledger's
+# lookup found one made from another ledger (prelookup.py), so that later runs skip it.
+RECORDED_AS_CREATED = frozenset({Status.CREATED, Status.EXISTING})
 IN_FLIGHT = "in_flight"  # an entry's status from just before its row is sent until its outcome
 
 
@@ -248,6 +251,18 @@ class Ledger:
                 found[span].append(Entry(*entry))
         return found
 
+    def is_new(self) -> bool:
+        """No entry yet in this scope, or no run in it has run to its end (the first was
+        stopped or killed): rows this ledger has not seen may have web chats made from another
+        ledger (another folder or host), so they are looked up before they are sent."""
+        (known,) = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE scope = ?)"
+            " AND EXISTS (SELECT 1 FROM runs WHERE scope = ? AND exit_code IS NOT NULL"
+            " AND exit_code != ?)",
+            (self.scope, self.scope, int(ExitCode.STOPPED)),
+        ).fetchone()
+        return not known
+
     def unsettled(self) -> list[Entry]:
         """Entries that may exist at Twilio unrecorded: in flight, or with lost answers."""
         return self._entries(f"({UNSETTLED})")
@@ -345,7 +360,7 @@ class Ledger:
             [
                 (row.row_key, row.outcome.conversation_sid)
                 for row in finished
-                if row.outcome.status is Status.CREATED
+                if row.outcome.status in RECORDED_AS_CREATED
             ]
         )
         created, failed = [], []
@@ -353,7 +368,7 @@ class Ledger:
             outcome = row.outcome
             if row.row_key in held:
                 continue
-            if outcome.status is Status.CREATED:
+            if outcome.status in RECORDED_AS_CREATED:
                 created.append(_created_values(row))
             elif outcome.status is Status.FAILED:
                 failed.append((row.row_key, outcome.ambiguous_attempts, outcome.lookup.value))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.errors import LedgerError
-from provisioner.ledger import Entry, Finished, Ledger
+from provisioner.ledger import RECORDED_AS_CREATED, Entry, Finished, Ledger
 from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.plan import Decision
 from provisioner.rows import Row
@@ -86,7 +86,9 @@ class Recorder:
                 outcome,
                 decision.prior,
                 decision.to_send,
-                key_fingerprint(decision.row.key) if outcome.status is Status.CREATED else None,
+                key_fingerprint(decision.row.key)
+                if outcome.status in RECORDED_AS_CREATED
+                else None,
             )
             for decision, outcome in finished
             if decision.to_send

@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol
 
 from provisioner.causes import plural
 from provisioner.client import Credentials, TwilioClient
-from provisioner.dispatch import Dispatcher
+from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher, Idle
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.errors import (
@@ -38,6 +38,13 @@ from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
 from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
+from provisioner.prelookup import (
+    LOOKAHEAD_WINDOWS,
+    FirstLookups,
+    Job,
+    added_seconds,
+    lookup_workers,
+)
 from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
@@ -60,7 +67,7 @@ from provisioner.rows import (
     RowBuilder,
     names_address_column,
 )
-from provisioner.send import RowSender, SendSettings
+from provisioner.send import Lookups, RowSender, SendSettings
 from provisioner.stopping import Stopping
 from provisioner.table import Table, open_table, snapshot_input
 from provisioner.writers import CsvWriter, XlsxWriter
@@ -423,6 +430,8 @@ class _Run:
             _writer_factories(options, checked.table, checked.columns),
         )
         self.in_flight_before = len(ledger.unsettled()) if ledger else 0
+        # A sandbox emulator starts empty: nothing made elsewhere can be found there.
+        self.new_ledger = ledger is not None and not options.sandbox and ledger.is_new()
         _describe(self)
 
     def decisions(self) -> Iterator[tuple[int, Decision]]:
@@ -476,17 +485,18 @@ class _Run:
         ledger.begin_run(self.run_id, str(self.options.input_path), forced=self.options.force)
         recorder = self.recorder = Recorder(ledger, self.run_id, self.stopping)
 
-        def started(jobs: list[tuple[int, Decision]]) -> bool:
-            self.in_flight.update(jobs)
-            return recorder.mark_in_flight([decision for _, decision in jobs])
+        def started(jobs: list[Job]) -> bool:
+            self.in_flight.update((job.sequence, job.decision) for job in jobs)
+            return recorder.mark_in_flight([job.decision for job in jobs])
 
-        dispatcher: Dispatcher[tuple[int, Decision], Outcome] = Dispatcher(
-            self._stopping_on_failure(lambda job: sender.send(job[1])),
+        first = self._first_lookups(client, sleep, sender.lookups)
+        dispatcher: Dispatcher[Job, Outcome] = Dispatcher(
+            self._stopping_on_failure(lambda job: sender.send(job.decision, job.looked_up)),
             concurrency=self.options.concurrency,
             stopping=self.stopping,
-            ready=lambda job: job[1].outcome,
-            not_sent=lambda job: not_sent(job[1], self.stopping.not_sent_message),
-            cut_off=lambda job: cut_off(job[1]),
+            ready=lambda job: job.known,
+            not_sent=lambda job: not_sent(job.decision, self.stopping.not_sent_message),
+            cut_off=lambda job: cut_off(job.decision),
             on_start=started,
             backlog=lambda: self.files.waiting,
             backlog_limit=REORDER_LIMIT,
@@ -497,16 +507,18 @@ class _Run:
         rechecks: list[tuple[Row, Outcome, float]] = []
         if self.endpoint.emulator is not None:
             self.endpoint.emulator.live_rate = self.options.sandbox_live_rate
-        with self.stopping.on_signals():
-            finishing = dispatcher.run(self.decisions())
+        jobs: Generator[Job | Idle, None, None] = (
+            first.jobs(self.decisions()) if first else (Job(*job) for job in self.decisions())
+        )
+        with self.stopping.on_signals(), closing(jobs):
+            finishing = dispatcher.run(jobs)
             try:
                 for finished in finishing:
-                    flagged = recorder.record(
-                        (decision, outcome) for (_, decision), outcome in finished
-                    )
-                    for (sequence, decision), recorded in finished:
+                    flagged = recorder.record((job.decision, outcome) for job, outcome in finished)
+                    for job, recorded in finished:
+                        decision = job.decision
                         outcome = flagged.get(decision.row.key, recorded)
-                        self._write(sequence, decision.row, outcome)
+                        self._write(job.sequence, decision.row, outcome)
                         reason = streak.add(outcome)
                         if reason:
                             self.stopping.stop(reason)
@@ -526,16 +538,14 @@ class _Run:
                 self.files.close()  # complete before the final check may amend them
             if rechecks and self.options.lookups and not self.stopping.is_set:
                 _final_check(self, sender, rechecks)
-        self.lookups_refused = sender.lookups_refused
+        self.lookups_refused = sender.lookups_refused or (first.refused if first else "")
         return self._finish()
 
-    def _stopping_on_failure(
-        self, send: Callable[[tuple[int, Decision]], Outcome]
-    ) -> Callable[[tuple[int, Decision]], Outcome]:
+    def _stopping_on_failure(self, send: Callable[[Job], Outcome]) -> Callable[[Job], Outcome]:
         """`send`, stopping the run at once if it raises (on a worker): the other workers'
         waits end, and none starts another request before the main thread hears of it."""
 
-        def sending(job: tuple[int, Decision]) -> Outcome:
+        def sending(job: Job) -> Outcome:
             try:
                 return send(job)
             except Exception as error:
@@ -563,6 +573,25 @@ class _Run:
                 continue
             decision = plan(row, None, force=self.options.force)
             self._write(sequence, row, decision.outcome or not_sent(decision, message))
+
+    def _first_lookups(
+        self, client: TwilioClient, sleep: Sleep, shared: Lookups
+    ) -> FirstLookups | None:
+        """Lookups before a row's first send (a new ledger; rows whose first lookup failed),
+        under the Conversations API's own limits, learnt apart from the web chat endpoint's
+        (`shared`: its lookups, under the web chat limits, once the account shows one cap)."""
+        if not self.options.lookups:
+            return None
+        workers = lookup_workers(self.options.concurrency)
+        conversations = AccountLimits(None, workers, self.runtime.clock)
+        return FirstLookups(
+            Lookups(client, conversations, self.stopping, sleep),
+            self.stopping,
+            shared=shared,
+            new_ledger=self.new_ledger,
+            workers=workers,
+            ahead=LOOKAHEAD_WINDOWS * WINDOW_PER_WORKER * self.options.concurrency,
+        )
 
     def _write(self, sequence: int, row: Row, outcome: Outcome) -> None:
         self.in_flight.pop(sequence, None)
@@ -677,6 +706,45 @@ def _describe(run: _Run) -> None:
             "(a run was killed, or an answer was lost); they are looked up before any is "
             "sent again"
         )
+    _describe_first_lookups(run)
+
+
+def _describe_first_lookups(run: _Run) -> None:
+    """On the first lines: a ledger new to this account and host looks rows up first."""
+    options = run.options
+    if options.sandbox or not (run.new_ledger or run.ledger is None):
+        return
+    rows = run.checked.rows - run.checked.invalid
+    if run.ledger is None:  # a dry run without credentials: the ledger's scope is not known
+        line = (
+            "a real run looks every row up at Twilio before its first send when the ledger "
+            "has no entry yet for this account and host (--no-lookup skips it)"
+        )
+    elif not options.lookups:
+        run._warn(
+            "this ledger has no entry yet for this account and host, and --no-lookup is set: "
+            "web chats created from another folder or host are created again"
+        )
+        return
+    else:
+        added = added_seconds(rows, options.rate, options.concurrency)
+        workers = lookup_workers(options.concurrency)
+        line = (
+            f"this ledger has no entry yet for this account and host: {plural(rows, 'row')} "
+            f"{'would be' if options.dry_run else 'are'} looked up at Twilio before their "
+            "first send (one created from another folder or host is recorded as existing, not "
+            f"created again), {workers} at a time ahead of the sends: this adds about "
+            f"{_seconds(added)} (--no-lookup skips it)"
+        )
+    log.info("%s", line)
+    run.runtime.say(line)
+
+
+def _seconds(seconds: float) -> str:
+    """A duration for people: `1 s`, `40 s`, `3 min`."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
 
 
 def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome, float]]) -> None:

@@ -111,6 +111,7 @@ class Lookups:
     ) -> None:
         self.client, self.limits, self.stopping, self.sleep = client, limits, stopping, sleep
         self.refused = ""
+        self.refused_status: int | None = None  # 401 (credentials) or 403 (permission)
         self._lock = threading.Lock()
 
     def find(self, identity: str) -> Lookup | LookupFailure:
@@ -144,6 +145,7 @@ class Lookups:
     def _refuse(self, lookup: Lookup) -> str:
         with self._lock:
             if not self.refused:
+                self.refused_status = lookup.http_status
                 self.refused = (
                     f"Twilio refused the lookup (HTTP {lookup.http_status}): {LOOKUP_PERMISSION}"
                 )
@@ -184,14 +186,16 @@ class RowSender:
             pause_left=limits.pause_left,
         )
 
-    def send(self, decision: Decision) -> Outcome:
-        """Send one row with retries and lookups; runs on a worker thread, touches no file."""
+    def send(self, decision: Decision, looked_up: Settlement | None = None) -> Outcome:
+        """Send one row with retries and lookups; runs on a worker thread, touches no file.
+        `looked_up`: what a lookup before its first send found (prelookup.py): nothing."""
         prior = decision.prior
         history = RowHistory(
             decision.row,
             prior_ambiguous=decision.prior_ambiguous,
             unsettled=decision.unsettled,
             since=epoch_seconds(prior.first_sent_at) if prior and prior.first_sent_at else None,
+            settlements=[looked_up] if looked_up is not None else [],
         )
         if decision.unsettled and prior is not None:
             # The index has had time since then unless that run ended moments ago.
@@ -253,11 +257,7 @@ class RowSender:
         return self._look_up(history)
 
     def _look_up(self, history: RowHistory) -> Settlement:
-        found = self.lookups.find(history.row.identity)
-        if isinstance(found, LookupFailure):
-            log.info("row %d: no lookup answer: %s", history.row.number, found.message)
-            return Settlement(LookupResult.FAILED, message=found.message, stopped=found.stopped)
-        return settlement_of(found.conversations, history.since)
+        return look_up(self.lookups, history.row, history.since)
 
     @property
     def lookups_refused(self) -> str:
@@ -282,6 +282,16 @@ class RowSender:
             step.error_message,
             f" [{step.request_id}]" if step.request_id else "",
         )
+
+
+def look_up(lookups: Lookups, row: Row, since: float | None) -> Settlement:
+    """What looking `row` up says of it, for a first attempt at `since` (wall time; None: any
+    web chat of its identity counts)."""
+    found = lookups.find(row.identity)
+    if isinstance(found, LookupFailure):
+        log.info("row %d: no lookup answer: %s", row.number, found.message)
+        return Settlement(LookupResult.FAILED, message=found.message, stopped=found.stopped)
+    return settlement_of(found.conversations, since)
 
 
 def recent(

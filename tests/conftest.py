@@ -19,11 +19,14 @@ from hypothesis import settings
 
 from provisioner.cli import cli
 from provisioner.emulator import Emulator
+from provisioner.endpoints import scope_of
+from provisioner.ledger import open_ledger
 from provisioner.rows import IDENTITY_PREFIX
 from provisioner.run import Runtime
 
 JITTER_SEED = 7
 SECRET = "s3cr3t-auth-token-never-printed"
+EARLIER = "earlier"  # the run id and row key of the earlier run Cli.knows_the_scope records
 
 # Every random choice in the tests is seeded, hypothesis's examples too: a failure seen once is
 # seen again on the next run (hypothesis still shrinks and saves what it finds).
@@ -108,13 +111,22 @@ class Cli:
         env: dict[str, str] | None = None,
         base_url: bool = True,
         expect: int | None = 0,
+        known_scope: bool | None = None,
     ) -> Result:
-        """Run the CLI; assert it exits with `expect` (None: any code) and show why if not."""
+        """Run the CLI; assert it exits with `expect` (None: any code) and show why if not.
+
+        A create against a test's own server (`base_url=False`, its `--base-url` given) starts
+        from a ledger that knows that account and host (`known_scope`, on unless told): such a
+        server answers only what the test scripts, and a new ledger would look rows up first.
+        """
         arguments = [*args]
         if arguments and arguments[0] == "create":
             arguments += ["--out", str(self.out)]
             if base_url and "--sandbox" not in arguments:
                 arguments += ["--base-url", self.emulator.url]
+            own_server = not base_url and "--base-url" in arguments
+            if own_server and (known_scope if known_scope is not None else expect != 2):
+                self.knows_the_scope(arguments[arguments.index("--base-url") + 1])
         runtime = Runtime(
             sleep=self.sleeps,
             env=self.env() if env is None else env,
@@ -129,6 +141,23 @@ class Cli:
 
     def run_dir(self, run_id: str) -> Path:
         return self.out / run_id
+
+    def knows_the_scope(self, base_url: str | None = None) -> None:
+        """Make the fixture's ledger one that an earlier, finished run in this account and host
+        wrote (one row, `earlier`), as after a first run: a new ledger's rows are looked up
+        before their first send (prelookup.py), which tests of other paths do not expect."""
+        scope = scope_of(self.emulator.username, base_url or self.emulator.url)
+        with open_ledger(self.out / "ledger.sqlite", scope) as ledger, ledger.transaction():
+            ledger.begin_run(EARLIER, "earlier.csv", forced=False)
+            ledger.record_created(
+                EARLIER,
+                EARLIER,
+                conversation_sid="CH" + "0" * 32,
+                identity=EARLIER,
+                request_id="",
+                ambiguous_attempts=0,
+            )
+            ledger.end_run(EARLIER, exit_code=0, counts={"created": 1}, stop_reason="")
 
 
 @pytest.fixture

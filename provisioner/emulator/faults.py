@@ -115,11 +115,20 @@ class FaultPlan:
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         max_concurrent: int | None = None,
+        conversations_max_concurrent: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.error_rate = error_rate
         self.throttled = 0  # 429s for the rate limit and for the concurrency cap
         self.cap = ConcurrencyCap(max_concurrent)
+        # The Conversations API's own cap (lookups, closes), when it has one apart from the web
+        # chat endpoint's (Flex counts its endpoints' requests in flight apart: error 45780);
+        # None: one cap counts every request, as Twilio's account-wide 20429 does.
+        self.conversations_cap = (
+            ConcurrencyCap(conversations_max_concurrent)
+            if conversations_max_concurrent is not None
+            else None
+        )
         self._bucket = TokenBucket(rate_limit, clock) if rate_limit else None
         self._random = random.Random(seed)
         self._creates = _Queues()
@@ -142,17 +151,23 @@ class FaultPlan:
             self._creates.clear()
             self._lookups.clear()
 
-    def admit(self) -> bool:
-        """Take a place under the concurrency cap; False (counted as throttled) when it is full."""
-        if self.cap.enter():
+    def admit(self, conversations: bool = False) -> bool:
+        """Take a place under the concurrency cap (the Conversations API's own, if it has one,
+        for its requests); False (counted as throttled) when it is full."""
+        if self._cap_of(conversations).enter():
             return True
         with self._lock:
             self.throttled += 1
         return False
 
-    def release(self) -> None:
+    def release(self, conversations: bool = False) -> None:
         """Give back the place admit() took."""
-        self.cap.leave()
+        self._cap_of(conversations).leave()
+
+    def _cap_of(self, conversations: bool) -> ConcurrencyCap:
+        if conversations and self.conversations_cap is not None:
+            return self.conversations_cap
+        return self.cap
 
     def for_create(self, address_sid: str) -> tuple[Fault | None, bool]:
         """The fault this create meets, and whether the rate limit throttles it."""

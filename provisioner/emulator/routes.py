@@ -113,14 +113,15 @@ class Routes:
             self.received[kind] += 1
         if not self.service.authorized(request.authorization):
             return kind, twilio_error(401, AUTHENTICATE, "Authenticate", request_id)
-        if not self.plan.admit():  # Twilio documents no Retry-After for this one
+        conversations = kind != CREATE  # lookups and closes are the Conversations API's
+        if not self.plan.admit(conversations):  # Twilio documents no Retry-After for this one
             message = "Too many concurrent requests"
             return kind, twilio_error(429, TOO_MANY_REQUESTS, message, request_id)
         try:
             serve = {CREATE: self._create, LOOKUP: self._lookup, CLOSE: self._close}[kind]
             return kind, serve(request, request_id)
         finally:
-            self.plan.release()
+            self.plan.release(conversations)
 
     def _create(self, request: Request, request_id: str) -> Answer:
         form = _form(request, request_id)

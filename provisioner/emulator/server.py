@@ -62,6 +62,7 @@ class Emulator:
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         max_concurrent: int | None = None,
+        conversations_max_concurrent: int | None = None,
         lookup_lag: float = 0.0,
         seed: int | None = None,
         record_answers: bool = False,
@@ -77,6 +78,7 @@ class Emulator:
             error_rate=error_rate,
             rate_limit=rate_limit,
             max_concurrent=max_concurrent,
+            conversations_max_concurrent=conversations_max_concurrent,
             clock=clock or time.monotonic,
         )
         self.log = AnswerLog(record_answers)
