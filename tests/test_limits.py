@@ -52,6 +52,8 @@ class Account:
     latency: tuple[float, float] = (0.02, 0.02)
     refuse_first: int = 0  # the first requests get a 429, whatever the limits
     latency_after: tuple[float, float, float] | None = None  # (from t, low, high): a slowdown
+    # Live web chats the run cannot see: (from t, visitors a second), a Poisson process each.
+    visitors: tuple[tuple[float, float], ...] = ()
     seed: int = 7
     in_flight: int = field(init=False, default=0)
     arrivals: int = field(init=False, default=0)
@@ -63,6 +65,20 @@ class Account:
         self.in_flight = self.arrivals = 0
         self.rng = random.Random(self.seed)
         self.bucket = TokenBucket(self.rate_limit, clock) if self.rate_limit else None
+
+    def visitors_at(self, now: float) -> float:
+        """Visitors a second at `now`."""
+        rates = [rate for start, rate in self.visitors if start <= now]
+        return rates[-1] if rates else 0.0
+
+    def visit(self, now: float) -> Reply:
+        """A live chat, as Twilio's Webchat app asks for one: a token and a place in flight."""
+        if self.cap is not None and self.in_flight >= self.cap:
+            return Reply(Answer.THROTTLED, THROTTLE_LATENCY)
+        if self.bucket is not None and not self.bucket.take():
+            return Reply(Answer.THROTTLED, THROTTLE_LATENCY)
+        self.in_flight += 1
+        return Reply(Answer.ACCEPTED, self.rng.uniform(*self.latency), held=True)
 
     def handle(self, now: float) -> Reply:
         self.arrivals += 1
@@ -88,16 +104,28 @@ class Run:
     sends: list[tuple[float, int]] = field(default_factory=list)  # (time, in flight)
     accepted: list[float] = field(default_factory=list)
     throttled: list[float] = field(default_factory=list)
+    visits: list[tuple[float, bool]] = field(default_factory=list)  # (time, served)
 
-    def throughput(self, since: float = 0.0) -> float:
-        return sum(1 for at in self.accepted if at >= since) / (self.duration - since)
+    def throughput(self, since: float = 0.0, until: float | None = None) -> float:
+        end = self.duration if until is None else until
+        return sum(1 for at in self.accepted if since <= at < end) / (end - since)
+
+    def visitors_refused(self, since: float, until: float) -> float:
+        """The share of visitors refused from `since` to `until`."""
+        served = [ok for at, ok in self.visits if since <= at < until]
+        return served.count(False) / len(served)
 
     def throttled_share(self) -> float:
         return len(self.throttled) / len(self.sends)
 
 
 def simulate(
-    account: Account, rate: float | None, concurrency: int, duration: float, seed: int = 1
+    account: Account,
+    rate: float | None,
+    concurrency: int,
+    duration: float,
+    seed: int = 1,
+    reserve: float = 0.0,
 ) -> Run:
     """`concurrency` workers send rows for `duration` seconds; a 429'd row is retried after a wait.
 
@@ -106,7 +134,7 @@ def simulate(
     """
     now = 0.0
     account.start(lambda: now)
-    limits = Limits(rate, concurrency, now)
+    limits = Limits(rate, concurrency, now, reserve)
     run = Run(limits, duration)
     rng = random.Random(seed)
     events: list[tuple[float, int, Callable[[], None]]] = []
@@ -148,6 +176,23 @@ def simulate(
             run.accepted.append(now)
             want(worker)
 
+    visiting = random.Random(seed + 1)
+
+    def visit(phase: tuple[float, float]) -> None:
+        if account.visitors_at(now) != phase[1]:
+            return  # the next phase has begun, with its own arrivals (a Poisson process forgets)
+        reply = account.visit(now)
+        run.visits.append((now, reply.answer is Answer.ACCEPTED))
+        if reply.held:
+            at(now + reply.latency, leave)
+        at(now + visiting.expovariate(phase[1]), lambda: visit(phase))
+
+    def leave() -> None:
+        account.in_flight -= 1
+
+    for phase in account.visitors:
+        if phase[1] > 0:
+            at(phase[0] + visiting.expovariate(phase[1]), lambda phase=phase: visit(phase))
     for worker in range(concurrency):
         want(worker)
     while events and events[0][0] < duration:
@@ -161,11 +206,12 @@ def check_bounds(run: Run, rate: float | None, concurrency: int) -> None:
     assert 1 <= state.concurrency <= concurrency
     assert run.sends[-1][1] <= state.concurrency <= concurrency
     if rate is not None:
+        ceiling = rate - run.limits.reserve  # what the run may book, the reserve kept
         assert state.rate is not None
-        assert MIN_RATE <= state.rate <= rate
-        # GCRA: never more than `rate` sends in any second (+1 for a send on the boundary).
+        assert MIN_RATE <= state.rate <= ceiling
+        # GCRA: never more than `ceiling` sends in any second (+1 for a send on the boundary).
         second = [at for at, _ in run.sends[-int(rate) - 2 :] if at > run.sends[-1][0] - 1.0]
-        assert len(second) <= rate + 1
+        assert len(second) <= ceiling + 1
     elif state.rate is not None:
         assert state.rate >= MIN_RATE
 
