@@ -516,6 +516,7 @@ class ConcurrencyLimit:
         self.lowest = self.ceiling
         self.cut_at = -math.inf  # answers to requests sent before this say nothing new
         self.cap: int | None = None  # what the last 429 blamed here showed the cap to be
+        self.spare = False  # keep a slot free under a cap (--reserve): never try one more
         self.recent = _Average(SHORT_LATENCY_SAMPLES)
         self.baseline = _Average(LONG_LATENCY_SAMPLES)
         self._changed_at = now
@@ -546,6 +547,7 @@ class ConcurrencyLimit:
             self._lower(int(self.limit * CONCURRENCY_BACKOFF), now)
         elif (
             self.limit < self.ceiling
+            and not (self.spare and self.cap is not None)  # a try would take a live chat's slot
             and self._reached
             and ratio <= LATENCY_CALM
             and self._answers >= CONCURRENCY_PROBE_ANSWERS * self._backoff
@@ -648,6 +650,7 @@ class Limits:
         self.rate = RateLimit(rate - self.reserve if rate else None, now)
         self.other = OtherTraffic(self.rate.ceiling, self.reserve, now)
         self.concurrency = ConcurrencyLimit(concurrency, now)
+        self.concurrency.spare = self.reserve > 0
         self.schedule = SlotSchedule(now)
         self.accepted = AcceptedWindow()
         self.timeline = Timeline(now)
@@ -670,7 +673,7 @@ class Limits:
         """The concurrency limit, one short of a cap a 429 showed when there is a reserve: the
         slot left free is a live chat's."""
         limit = self.concurrency.limit
-        spare = self.reserve > 0 and self.concurrency.cap is not None and limit >= 2
+        spare = self.concurrency.spare and self.concurrency.cap is not None and limit >= 2
         return limit - 1 if spare else limit
 
     def allowed_rate(self) -> float | None:
