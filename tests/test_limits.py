@@ -6,6 +6,7 @@ their slot comes, and hear back after the server's latency, event by event. No t
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -192,7 +193,7 @@ def simulate(
 
     for phase in account.visitors:
         if phase[1] > 0:
-            at(phase[0] + visiting.expovariate(phase[1]), lambda phase=phase: visit(phase))
+            at(phase[0] + visiting.expovariate(phase[1]), functools.partial(visit, phase))
     for worker in range(concurrency):
         want(worker)
     while events and events[0][0] < duration:
