@@ -559,8 +559,17 @@ class ConcurrencyLimit:
                 self.settled = self.limit
 
     def refused(self, permit: Permit, now: float) -> None:
-        """A 429 blamed on concurrency: below the refused level, and at least one step down."""
+        """A 429 blamed on concurrency: below the refused level, and at least one step down.
+
+        One sent before the last cut says nothing new, unless it was refused at a level lower
+        than the cut left: the cap is below it too (a burst's 429s come back in any order, and
+        a new account's cap of 1 must be learnt as 1, not as the level that came back first).
+        """
         if permit.sent_at <= self.cut_at:
+            if permit.in_flight - 1 < self.limit:
+                self._set(max(MIN_CONCURRENCY, permit.in_flight - 1), self._changed_at)
+                self.settled = self.cap = self.limit
+                self.lowest = min(self.lowest, self.limit)
             return
         self._lower(min(int(self.limit * CONCURRENCY_BACKOFF), permit.in_flight - 1), now)
         self.cap = self.limit
