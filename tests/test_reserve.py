@@ -173,7 +173,7 @@ def test_a_cap_of_one_in_flight_is_said_once_and_kept_in_the_summary_and_report(
     assert ("live web chats started during this run may be refused" in report) is told
 
 
-BUSY = [
+BUSY: list[dict[str, Any]] = [
     {
         "from": "2026-11-25T11:02:10Z",
         "until": "2026-11-25T11:40:30Z",
