@@ -116,13 +116,13 @@ HELD_SPAN = 10.0  # seconds at a rate without a 429: the account allows it (a to
 # burst lasts a second or two, so ten clean seconds are the refill rate, not the burst)
 HELD_SLACK = 1.05  # what was measured in a clean stretch, plus the noise of 10 s of counting
 # The yield is AIMD too, tuned by simulation (tests/test_limits.py) on Twilio's 5/s bucket with
-# visitors at 0.5/s and 2/s: it settles where others' bursts refuse a request of the run's about
-# once a minute, which is where they find the bucket nearly always full (2.0-2.2/s beside 2/s).
-FIRST_YIELD_BACKOFF = 0.8  # a spell's first 429 may be one burst of visitors: a fifth down
-BUSY_BACKOFF = 0.5  # a second within BUSY_CONFIRM: a busy hour, halve at once (notice in seconds)
-BUSY_CONFIRM = 30.0  # seconds: at the held rate, a burst alone rarely gives two 429s this close
-YIELD_BACKOFF = 0.9  # later 429s of the spell: fine steps, so the rate hovers instead of sawing
-YIELD_CLIMB = 0.0035  # requests/s regained a second: 0.2/s a minute, 2/s in ten (an hour's busy)
+# 300 ms answers and Poisson visitors at 0.5/s, then 2/s: a rate that leaves 2 visitors a second
+# about 1 % refused is about 2/s, where their bursts still refuse the run about once a minute.
+FIRST_YIELD_BACKOFF = 0.6  # the first 429: leave room at once (4/s -> 2.4/s), noticed in seconds
+BURST_CLIMB = 0.005  # requests/s a second back after a lone 429 (a burst): 0.3/s a minute
+BUSY_SHARE = 0.45  # a second 429 before that is made good: a busy hour; 4/s -> 1.8/s
+YIELD_BACKOFF = 0.9  # each later 429: fine steps, so the rate hovers instead of sawing
+YIELD_CLIMB = 0.0025  # requests/s a second back in a busy hour: 0.15/s a minute (it lasts an hour)
 BUSY_GAP = 300.0  # others' 429s further apart than this are separate busy spells
 
 TIMELINE_POINTS = 2000  # points kept for report.html's chart; adjacent seconds merge beyond this
@@ -374,6 +374,8 @@ class OtherTraffic:
         self.ceiling = ceiling
         self.active = reserve > 0 and ceiling is not None
         self.cap: float | None = None  # the rate yielded to; None: not yielding
+        self.busy = False  # a second 429 came while yielding: a busy hour, not a burst
+        self._before = 0.0  # the rate allowed before the yield began
         self.lowest: float | None = None
         self.held = 0.0  # the highest rate held for HELD_SPAN without a 429
         self.throttled = 0  # 429s blamed on others
@@ -404,8 +406,9 @@ class OtherTraffic:
     def give_way(self, permit: Permit, now: float, rate: float) -> None:
         """A 429 from others: yield (once an episode), and count it in the busy spell.
 
-        The first 429 of a spell may be a burst of visitors: a small step down. A second within
-        `BUSY_CONFIRM` seconds is a busy hour: one deep step, then small ones again.
+        The first may be one burst of visitors: a step down, made good quickly (`BURST_CLIMB`).
+        A second before it is made good is a busy hour: straight down to `BUSY_SHARE` of the
+        rate before, then small steps, and a slow climb (`YIELD_CLIMB`) until the yield ends.
         """
         self.throttled += 1
         self._integrate(now)
@@ -414,13 +417,15 @@ class OtherTraffic:
             spell = _Spell(now, rate)
             self._spells.append(spell)
         if self.active and permit.sent_at > self.cut_at and self._tested:
-            confirmed = not spell.confirmed and spell.cuts > 0 and now - spell.end <= BUSY_CONFIRM
-            spell.confirmed = spell.confirmed or confirmed
-            backoff = (
-                BUSY_BACKOFF if confirmed else YIELD_BACKOFF if spell.cuts else FIRST_YIELD_BACKOFF
-            )
-            spell.cuts += 1
-            self.cap = max(MIN_RATE, rate * backoff)
+            if self.cap is None:  # maybe one burst of visitors
+                self._before = rate
+                target = rate * FIRST_YIELD_BACKOFF
+            elif not self.busy:  # a second before the yield is made good: a busy hour
+                self.busy = True
+                target = min(rate * YIELD_BACKOFF, self._before * BUSY_SHARE)
+            else:
+                target = rate * YIELD_BACKOFF
+            self.cap = max(MIN_RATE, target)
             self.lowest = self.cap if self.lowest is None else min(self.lowest, self.cap)
             self.cut_at = self._climbed_at = now
             self._tested = False
@@ -439,9 +444,11 @@ class OtherTraffic:
             self.held = max(self.held, min(self._floor, measured * HELD_SLACK))
         self._integrate(now)
         if self.cap is not None and self.ceiling is not None:
-            self.cap += YIELD_CLIMB * (now - self._climbed_at)
+            climb = YIELD_CLIMB if self.busy else BURST_CLIMB
+            self.cap += climb * (now - self._climbed_at)
             if self.cap >= self.ceiling:
                 self.cap = None  # back where it was asked to be: the others have room again
+                self.busy = False
         self._climbed_at = now
 
     def _integrate(self, now: float) -> None:
@@ -463,7 +470,6 @@ class _Spell:
         self.start = self.end = start
         self.throttled = 0
         self.cuts = 0  # steps down taken in it
-        self.confirmed = False  # a second 429 soon after the first: a busy hour, not a burst
         self.first_rate = rate  # what a spell of one 429 slowed to
         self.area = 0.0  # rate yielded to x seconds, from the start until now
         self.area_at_end = 0.0
