@@ -35,18 +35,19 @@ website, whose visitors start web chats through them and are refused, not retrie
 The run books at most `--rate` minus the reserve a second, so the account keeps that much for
 them; and it yields to traffic it cannot see. A 429 is either the account's limit (the run
 pushed past what it had shown the account takes: at the start, or climbing back after a cut)
-or someone else's use of the account: a 429 at a rate the run has lately held for
-`HELD_SPAN` seconds without one (a rate the account has shown it allows) means others took
-the tokens. The first teaches the limit as above. The second lowers a separate yield
-(`YIELD_BACKOFF`), once per episode, and climbs it back by `YIELD_CLIMB` a second: over
-minutes, since a busy hour lasts an hour, and never above the ceiling. At the steady state a
-429 now and then is what a rate just under the others' leftover costs; each one takes a step
-down that the climb makes good over about a minute, so the run settles where the others'
-bursts refuse it about once a minute. What others use is estimated as the account's rate
-less the reserve and the rate yielded to. A concurrency cap of 2 or more, once a 429 shows
-it, is kept one request short, leaving a slot for a live chat; a cap of 1 cannot be shared
-(`LimitsState.cap`), which the run tells the operator. A reserve of 0 is the run alone on
-the account: nothing is yielded, every slot used.
+or someone else's use of the account: a 429 at a rate the run has held for `HELD_SPAN` seconds
+without one (a rate the account has shown it allows), with fewer in flight than the cap, means
+others took the tokens. The first teaches the limit as above. The second lowers a separate
+yield, once per episode: a lone 429 may be one burst of visitors (`FIRST_YIELD_BACKOFF`, made
+good by `BURST_CLIMB`); a second before that is made good is a busy hour, and the yield drops
+to `BUSY_SHARE` of the rate before it, then hovers (AIMD: `YIELD_BACKOFF` a 429, `YIELD_CLIMB`
+back a second: over minutes, since a busy hour lasts an hour), never above the ceiling. It
+settles where the others' bursts refuse the run about once a minute, which leaves them the
+bucket nearly always full. What others use is estimated as the account's rate less the
+reserve and the rate yielded to. A concurrency cap of 2 or more, once a 429 shows it, is kept
+one request short and never tried past, leaving a slot for a live chat; a cap of 1 cannot be
+shared (`LimitsState.cap`), which the run tells the operator. A reserve of 0 is the run alone
+on the account: nothing is yielded, every slot used, as before.
 
 The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
 thin, thread-facing shell over them. Libraries considered: pyrate-limiter and limits enforce a
@@ -163,6 +164,7 @@ class BusySpell:
     end: float
     throttled: int
     yielded_to: float
+    others: float  # requests a second the others used, estimated (see OtherTraffic.spells)
 
 
 @dataclass(frozen=True)
@@ -364,10 +366,10 @@ class RateLimit:
 class OtherTraffic:
     """What the run learns of the account's other traffic, and the rate it yields to it.
 
-    A 429 at a rate not above what the run lately held for `HELD_SPAN` seconds without one is
-    others' doing (`blames`); the yield then drops to `YIELD_BACKOFF` of the rate the run was
-    sending at, once per episode (as `RateLimit.cut`), and climbs back `YIELD_CLIMB` a second,
-    never above the ceiling, where it stops yielding. Inactive with no reserve or no rate.
+    A 429 at a rate not above what the run has held for `HELD_SPAN` seconds without one is
+    others' doing (`blames`); the yield then steps down once per episode (as `RateLimit.cut`;
+    how far: `give_way`) and climbs back a little a second, never above the ceiling, where it
+    stops yielding. Inactive with no reserve or no rate.
     """
 
     def __init__(self, ceiling: float | None, reserve: float, now: float) -> None:
@@ -459,8 +461,10 @@ class OtherTraffic:
         self._looked_at = now
 
     def spells(self) -> list[BusySpell]:
-        """The busy spells so far, with the rate the run slowed to in each."""
-        return [spell.frozen() for spell in self._spells]
+        """The busy spells so far, with the rate the run slowed to in each, and what the others
+        used: the ceiling less that rate (the yield settles where the others, plus the bursts
+        the reserve is for, fill the account)."""
+        return [spell.frozen(self.ceiling or 0.0) for spell in self._spells]
 
 
 class _Spell:
@@ -480,11 +484,11 @@ class _Spell:
         self.throttled += 1
         self.area_at_end = self.area
 
-    def frozen(self) -> BusySpell:
+    def frozen(self, ceiling: float) -> BusySpell:
         """As reported."""
         span = self.end - self.start
         rate = self.area_at_end / span if span > 0 else self.first_rate
-        return BusySpell(self.start, self.end, self.throttled, rate)
+        return BusySpell(self.start, self.end, self.throttled, rate, max(0.0, ceiling - rate))
 
 
 class _Average:

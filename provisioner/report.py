@@ -243,7 +243,8 @@ class Summary:
     failing_rows: Sequence[Mapping[str, Any]] = ()
     limits: Mapping[str, Any] = field(default_factory=dict)
     timeline: Sequence[Mapping[str, Any]] = ()
-    # When other traffic on the account drew 429s: from, until (UTC), throttled_429, yielded_to.
+    # When other traffic on the account drew 429s: from, until (UTC), throttled_429, yielded_to,
+    # others_estimated (requests/s).
     other_traffic: Sequence[Mapping[str, Any]] = ()
     columns: Sequence[str] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)

@@ -329,17 +329,19 @@ def _other_traffic_table(spells: Sequence[Any]) -> str:
     rows = "".join(
         f"<tr><td>{_e(spell.get('from', ''))}</td><td>{_e(spell.get('until', ''))}</td>"
         f'<td class="n">{_number(spell.get("throttled_429"))}</td>'
-        f'<td class="n">{_number(spell.get("yielded_to"))}</td></tr>'
+        f'<td class="n">{_number(spell.get("yielded_to"))}</td>'
+        f'<td class="n">{_number(spell.get("others_estimated"))}</td></tr>'
         for spell in spells
         if isinstance(spell, Mapping)
     )
     if not rows:
         return ""
     return (
-        '<table class="values" id="other-traffic"><thead><tr><th colspan="4">other traffic on '
+        '<table class="values" id="other-traffic"><thead><tr><th colspan="5">other traffic on '
         "the account was busy (its 429s were not the account's limit; the run slowed to leave "
         "it room)</th></tr><tr><th>from (UTC)</th><th>until (UTC)</th><th>429s</th>"
-        f"<th>slowed to (requests/s)</th></tr></thead><tbody>{rows}</tbody></table>"
+        "<th>slowed to (requests/s)</th><th>others used, estimated (requests/s)</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
     )
 
 

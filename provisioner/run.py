@@ -762,6 +762,7 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
                 "until": _wall_time(run, spell.end),
                 "throttled_429": spell.throttled,
                 "yielded_to": round(spell.yielded_to, 2),
+                "others_estimated": round(spell.others, 2),
             }
             for spell in state.busy
         ],

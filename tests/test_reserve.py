@@ -179,6 +179,7 @@ BUSY: list[dict[str, Any]] = [
         "until": "2026-11-25T11:40:30Z",
         "throttled_429": 14,
         "yielded_to": 2.13,
+        "others_estimated": 1.87,
     }
 ]
 
@@ -242,6 +243,7 @@ def test_report_html_shows_the_reserve_and_when_other_traffic_was_busy() -> None
 
     assert 'id="other-traffic"' in page
     assert "2026-11-25T11:02:10Z" in page
+    assert ">1.87<" in page  # what the others used, estimated
     assert '<rect class="others"' in page  # the chart marks the moment
     assert "reserve" in page
     assert 'id="other-traffic"' not in render_report(json.loads(a_summary().to_json()))
