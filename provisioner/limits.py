@@ -473,7 +473,6 @@ class _Spell:
     def __init__(self, start: float, rate: float) -> None:
         self.start = self.end = start
         self.throttled = 0
-        self.cuts = 0  # steps down taken in it
         self.first_rate = rate  # what a spell of one 429 slowed to
         self.area = 0.0  # rate yielded to x seconds, from the start until now
         self.area_at_end = 0.0
