@@ -59,6 +59,7 @@ def only_run_dir(provisioner: Cli) -> Path:
         (["--reserve", "5"], {}),  # at --rate's default, 5
         (["--rate", "3", "--reserve", "3.5"], {}),
         (["--rate", "2"], {"PROVISIONER_RESERVE": "2"}),
+        (["--rate", "1", "--reserve", "0.75"], {}),  # below, but leaves under 0.5/s
     ],
 )
 def test_a_reserve_not_below_the_rate_is_refused_naming_both(
