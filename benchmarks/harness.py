@@ -33,6 +33,8 @@ ROOT = HERE.parent
 ACCOUNT = "AC" + "0" * 32
 TOKEN = "emulator-token"  # the emulator's own stand-alone secret; never a real one
 # No PROVISIONER_* setting from the shell reaches a job: the options written here are all it gets.
+# A batch alone on the account (no live site): issue 21's reserve off, today's behaviour.
+ALONE = ("--reserve", "0")
 ENV = {
     **{name: value for name, value in os.environ.items() if not name.startswith("PROVISIONER_")},
     "TWILIO_ACCOUNT_SID": ACCOUNT,

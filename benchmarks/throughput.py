@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from benchmarks.harness import (
     ACCOUNT,
+    ALONE,
     CREATED,
     ENV,
     HERE,
@@ -170,7 +171,9 @@ def rate_bound(work: Path) -> list[Result]:
     delays = sorted(r - s for r, s in zip(paced_api.sends(), paced, strict=True))
     spread = delays[-1] - delays[0]
     with emulator(work) as api:
-        job = run_job(source, work, "--base-url", api.url, "--rate", str(rate), "--lookup-lag", "0")
+        job = run_job(
+            source, work, "--base-url", api.url, "--rate", str(rate), "--lookup-lag", "0", *ALONE
+        )
     ideal = rows / rate
     excess = api.span() / ideal - 1
     sends = api.sends()
@@ -222,7 +225,7 @@ def adaptive(work: Path) -> list[Result]:
     source = make_input(work / "adaptive.csv", rows)
     with emulator(work, rate_limit=limit) as api:
         job = run_job(
-            source, work, "--base-url", api.url, "--rate", str(asked), "--lookup-lag", "0"
+            source, work, "--base-url", api.url, "--rate", str(asked), "--lookup-lag", "0", *ALONE
         )
     share, throttled, total = api.share_throttled()
     throughput = job.created / api.span()
@@ -307,6 +310,7 @@ def alternatives(work: Path) -> list[Result]:
             str(threads),
             "--lookup-lag",
             "0",
+            *ALONE,
         )
     job_429 = api.statuses()[THROTTLED]
     failed = rows - job.created

@@ -20,7 +20,13 @@ MAX_CHART_POINTS = 400  # about two pixels a point: more is a zigzag no one can 
 MIN_BAR_WIDTH = 1.0  # a 429 in a narrow bucket still shows as a visible bar
 NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)  # axis steps people read at a glance
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
-COLOURS = {"sent": "#1f5fbf", "throttled": "#d03030", "rate": "#e08000", "concurrency": "#208040"}
+COLOURS = {
+    "sent": "#1f5fbf",
+    "throttled": "#d03030",
+    "others": "#8040c0",
+    "rate": "#e08000",
+    "concurrency": "#208040",
+}
 # What each colour means; the same for every chart.
 LEGEND = "".join(
     f'<li><span class="swatch{extra}" style="{style}"></span>{text}</li>'
@@ -38,6 +44,11 @@ LEGEND = "".join(
             "concurrency learnt (requests in flight, right axis)",
         ),
     )
+)
+# Drawn only when the run met other traffic on the account (limits.OtherTraffic).
+OTHERS_LEGEND = (
+    f'<li><span class="swatch box" style="background:{COLOURS["others"]}"></span>'
+    "429s from other traffic on the account: the run slowed to leave it room</li>"
 )
 
 
@@ -61,6 +72,7 @@ class _Bucket:
     throttled: float
     rate: float | None
     concurrency: float | None
+    others: float = 0.0  # of the 429s, those other traffic on the account drew
 
     @property
     def width(self) -> float:
@@ -88,6 +100,7 @@ def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
             throttled=max(finite(point.get("throttled")) or 0.0, 0.0),
             rate=finite(point.get("rate")),
             concurrency=finite(point.get("concurrency")),
+            others=max(finite(point.get("others")) or 0.0, 0.0),
         )
         for (t, point), next_start in zip(points, [*starts[1:], None][: len(points)], strict=True)
     ]
@@ -108,6 +121,7 @@ def _merged(buckets: Sequence[_Bucket]) -> _Bucket:
         throttled=sum(b.throttled for b in buckets),
         rate=min(rates) if rates else None,
         concurrency=min(limits) if limits else None,
+        others=sum(b.others for b in buckets),
     )
 
 
@@ -167,6 +181,7 @@ def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
         _lines(buckets, per_second, scales),
     ]
     description = _description(buckets, per_second, scales)
+    others = any(b.others for b in buckets)
     return (
         f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" role="img" '
         'aria-labelledby="chart-title chart-desc">'
@@ -174,7 +189,7 @@ def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
         f'time</title><desc id="chart-desc">{escape(description)}</desc>'
         + "".join(shapes)
         + "</svg>"
-        + f'<ul class="legend">{LEGEND}</ul>'
+        + f'<ul class="legend">{LEGEND}{OTHERS_LEGEND if others else ""}</ul>'
         + f'<p class="muted">{escape(description)}.</p>'
     )
 
@@ -195,18 +210,25 @@ def _scales(
 def _bars(
     buckets: Sequence[_Bucket], throttled_per_second: Sequence[float], scales: _Scales
 ) -> str:
-    """A bar across each bucket with 429s, as high as their number per second."""
+    """A bar across each bucket with 429s, as high as their number per second; those other
+    traffic drew, in their own colour at the bar's foot."""
     bars = []
     for bucket, value in zip(buckets, throttled_per_second, strict=True):
         if value > 0:
             left = scales.x(max(bucket.start, scales.start))
             width = max(scales.x(bucket.end) - left, MIN_BAR_WIDTH)
-            top = scales.y_left(value)
-            bars.append(
-                f'<rect class="throttled" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
-                f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS["throttled"]}" '
-                'fill-opacity="0.6"/>'
-            )
+            for name, height in (
+                ("throttled", value),
+                ("others", _per_second(bucket.others, bucket)),
+            ):
+                if height <= 0:
+                    continue
+                top = scales.y_left(min(height, value))
+                bars.append(
+                    f'<rect class="{name}" x="{left:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                    f'height="{MARGIN_TOP + PLOT_HEIGHT - top:.1f}" fill="{COLOURS[name]}" '
+                    'fill-opacity="0.6"/>'
+                )
     return "".join(bars)
 
 
@@ -231,10 +253,12 @@ def _description(buckets: Sequence[_Bucket], per_second: Sequence[float], scales
     """The chart in one sentence, for screen readers and under the chart."""
     duration = scales.end - scales.start
     sent = sum(b.sent for b in buckets)
+    others = sum(b.others for b in buckets)
     return (
         f"{sent:,.0f} requests over {_time_label(duration)}: on average "
         f"{sent / duration:.1f} requests/s, at most {max(per_second):.1f} requests/s; "
         f"{sum(b.throttled for b in buckets):,.0f} answered 429"
+        + (f", {others:,.0f} of them because other traffic was busy" if others else "")
     )
 
 

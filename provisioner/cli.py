@@ -85,6 +85,11 @@ def printable(line: str) -> str:
     return _TERMINAL_CONTROLS.sub(lambda control: f"\\x{ord(control[0]):02x}", line)
 
 
+# The contact centre's website starts web chats on the same account, one a visitor: a second of
+# one request keeps a quiet evening's visitors served (issue 21's simulation: 0.35 % refused).
+DEFAULT_RESERVE = 1.0
+
+
 def say(line: str) -> None:
     """A line for people, on stderr."""
     click.echo(printable(line), err=True)
@@ -553,6 +558,17 @@ Examples:
     "(its limit --rate, 300 ms answers); the summary counts those the batch left refused.",
 )
 @pacing_options
+@click.option(
+    "--reserve",
+    type=Number(0, MAX_RATE),
+    default=DEFAULT_RESERVE,
+    show_default=True,
+    envvar=env_name("reserve"),
+    help="Requests per second left for the account's other traffic (the contact centre's live "
+    "web chats): the run books at most --rate minus this, and slows further when it meets "
+    "others. 0 when nothing else uses the account (a night run, a staging account). Nothing "
+    "to keep it from with --rate 0.",
+)
 @config_option
 @click.option(
     "--run-id",
@@ -636,6 +652,7 @@ def create_command(
     run_id: str | None,
     concurrency: int,
     rate: float,
+    reserve: float,
     max_attempts: int,
     timeout: float,
     dry_run: bool,
@@ -656,6 +673,12 @@ def create_command(
             ctx=ctx,
             param=live_rate,
         )
+    if rate and rate - reserve < MIN_RATE:
+        raise click.UsageError(
+            f"--reserve {reserve:g} must be below --rate {rate:g}, by {MIN_RATE:g} at least: "
+            "the run sends at most --rate minus --reserve a second (--reserve 0 for an account "
+            "nothing else uses)"
+        )
     base, conversations, credentials = _create_endpoint(
         runtime, base_url, conversations_url, sandbox=sandbox, dry_run=dry_run
     )
@@ -665,6 +688,7 @@ def create_command(
         run_id=run_id or new_run_id(out_dir),  # named on the first line, for cron logs
         concurrency=concurrency,
         rate=rate or None,
+        reserve=reserve,
         max_attempts=max_attempts,
         timeout=timeout,
         base_url=base,
@@ -725,6 +749,8 @@ def _announce(ctx: click.Context, options: RunOptions, voice: Voice) -> None:
     """The run's first line (the input, the options given, the run id); variables misspelt."""
     shown = shlex.join([str(options.input_path), *_given(ctx)])
     voice(f"provisioner {__version__} create {shown} (run {options.run_id})")
+    if not options.rate and ctx.get_parameter_source("reserve") is not ParameterSource.DEFAULT:
+        voice("warning: --reserve does nothing with --rate 0: there is no rate to keep it from")
     # The sandbox's requests go to its own emulator, whatever the endpoint options say.
     roots = None if options.sandbox else (options.base_url, options.conversations_url)
     _name_sources(ctx, voice, roots)
@@ -773,6 +799,7 @@ _RERUN_OPTIONS = (
     "conversations_url",
     "concurrency",
     "rate",
+    "reserve",
     "max_attempts",
     "timeout",
     "no_lookup",

@@ -30,6 +30,25 @@ climbs back after a stretch of clean answers, never above what was asked, never 
 or one request in flight; a try at one more in flight that is refused makes the next try wait
 twice as long (a new account's cap of 1 costs one 429, not one every few seconds).
 
+The account is shared (`OtherTraffic`, `--reserve`). The same limits serve the contact centre's
+website, whose visitors start web chats through them and are refused, not retried, on a 429.
+The run books at most `--rate` minus the reserve a second, so the account keeps that much for
+them; and it yields to traffic it cannot see. A 429 is either the account's limit (the run
+pushed past what it had shown the account takes: at the start, or climbing back after a cut)
+or someone else's use of the account: a 429 at a rate the run has held for `HELD_SPAN` seconds
+without one (a rate the account has shown it allows), with fewer in flight than the cap, means
+others took the tokens. The first teaches the limit as above. The second lowers a separate
+yield, once per episode: a lone 429 may be one burst of visitors (`FIRST_YIELD_BACKOFF`, made
+good by `BURST_CLIMB`); a second before that is made good is a busy hour, and the yield drops
+to `BUSY_SHARE` of the rate before it, then hovers (AIMD: `YIELD_BACKOFF` a 429, `YIELD_CLIMB`
+back a second: over minutes, since a busy hour lasts an hour), never above the ceiling. It
+settles where the others' bursts refuse the run about once a minute, which leaves them the
+bucket nearly always full. What others use is estimated as the account's rate less the
+reserve and the rate yielded to. A concurrency cap of 2 or more, once a 429 shows it, is kept
+one request short and never tried past, leaving a slot for a live chat; a cap of 1 cannot be
+shared (`LimitsState.cap`), which the run tells the operator. A reserve of 0 is the run alone
+on the account: nothing is yielded, every slot used, as before.
+
 The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
 thin, thread-facing shell over them. Libraries considered: pyrate-limiter and limits enforce a
 fixed rate and learn nothing from answers; aiolimiter is asyncio-only and fixed too; the small
@@ -93,6 +112,20 @@ LONG_LATENCY_SAMPLES = 200  # the baseline (Gradient2Limit keeps 600 samples; ou
 LATENCY_SPIKE = 2.0  # answers twice as slow as the baseline: the account is queueing us
 LATENCY_CALM = 1.3  # add concurrency only while answers stay within 30 % of the baseline
 
+# Yielding to the account's other traffic (--reserve).
+HELD_SPAN = 10.0  # seconds at a rate without a 429: the account allows it (a token bucket's
+# burst lasts a second or two, so ten clean seconds are the refill rate, not the burst)
+HELD_SLACK = 1.05  # what was measured in a clean stretch, plus the noise of 10 s of counting
+# The yield is AIMD too, tuned by simulation (tests/test_limits.py) on Twilio's 5/s bucket with
+# 300 ms answers and Poisson visitors at 0.5/s, then 2/s: a rate that leaves 2 visitors a second
+# about 1 % refused is about 2/s, where their bursts still refuse the run about once a minute.
+FIRST_YIELD_BACKOFF = 0.6  # the first 429: leave room at once (4/s -> 2.4/s), noticed in seconds
+BURST_CLIMB = 0.005  # requests/s a second back after a lone 429 (a burst): 0.3/s a minute
+BUSY_SHARE = 0.45  # a second 429 before that is made good: a busy hour; 4/s -> 1.8/s
+YIELD_BACKOFF = 0.9  # each later 429: fine steps, so the rate hovers instead of sawing
+YIELD_CLIMB = 0.0025  # requests/s a second back in a busy hour: 0.15/s a minute (it lasts an hour)
+BUSY_GAP = 300.0  # others' 429s further apart than this are separate busy spells
+
 TIMELINE_POINTS = 2000  # points kept for report.html's chart; adjacent seconds merge beyond this
 
 
@@ -123,6 +156,18 @@ class Permit:
 
 
 @dataclass(frozen=True)
+class BusySpell:
+    """A stretch in which other traffic on the account drew 429s: when, how many, what the run
+    slowed to on average (requests a second)."""
+
+    start: float
+    end: float
+    throttled: int
+    yielded_to: float
+    others: float  # requests a second the others used, estimated (see OtherTraffic.spells)
+
+
+@dataclass(frozen=True)
 class LimitsState:
     """The limits now, where they settled (the values to pass next time), and the lowest."""
 
@@ -134,6 +179,16 @@ class LimitsState:
     lowest_concurrency: int
     throttled: int  # 429s so far
     sent: int  # requests sent so far
+    reserve: float = 0.0  # requests a second left to the account's other traffic
+    others_throttled: int = 0  # 429s met under the run's own ceiling: other traffic's doing
+    lowest_yield: float | None = None  # the lowest rate the run yielded to for others
+    busy: tuple[BusySpell, ...] = ()  # when other traffic was busy, and what the run slowed to
+    cap: int | None = None  # the concurrency cap a 429 showed, if the last word was a 429
+
+
+def slot_gap(rate: float | None) -> float | None:
+    """Seconds between two slots at `rate`; None with no rate."""
+    return None if rate is None else (1.0 + SEND_JITTER_MARGIN) / rate
 
 
 def prune(entries: deque[Any], horizon: float) -> None:
@@ -233,10 +288,6 @@ class RateLimit:
         self._stretch_start = now  # no change and no pause since
         self._recent: deque[tuple[float, bool]] = deque()  # sends of the last RATE_LOOKBACK s
 
-    def gap(self) -> float | None:
-        """Seconds between two slots; None with no rate."""
-        return None if self.rate is None else (1.0 + SEND_JITTER_MARGIN) / self.rate
-
     def sent(self, now: float, queued: bool) -> None:
         """Note one request sent, and whether it had to wait for its rate slot."""
         self._recent.append((now, queued))
@@ -312,6 +363,133 @@ class RateLimit:
         self.restart(now)
 
 
+class OtherTraffic:
+    """What the run learns of the account's other traffic, and the rate it yields to it.
+
+    A 429 at a rate not above what the run has held for `HELD_SPAN` seconds without one is
+    others' doing (`blames`); the yield then steps down once per episode (as `RateLimit.cut`;
+    how far: `give_way`) and climbs back a little a second, never above the ceiling, where it
+    stops yielding. Inactive with no reserve or no rate.
+    """
+
+    def __init__(self, ceiling: float | None, reserve: float, now: float) -> None:
+        self.ceiling = ceiling
+        self.active = reserve > 0 and ceiling is not None
+        self.cap: float | None = None  # the rate yielded to; None: not yielding
+        self.busy = False  # a second 429 came while yielding: a busy hour, not a burst
+        self._before = 0.0  # the rate allowed before the yield began
+        self.lowest: float | None = None
+        self.held = 0.0  # the highest rate held for HELD_SPAN without a 429
+        self.throttled = 0  # 429s blamed on others
+        self.cut_at = -math.inf
+        self._tested = True
+        self.clean_since = now  # the last 429 of any kind
+        self._floor: float | None = None  # the lowest rate allowed since then
+        self._climbed_at = now  # the yield last climbed
+        self._looked_at = now  # the spell's average was last brought up to date
+        self._spells: list[_Spell] = []
+
+    def limit(self, rate: float | None) -> float | None:
+        """The rate allowed: the learnt `rate`, or the yield if it is lower."""
+        if self.cap is None or rate is None:
+            return rate
+        return min(rate, self.cap)
+
+    def blames(self, rate: float) -> bool:
+        """Whether a 429 blamed on the rate, while the run allows itself `rate`, is others'
+        doing: the run had held that rate or more without a 429."""
+        return self.active and self.held > 0 and rate <= self.held
+
+    def throttle(self, now: float, rate: float | None) -> None:
+        """Any 429: the clean stretch starts again, at the rate allowed now."""
+        self.clean_since = now
+        self._floor = rate
+
+    def give_way(self, permit: Permit, now: float, rate: float) -> None:
+        """A 429 from others: yield (once an episode), and count it in the busy spell.
+
+        The first may be one burst of visitors: a step down, made good quickly (`BURST_CLIMB`).
+        A second before it is made good is a busy hour: straight down to `BUSY_SHARE` of the
+        rate before, then small steps, and a slow climb (`YIELD_CLIMB`) until the yield ends.
+        """
+        self.throttled += 1
+        self._integrate(now)
+        spell = self._spells[-1] if self._spells else None
+        if spell is None or now - spell.end > BUSY_GAP:
+            spell = _Spell(now, rate)
+            self._spells.append(spell)
+        if self.active and permit.sent_at > self.cut_at and self._tested:
+            if self.cap is None:  # maybe one burst of visitors
+                self._before = rate
+                target = rate * FIRST_YIELD_BACKOFF
+            elif not self.busy:  # a second before the yield is made good: a busy hour
+                self.busy = True
+                target = min(rate * YIELD_BACKOFF, self._before * BUSY_SHARE)
+            else:
+                target = rate * YIELD_BACKOFF
+            self.cap = max(MIN_RATE, target)
+            self.lowest = self.cap if self.lowest is None else min(self.lowest, self.cap)
+            self.cut_at = self._climbed_at = now
+            self._tested = False
+            spell.first_rate = min(spell.first_rate, self.cap)
+        spell.reach(now)
+
+    def answered(
+        self, permit: Permit, now: float, rate: float | None, measured: float | None
+    ) -> None:
+        """An accepted answer: learn the rate held; while yielding, climb back a little."""
+        self._tested = self._tested or permit.sent_at > self.cut_at
+        if rate is not None:
+            self._floor = rate if self._floor is None else min(self._floor, rate)
+        held = now - self.clean_since >= HELD_SPAN
+        if held and self._floor is not None and measured is not None:
+            self.held = max(self.held, min(self._floor, measured * HELD_SLACK))
+        self._integrate(now)
+        if self.cap is not None and self.ceiling is not None:
+            climb = YIELD_CLIMB if self.busy else BURST_CLIMB
+            self.cap += climb * (now - self._climbed_at)
+            if self.cap >= self.ceiling:
+                self.cap = None  # back where it was asked to be: the others have room again
+                self.busy = False
+        self._climbed_at = now
+
+    def _integrate(self, now: float) -> None:
+        """Add the rate yielded to since the last look to the busy spell's average."""
+        rate = self.cap if self.cap is not None else self.ceiling
+        if self._spells and rate is not None:
+            self._spells[-1].area += rate * (now - self._looked_at)
+        self._looked_at = now
+
+    def spells(self) -> list[BusySpell]:
+        """The busy spells so far, with the rate the run slowed to in each, and what the others
+        used: the ceiling less that rate (the yield settles where the others, plus the bursts
+        the reserve is for, fill the account)."""
+        return [spell.frozen(self.ceiling or 0.0) for spell in self._spells]
+
+
+class _Spell:
+    """A busy spell being counted: the rate yielded to, integrated up to its last 429."""
+
+    def __init__(self, start: float, rate: float) -> None:
+        self.start = self.end = start
+        self.throttled = 0
+        self.first_rate = rate  # what a spell of one 429 slowed to
+        self.area = 0.0  # rate yielded to x seconds, from the start until now
+        self.area_at_end = 0.0
+
+    def reach(self, now: float) -> None:
+        """One more 429 from others, at `now`."""
+        self.end = now
+        self.throttled += 1
+        self.area_at_end = self.area
+
+    def frozen(self, ceiling: float) -> BusySpell:
+        """As reported."""
+        span = self.end - self.start
+        rate = self.area_at_end / span if span > 0 else self.first_rate
+        return BusySpell(self.start, self.end, self.throttled, rate, max(0.0, ceiling - rate))
+
+
 class _Average:
     """An exponential moving average over about `samples` values, a plain mean until then."""
 
@@ -346,6 +524,8 @@ class ConcurrencyLimit:
         self.settled = self.ceiling
         self.lowest = self.ceiling
         self.cut_at = -math.inf  # answers to requests sent before this say nothing new
+        self.cap: int | None = None  # what the last 429 blamed here showed the cap to be
+        self.spare = False  # keep a slot free under a cap (--reserve): never try one more
         self.recent = _Average(SHORT_LATENCY_SAMPLES)
         self.baseline = _Average(LONG_LATENCY_SAMPLES)
         self._changed_at = now
@@ -369,12 +549,14 @@ class ConcurrencyLimit:
         if self._probing and reached and permit.sent_at >= self._changed_at:
             self._probing = False  # the try held: the next one need not wait as long
             self._backoff = max(1, self._backoff // 2)
+            self.cap = None  # the cap is higher than it showed
         settled = self.baseline.count >= SHORT_LATENCY_SAMPLES
         ratio = self.recent.value / self.baseline.value if settled else 1.0
         if ratio >= LATENCY_SPIKE and permit.sent_at > self.cut_at:
             self._lower(int(self.limit * CONCURRENCY_BACKOFF), now)
         elif (
             self.limit < self.ceiling
+            and not (self.spare and self.cap is not None)  # a try would take a live chat's slot
             and self._reached
             and ratio <= LATENCY_CALM
             and self._answers >= CONCURRENCY_PROBE_ANSWERS * self._backoff
@@ -386,10 +568,20 @@ class ConcurrencyLimit:
                 self.settled = self.limit
 
     def refused(self, permit: Permit, now: float) -> None:
-        """A 429 blamed on concurrency: below the refused level, and at least one step down."""
+        """A 429 blamed on concurrency: below the refused level, and at least one step down.
+
+        One sent before the last cut says nothing new, unless it was refused at a level lower
+        than the cut left: the cap is below it too (a burst's 429s come back in any order, and
+        a new account's cap of 1 must be learnt as 1, not as the level that came back first).
+        """
         if permit.sent_at <= self.cut_at:
+            if permit.in_flight - 1 < self.limit:
+                self._set(max(MIN_CONCURRENCY, permit.in_flight - 1), self._changed_at)
+                self.settled = self.cap = self.limit
+                self.lowest = min(self.lowest, self.limit)
             return
         self._lower(min(int(self.limit * CONCURRENCY_BACKOFF), permit.in_flight - 1), now)
+        self.cap = self.limit
         self._backoff = min(CONCURRENCY_PROBE_BACKOFF_MAX, self._backoff * 2)
         self._probing = False
 
@@ -412,40 +604,52 @@ class Timeline:
     def __init__(self, start: float) -> None:
         self._start = start
         self._width = 1.0  # seconds per bucket; doubles when the buckets would pass the cap
-        self._buckets: list[list[Any]] = []  # [sent, throttled, rate, concurrency]
+        self._buckets: list[list[Any]] = []  # [sent, throttled, others, rate, concurrency]
 
-    def count(self, now: float, sent: int, throttled: int, rate: float | None, limit: int) -> None:
-        """Add to the bucket of `now`, and note the limits as they are now."""
+    def count(
+        self,
+        now: float,
+        sent: int,
+        throttled: int,
+        rate: float | None,
+        limit: int,
+        others: int = 0,
+    ) -> None:
+        """Add to the bucket of `now`, and note the limits as they are now; `others` of the
+        429s were other traffic's doing."""
         index = max(0, int((now - self._start) / self._width))
         while index >= TIMELINE_POINTS:
             self._merge()
             index = int((now - self._start) / self._width)
         while len(self._buckets) <= index:
-            self._buckets.append([0, 0, rate, limit])
+            self._buckets.append([0, 0, 0, rate, limit])
         bucket = self._buckets[index]
         bucket[0] += sent
         bucket[1] += throttled
-        bucket[2], bucket[3] = rate, limit
+        bucket[2] += others
+        bucket[3], bucket[4] = rate, limit
 
     def _merge(self) -> None:
         """Halve the points: pairs of buckets add up, and keep the later limits."""
         pairs = (self._buckets[index : index + 2] for index in range(0, len(self._buckets), 2))
         self._buckets = [
-            [sum(b[0] for b in pair), sum(b[1] for b in pair), *pair[-1][2:]] for pair in pairs
+            [*(sum(b[n] for b in pair) for n in range(3)), *pair[-1][3:]] for pair in pairs
         ]
         self._width *= 2
 
     def points(self) -> list[dict[str, Any]]:
-        """One dict a bucket: t (seconds since the start), sent, throttled, rate, concurrency."""
+        """One dict a bucket: t (seconds since the start), sent, throttled (others: how many of
+        them other traffic's), rate, concurrency."""
         return [
             {
                 "t": index * self._width,
                 "sent": sent,
                 "throttled": throttled,
+                "others": others,
                 "rate": None if rate is None else round(rate, 3),
                 "concurrency": limit,
             }
-            for index, (sent, throttled, rate, limit) in enumerate(self._buckets)
+            for index, (sent, throttled, others, rate, limit) in enumerate(self._buckets)
         ]
 
 
@@ -457,9 +661,14 @@ class Limits:
     or a lower concurrency limit has voided since: the caller books again.
     """
 
-    def __init__(self, rate: float | None, concurrency: int, now: float) -> None:
-        self.rate = RateLimit(rate, now)
+    def __init__(
+        self, rate: float | None, concurrency: int, now: float, reserve: float = 0.0
+    ) -> None:
+        self.reserve = reserve if rate else 0.0  # --rate 0: no rate to keep a reserve from
+        self.rate = RateLimit(rate - self.reserve if rate else None, now)
+        self.other = OtherTraffic(self.rate.ceiling, self.reserve, now)
         self.concurrency = ConcurrencyLimit(concurrency, now)
+        self.concurrency.spare = self.reserve > 0
         self.schedule = SlotSchedule(now)
         self.accepted = AcceptedWindow()
         self.timeline = Timeline(now)
@@ -472,16 +681,28 @@ class Limits:
         self._oversized_at = -math.inf  # when a Retry-After at the cap was last honoured
         self._bookings = 0  # bookings made so far: each one's number
         self._booked: dict[int, float] = {}  # bookings not yet sent: number -> start, in order
+        self._measured_at = -math.inf  # when the rate held without a 429 was last measured
 
     def room(self) -> int:
         """How many more requests the concurrency limit lets in now."""
-        return self.concurrency.limit - self.held
+        return self.in_flight_limit() - self.held
+
+    def in_flight_limit(self) -> int:
+        """The concurrency limit, one short of a cap a 429 showed when there is a reserve: the
+        slot left free is a live chat's."""
+        limit = self.concurrency.limit
+        spare = self.concurrency.spare and self.concurrency.cap is not None and limit >= 2
+        return limit - 1 if spare else limit
+
+    def allowed_rate(self) -> float | None:
+        """The rate the run allows itself now: the learnt rate, or the yield to others."""
+        return self.other.limit(self.rate.rate)
 
     def book(self, now: float) -> Booking:
         """Take a concurrency slot (the caller checked room()) and the next rate slot."""
         self.held += 1
         earliest = max(now, self.schedule.paused_until)
-        start = self.schedule.book(now, self.rate.gap())
+        start = self.schedule.book(now, slot_gap(self.allowed_rate()))
         self._bookings += 1
         self._booked[self._bookings] = start
         return Booking(start, self.schedule.epoch, start > earliest, self._bookings)
@@ -495,7 +716,7 @@ class Limits:
         """The request goes out now; None if its booking was voided (the slot is given back)."""
         if self._booked.pop(booking.number, None) is None:
             return None  # voided by a lower concurrency limit: its slot was given back then
-        if booking.epoch != self.schedule.epoch or self.held > self.concurrency.limit:
+        if booking.epoch != self.schedule.epoch or self.held > self.in_flight_limit():
             self.held -= 1
             return None
         self.in_flight += 1
@@ -517,14 +738,27 @@ class Limits:
             self.accepted.add(now, permit.in_flight)
             self.concurrency.answered(permit, latency, now)
             self.rate.answered(permit, now, self._usable())
-        elif answer is Answer.THROTTLED:
+            self.other.answered(permit, now, self.allowed_rate(), self._measured(now))
+        others = 0
+        if answer is Answer.THROTTLED:
             self.throttled += 1
+            before = self.other.throttled
             if self._blame(permit, now) and wait is None:
                 wait = DEFAULT_PAUSE
+            others = self.other.throttled - before
+            self.other.throttle(now, self.allowed_rate())
         if wait is not None:
             self._pause(now, wait)
         self._void_excess()
-        self._count(now, throttled=int(answer is Answer.THROTTLED))
+        self._count(now, throttled=int(answer is Answer.THROTTLED), others=others)
+
+    def _measured(self, now: float) -> float | None:
+        """Accepted answers a second since the last 429, at most once a second (it counts the
+        window), and only while the reserve is kept."""
+        if not self.other.active or now - self._measured_at < 1.0:
+            return None
+        self._measured_at = now
+        return self.accepted.rate(now, self.other.clean_since)
 
     def _void_excess(self) -> None:
         """Bookings over a lowered concurrency limit are voided now, the earliest first (as
@@ -533,7 +767,7 @@ class Limits:
         bookings slots apart (a rate slot may be a second away) hold the lowered limit while
         nothing is sent: on a new account (1 in flight) the first seconds went so."""
         voided: list[float] = []
-        while self.held > self.concurrency.limit and self._booked:
+        while self.held > self.in_flight_limit() and self._booked:
             voided.append(self._booked.pop(next(iter(self._booked))))
             self.held -= 1
         if voided and not self._booked:
@@ -575,7 +809,10 @@ class Limits:
             self.concurrency.refused(permit, now)
             if not self.rate.bound(now):
                 return False
-        if self.rate.fresh(permit):
+        allowed = self.allowed_rate()
+        if allowed is not None and self.other.blames(allowed):
+            self.other.give_way(permit, now, allowed)  # not the account's limit: others'
+        elif self.rate.fresh(permit):
             since = self.schedule.paused_until
             if since > now:  # a 429 during a pause: measure up to the pause before
                 since = self._resumed_at
@@ -596,29 +833,42 @@ class Limits:
         latency = self.concurrency.latency() or self._last_latency
         return self.concurrency.limit / latency if latency else None
 
-    def _count(self, now: float, sent: int = 0, throttled: int = 0) -> None:
-        self.timeline.count(now, sent, throttled, self.rate.rate, self.concurrency.limit)
+    def _count(self, now: float, sent: int = 0, throttled: int = 0, others: int = 0) -> None:
+        self.timeline.count(
+            now, sent, throttled, self.allowed_rate(), self.in_flight_limit(), others
+        )
 
     def state(self) -> LimitsState:
         """The limits now, where they settled, and the lowest."""
         return LimitsState(
-            rate=self.rate.rate,
-            concurrency=self.concurrency.limit,
+            rate=self.allowed_rate(),
+            concurrency=self.in_flight_limit(),
             settled_rate=self.rate.settled,
             settled_concurrency=self.concurrency.settled,
             lowest_rate=self.rate.lowest,
             lowest_concurrency=self.concurrency.lowest,
             throttled=self.throttled,
             sent=self.sent,
+            reserve=self.reserve,
+            others_throttled=self.other.throttled,
+            lowest_yield=self.other.lowest,
+            busy=tuple(self.other.spells()),
+            cap=self.concurrency.cap,
         )
 
 
 class AccountLimits:
     """The account's limits for worker threads: acquire() before each request, release() after."""
 
-    def __init__(self, rate: float | None, concurrency: int, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        concurrency: int,
+        clock: Clock = time.monotonic,
+        reserve: float = 0.0,
+    ) -> None:
         self._clock = clock
-        self._limits = Limits(rate, concurrency, clock())
+        self._limits = Limits(rate, concurrency, clock(), reserve)
         self._changed = threading.Condition()  # notified whenever a concurrency slot frees
 
     def acquire(self, sleep: Sleep, stopping: threading.Event) -> Permit | None:

@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ from provisioner.writers import TableWriter, write_atomically
 
 REORDER_LIMIT = 10_000  # outcomes held back waiting for an earlier, slower row
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
+# A new account's cap of one in flight cannot be shared with the live site (issue 21).
+ONE_IN_FLIGHT = (
+    "the account allows one request in flight: live web chats started during this run may be "
+    "refused; run outside opening hours, or ask Twilio to raise the limit"
+)
 
 
 WriterFactory = Callable[[Path, Sequence[str]], TableWriter]
@@ -237,6 +243,9 @@ class Summary:
     failing_rows: Sequence[Mapping[str, Any]] = ()
     limits: Mapping[str, Any] = field(default_factory=dict)
     timeline: Sequence[Mapping[str, Any]] = ()
+    # When other traffic on the account drew 429s: from, until (UTC), throttled_429, yielded_to,
+    # others_estimated (requests/s).
+    other_traffic: Sequence[Mapping[str, Any]] = ()
     columns: Sequence[str] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     abandoned: bool = False  # a second signal: requests in flight were not waited for
@@ -276,18 +285,22 @@ def status_counts(counts: Mapping[Status, int]) -> dict[str, int]:
 
 # A dry run shows this many rows, and any run this many warnings, before pointing at its files.
 PREVIEW_ROWS = 10
+OTHER_TRAFFIC_SHOWN = 3  # busy spells named in the end-of-run line; summary.json has them all
 
 
 def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
     """The options this run learnt, as words to pass next time (empty if it learnt nothing).
 
-    A limit learnt is one that settled somewhere other than where it was asked to be: a rate
-    measured under the server's, or the concurrency a 429 showed too high. A rate only guessed
-    down (halved with nothing to measure) never settles, so it is never advised.
+    A limit learnt is one that settled somewhere other than where it was asked to be (--rate
+    less the reserve): a rate measured under the server's, or the concurrency a 429 showed too
+    high. A rate only guessed down (halved with nothing to measure) never settles, so it is
+    never advised; nor is one learnt in a run that met other traffic on the account, whose
+    429s say what the others used, not what the account allows.
     """
     words: list[str] = []
-    settled_rate = rate.get("settled")
-    if settled_rate != rate.get("requested"):
+    settled_rate, requested = rate.get("settled"), rate.get("requested")
+    ceiling = requested - (rate.get("reserve") or 0) if requested else requested
+    if settled_rate != ceiling and not rate.get("other_traffic_429"):
         words += ["--rate", "0" if settled_rate is None else f"{settled_rate:.1f}"]
     settled_concurrency = limits.get("concurrency_settled")
     if settled_concurrency is not None and settled_concurrency != limits.get(
@@ -363,6 +376,10 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
         say(line)
     if summary.visitors is not None:
         keep(visitors_line(summary.visitors))
+    if summary.other_traffic:
+        say(other_traffic_line(summary.other_traffic))
+    if summary.limits.get("concurrency_cap") == 1 and (summary.rate.get("reserve") or 0) > 0:
+        say(f"warning: {ONE_IN_FLIGHT}")
     if summary.causes:
         say("why rows were not created, and what to do:")
         for line in cause_lines(summary.causes):
@@ -380,3 +397,22 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     elif summary.rerun_command:
         keep(f"rerun the rest: {summary.rerun_command}")
     return lines
+
+
+def other_traffic_line(spells: Sequence[Mapping[str, Any]]) -> str:
+    """When other traffic was busy and what the run slowed to, in one line (local times)."""
+
+    def clock(when: Any) -> str:
+        return datetime.fromisoformat(str(when)).astimezone().strftime("%H:%M")
+
+    def span(spell: Mapping[str, Any]) -> str:
+        start, end = clock(spell["from"]), clock(spell["until"])
+        return f"at {start}" if start == end else f"from {start} to {end}"
+
+    shown = spells[:OTHER_TRAFFIC_SHOWN]
+    more = f" and {len(spells) - len(shown)} more times" if len(spells) > len(shown) else ""
+    rates = " and ".join(f"{float(spell['yielded_to']):.1f}/s" for spell in shown)
+    return (
+        f"other traffic on the account was busy {' and '.join(span(s) for s in shown)}{more}; "
+        f"the run slowed to {rates} to leave it room"
+    )

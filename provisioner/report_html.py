@@ -319,7 +319,29 @@ def _rate_section(summary: Mapping[str, Any]) -> str:
         + render_chart(timeline)
         + _values_table("rate (requests per second)", summary.get("rate") or {})
         + _values_table(_limits_title(summary), summary.get("limits") or {})
+        + _other_traffic_table(summary.get("other_traffic") or ())
         + "</section>"
+    )
+
+
+def _other_traffic_table(spells: Sequence[Any]) -> str:
+    """When other traffic on the account was busy, and what the run slowed to for it."""
+    rows = "".join(
+        f"<tr><td>{_e(spell.get('from', ''))}</td><td>{_e(spell.get('until', ''))}</td>"
+        f'<td class="n">{_number(spell.get("throttled_429"))}</td>'
+        f'<td class="n">{_number(spell.get("yielded_to"))}</td>'
+        f'<td class="n">{_number(spell.get("others_estimated"))}</td></tr>'
+        for spell in spells
+        if isinstance(spell, Mapping)
+    )
+    if not rows:
+        return ""
+    return (
+        '<table class="values" id="other-traffic"><thead><tr><th colspan="5">other traffic on '
+        "the account was busy (its 429s were not the account's limit; the run slowed to leave "
+        "it room)</th></tr><tr><th>from (UTC)</th><th>until (UTC)</th><th>429s</th>"
+        "<th>slowed to (requests/s)</th><th>others used, estimated (requests/s)</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
     )
 
 

@@ -50,6 +50,7 @@ from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
     ERRORS_CSV,
     ERRORS_WORKBOOK,
+    ONE_IN_FLIGHT,
     PREVIEW_ROWS,
     REORDER_LIMIT,
     RedactingFilter,
@@ -98,6 +99,7 @@ class RunOptions:
     run_id: str | None = None
     concurrency: int = 8
     rate: float | None = 5.0
+    reserve: float = 1.0  # requests a second left to the account's other traffic
     max_attempts: int = 5
     timeout: float = 30.0
     base_url: str = ""
@@ -409,7 +411,9 @@ class _Run:
         self.run_id = run_id
         self.run_dir = run_dir
         self.stopping = Stopping(runtime.say)
-        self.limits = AccountLimits(options.rate, options.concurrency, runtime.clock)
+        self.limits = AccountLimits(
+            options.rate, options.concurrency, runtime.clock, reserve=options.reserve
+        )
         self.tally = Tally()
         # Rows finished, whatever their order (the tally counts them as they are written, in
         # input order, so one row waiting out --lookup-lag would hold the progress count back).
@@ -424,6 +428,7 @@ class _Run:
         self.failure: Exception | None = None  # what failed after sending started, if anything
         self.in_flight: dict[int, Decision] = {}  # rows handed to the workers, not yet written
         self.written: set[int] = set()  # the rows (positions) written to the results
+        self.told_one_in_flight = False  # the cap-of-one warning is said once
         self.files = ResultFiles(
             run_dir,
             checked.columns.carried_headers,
@@ -612,6 +617,9 @@ class _Run:
     def _progress(self) -> None:
         self.stopping.announce()
         state = self.limits.state()
+        if state.cap == 1 and self.options.reserve > 0 and not self.told_one_in_flight:
+            self.told_one_in_flight = True  # a live chat is refused while any row is in flight
+            self._warn(ONE_IN_FLIGHT)
         self.runtime.progress(
             Progress(
                 sum(self.finished.values()),
@@ -677,13 +685,15 @@ def _describe(run: _Run) -> None:
     """What the run is about to do, in run.log and for people: columns, earlier unsettled rows."""
     options = run.options
     log.info(
-        "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s, max attempts %d%s",
+        "run %s: input %s, %d rows, base url %s, concurrency %d, rate %s (reserve %g), "
+        "max attempts %d%s",
         run.run_id,
         options.input_path,
         run.checked.rows,
         run.endpoint.base_url,
         options.concurrency,
         options.rate or "unlimited",
+        options.reserve if options.rate else 0,
         options.max_attempts,
         ", dry run" if options.dry_run else "",
     )
@@ -803,13 +813,27 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
             "final": state.rate,
             "lowest": state.lowest_rate,
             "throttled_429": state.throttled,
+            "reserve": state.reserve,
+            "other_traffic_429": state.others_throttled,
+            "yielded_lowest": state.lowest_yield,
         },
         limits={
             "concurrency_requested": run.options.concurrency,
             "concurrency_settled": state.settled_concurrency,
             "concurrency_final": state.concurrency,
             "concurrency_lowest": state.lowest_concurrency,
+            "concurrency_cap": state.cap,
         },
+        other_traffic=[
+            {
+                "from": _wall_time(run, spell.start),
+                "until": _wall_time(run, spell.end),
+                "throttled_429": spell.throttled,
+                "yielded_to": round(spell.yielded_to, 2),
+                "others_estimated": round(spell.others, 2),
+            }
+            for spell in state.busy
+        ],
         base_url=run.endpoint.base_url,
         conversations_url=run.endpoint.conversations_url,
         ledger=str(run.options.ledger_file) if run.ledger else "",
@@ -834,6 +858,12 @@ def _visitors_of(run: _Run) -> dict[str, float | int] | None:
     if emulator is None or not run.options.sandbox_live_rate or run.options.dry_run:
         return None
     return {"rate": run.options.sandbox_live_rate, **emulator.visitor_counts().as_dict()}
+
+
+def _wall_time(run: _Run, clock_time: float) -> str:
+    """A time on the run's clock as UTC ISO 8601, as summary.json's other times."""
+    wall = run.started_wall + clock_time - run.started
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _rerun_commands(run: _Run) -> dict[str, str]:

@@ -60,6 +60,17 @@ TIMELINES: dict[str, list[dict[str, Any]]] = {
         {"t": 3700, "sent": 1500, "throttled": 0, "rate": 1200.0, "concurrency": 1800},
     ],
     "hours-merged": long_timeline(3 * MAX_CHART_POINTS + 7),
+    "other-traffic": [  # a busy spell: the rate yields, some 429s are the others' doing
+        {
+            "t": float(t),
+            "sent": 4 if t < 10 else 2,
+            "throttled": int(t in (10, 12, 30)),
+            "others": int(t in (10, 30)),
+            "rate": 4.0 if t < 10 else 2.0 + t / 100,
+            "concurrency": 8,
+        }
+        for t in range(40)
+    ],
 }
 
 
@@ -78,3 +89,12 @@ def test_nothing_sent_is_said_not_drawn() -> None:
 
     assert render_chart([]) == expected
     assert render_chart([{"sent": 5}, {"t": float("nan")}]) == expected
+
+
+def test_429s_from_other_traffic_are_marked_and_named() -> None:
+    drawn = render_chart(TIMELINES["other-traffic"])
+
+    assert drawn.count('<rect class="others"') == 2
+    assert drawn.count('<rect class="throttled"') == 3
+    assert "other traffic" in drawn  # in the legend and the description
+    assert "other traffic" not in render_chart(TIMELINES["a-gap-in-the-rate"])
