@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 CREDENTIALS_REJECTED = frozenset({401, 403})
 
 MAX_RETRY_AFTER = 30.0  # seconds: a server cannot stall the run longer than this per answer
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-_FINAL_FAILURES = frozenset({"invalid_sid", "tls_untrusted"})  # trying again cannot help
 
 
 @dataclass(frozen=True)
@@ -43,13 +41,6 @@ class Attempt:
     def created(self) -> bool:
         """Twilio did it (created the web chat, closed the conversation) and said so readably."""
         return self.http_status is not None and 200 <= self.http_status < 300 and not self.ambiguous
-
-    @property
-    def retryable(self) -> bool:
-        """Twilio's guidance (429, 500, 502, 503, 504, failed connections) and lost answers."""
-        if self.error_code in _FINAL_FAILURES:
-            return False
-        return self.ambiguous or self.http_status is None or self.http_status in RETRYABLE_STATUSES
 
     @property
     def credentials_rejected(self) -> bool:
@@ -96,15 +87,6 @@ class Lookup:
     def throttled(self) -> bool:
         """429: the account's limits were hit."""
         return self.http_status == 429
-
-    @property
-    def retryable(self) -> bool:
-        """No answer, 429, 5xx, or an answer that could not be read: asking again may work."""
-        if self.ok:
-            return False
-        if self.http_status is None or self.http_status == 429 or self.http_status >= 500:
-            return True
-        return self.error_code == "unreadable_answer"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,15 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from provisioner.client import Attempt
+from provisioner.attempts import Attempt, Lookup
 from provisioner.limits import Sleep
 
 MAX_BACKOFF = 30.0  # seconds: Twilio's guidance caps backoff; longer stalls a cron run
 BACKOFF_BASE = 0.5  # seconds: the first retry waits up to this, each later one up to double
 BACKOFF_FLOOR = 0.25  # seconds: never retry at once, even when the jitter draws near zero
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})  # Twilio's guidance: try again
+FINAL_FAILURES = frozenset({"invalid_sid", "tls_untrusted"})  # trying again cannot help
+UNREADABLE = "unreadable_answer"  # a lookup's answer that could not be read: ask again
 
 
 class wait_full_jitter(wait_base):  # noqa: N801  (named like tenacity's own waits)
@@ -54,9 +57,21 @@ class wait_for_pause(wait_base):  # noqa: N801  (named like tenacity's own waits
         return max(self.fallback(retry_state), self.pause_left())
 
 
-def should_retry(attempt: object) -> bool:
-    """Retry what Twilio says to retry; None means the run is stopping, so never."""
-    return isinstance(attempt, Attempt) and not attempt.created and attempt.retryable
+def retryable(reply: Attempt | Lookup) -> bool:
+    """Whether asking again may work, for a web chat, a close or a lookup alike: Twilio's
+    guidance (429, 500, 502, 503, 504, failed connections) and answers lost or unreadable;
+    never a failure that trying again cannot help (a bad SID, an untrusted certificate)."""
+    if reply.error_code in FINAL_FAILURES:
+        return False
+    lost = reply.ambiguous if isinstance(reply, Attempt) else reply.error_code == UNREADABLE
+    return lost or reply.http_status is None or reply.http_status in RETRYABLE_STATUSES
+
+
+def should_retry(reply: object) -> bool:
+    """tenacity's retry= test: a reply worth another try; None means the run is stopping."""
+    if isinstance(reply, Attempt):
+        return not reply.created and retryable(reply)
+    return isinstance(reply, Lookup) and not reply.ok and retryable(reply)
 
 
 def retry_policy(

@@ -21,7 +21,7 @@ from provisioner.client import Attempt, FoundConversation, Lookup
 from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
 from provisioner.plan import Decision
-from provisioner.retry import retry_policy
+from provisioner.retry import retry_policy, retryable, should_retry
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
 from provisioner.timestamps import epoch_seconds
@@ -31,8 +31,7 @@ log = logging.getLogger("provisioner")
 # Twilio's participant index can lag behind a creation; a lookup sooner than this after the
 # lost answer could miss the web chat. Twilio documents no figure: a few seconds is typical.
 LOOKUP_LAG = 10.0
-LOOKUP_TRIES = 4  # a lookup that fails transiently is tried again, with backoff, this often
-LOOKUP_BACKOFF = 2.0  # seconds before the second lookup try, doubled each time
+LOOKUP_TRIES = 4  # a lookup that fails transiently is tried this often (retry.py's backoff)
 # Conversations created this long before a row's first attempt are not its web chat (clock
 # skew between this machine and Twilio is allowed for).
 CLOCK_SKEW = 300.0
@@ -41,6 +40,7 @@ LOOKUP_PERMISSION = (
     "Conversations (ParticipantConversations), or use the Account SID and Auth Token"
 )
 CLOSED = "closed"  # Twilio's conversation_state of a closed conversation
+TOO_MANY_REQUESTS = 429  # HTTP's status for an answer throttled by the account's limits
 
 
 class WebChatApi(Protocol):
@@ -67,9 +67,19 @@ class Settlement:
     """What a lookup made of a row whose earlier attempt may have created a web chat."""
 
     result: LookupResult
-    conversations: tuple[FoundConversation, ...] = ()
+    conversations: tuple[FoundConversation, ...] = ()  # the one kept first, then open extras
     message: str = ""
     stopped: bool = False  # FAILED because a stop cut the lookup short, not for want of an answer
+
+    @property
+    def kept(self) -> str:
+        """The SID of the web chat the row keeps; "" when none was found."""
+        return self.conversations[0].sid if self.conversations else ""
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        """The SIDs of the open extra web chats (duplicates), oldest first."""
+        return tuple(found.sid for found in self.conversations[1:])
 
 
 @dataclass(frozen=True)
@@ -103,44 +113,66 @@ Step = Attempt | Settlement | None  # None: the run is stopping
 
 class Lookups:
     """Lookups at Twilio under the account's limits (they count against them too): transient
-    failures tried again with backoff; after a refusal (credentials that cannot read
+    failures tried again by retry.py's policy; after a refusal (credentials that cannot read
     Conversations), said once, no further request is made. Shared by threads."""
 
     def __init__(
-        self, client: WebChatApi, limits: AccountLimits, stopping: Stopping, sleep: Sleep
+        self,
+        client: WebChatApi,
+        limits: AccountLimits,
+        stopping: Stopping,
+        sleep: Sleep,
+        jitter: random.Random | None = None,
     ) -> None:
         self.client, self.limits, self.stopping, self.sleep = client, limits, stopping, sleep
         self.refused = ""
         self.refused_status: int | None = None  # 401 (credentials) or 403 (permission)
         self._lock = threading.Lock()
+        self.policy = retry_policy(
+            LOOKUP_TRIES,
+            sleep,
+            stopping.event,
+            retry=should_retry,
+            source=jitter,
+            pause_left=limits.pause_left,
+        )
 
     def find(self, identity: str) -> Lookup | LookupFailure:
         """The complete answer for `identity`, or why there is none."""
         if self.refused:
             return LookupFailure(self.refused)
-        backoff = LOOKUP_BACKOFF
-        lookup: Lookup | None = None
-        for number in range(1, LOOKUP_TRIES + 1):
-            if number > 1:
-                self.sleep(backoff)
-                backoff *= 2
-            permit = self.limits.acquire(self.sleep, self.stopping.event)
-            if permit is None:
-                return LookupFailure("the run stopped before the lookup could answer", stopped=True)
-            answer, retry_after = Answer.NO_ANSWER, None
-            try:
-                lookup = self.client.find_conversations(identity)
-                answer, retry_after = _lookup_answer(lookup), lookup.retry_after
-            finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
-                self.limits.release(permit, answer, 0.0, retry_after)
-            if lookup.ok:
-                return lookup
-            if lookup.refused:
-                return LookupFailure(self._refuse(lookup))
-            if not lookup.retryable:
-                break
-        assert lookup is not None, "at least one try was made"
+        lookup = self.policy(self._try, identity)
+        if lookup is not None and lookup.ok:
+            return lookup
+        if lookup is not None and lookup.refused:
+            return LookupFailure(self._refuse(lookup))
+        tries = self.policy.statistics.get("attempt_number", 0)  # this thread's call's
+        if lookup is None or (
+            self.stopping.is_set and should_retry(lookup) and tries < LOOKUP_TRIES
+        ):
+            # A try was due when the stop came: the stop cut the lookup short, not Twilio.
+            return LookupFailure("the run stopped before the lookup could answer", stopped=True)
         return LookupFailure(f"the lookup failed: {lookup.error_message}")
+
+    def settle(self, identity: str, since: float | None, recorded: str = "") -> Settlement:
+        """Look `identity` up and say what that means for its row (see `settlement_of`)."""
+        found = self.find(identity)
+        if isinstance(found, LookupFailure):
+            return Settlement(LookupResult.FAILED, message=found.message, stopped=found.stopped)
+        return settlement_of(found.conversations, since, recorded)
+
+    def _try(self, identity: str) -> Lookup | None:
+        """One request, within the account's limits; None when the run is stopping."""
+        permit = self.limits.acquire(self.sleep, self.stopping.event)
+        if permit is None:
+            return None
+        answer, retry_after = Answer.NO_ANSWER, None
+        try:
+            lookup = self.client.find_conversations(identity)
+            answer, retry_after = answer_of(lookup), lookup.retry_after
+        finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
+            self.limits.release(permit, answer, 0.0, retry_after)
+        return lookup
 
     def _refuse(self, lookup: Lookup) -> str:
         with self._lock:
@@ -176,7 +208,7 @@ class RowSender:
         self.clock = clock
         self.wall_clock = wall_clock
         self.started = wall_clock()  # after this run took the ledger: earlier runs had ended
-        self.lookups = Lookups(client, limits, stopping, sleep)
+        self.lookups = Lookups(client, limits, stopping, sleep, jitter)
         self.policy = retry_policy(
             settings.max_attempts,
             sleep,
@@ -235,7 +267,7 @@ class RowSender:
         answer, latency, retry_after = Answer.NO_ANSWER, 0.0, None
         try:  # whatever happens, the slot goes back, or a leaked slot would starve the workers
             attempt = self.client.create_web_chat(history.row.parameters)
-            answer, latency, retry_after = _answer(attempt), attempt.latency, attempt.retry_after
+            answer, latency, retry_after = answer_of(attempt), attempt.latency, attempt.retry_after
         finally:
             self.limits.release(permit, answer, latency, retry_after)
         history.attempts.append(attempt)
@@ -287,11 +319,10 @@ class RowSender:
 def look_up(lookups: Lookups, row: Row, since: float | None) -> Settlement:
     """What looking `row` up says of it, for a first attempt at `since` (wall time; None: any
     web chat of its identity counts)."""
-    found = lookups.find(row.identity)
-    if isinstance(found, LookupFailure):
-        log.info("row %d: no lookup answer: %s", row.number, found.message)
-        return Settlement(LookupResult.FAILED, message=found.message, stopped=found.stopped)
-    return settlement_of(found.conversations, since)
+    settlement = lookups.settle(row.identity, since)
+    if settlement.result is LookupResult.FAILED:
+        log.info("row %d: no lookup answer: %s", row.number, settlement.message)
+    return settlement
 
 
 def recent(
@@ -308,19 +339,27 @@ def recent(
     )
 
 
-def settlement_of(conversations: tuple[FoundConversation, ...], since: float | None) -> Settlement:
-    """What a complete lookup means for a row whose first attempt was at `since` (wall time)."""
+def settlement_of(
+    conversations: tuple[FoundConversation, ...], since: float | None, recorded: str = ""
+) -> Settlement:
+    """What a complete lookup means for a row whose first attempt was at `since` (wall time).
+
+    The row keeps the web chat the ledger records (`recorded`) when it is there, open or
+    closed; else its oldest open one; else its oldest. A closed conversation still exists (a
+    chat that ended, or a duplicate closed by reconcile): the row has its web chat, but only
+    open ones count as duplicates.
+    """
     conversations = tuple(
         sorted(recent(conversations, since), key=lambda found: found.date_created)
     )
     if not conversations:
         return Settlement(LookupResult.ABSENT)
-    # A closed conversation still exists (a chat that ended, or a duplicate closed by
-    # reconcile): the row has its web chat, but only open ones count as duplicates.
     open_ones = tuple(found for found in conversations if found.state != CLOSED)
-    if len(open_ones) > 1:
-        return Settlement(LookupResult.DUPLICATES, open_ones)
-    return Settlement(LookupResult.FOUND, open_ones or conversations[:1])
+    kept = next((found for found in conversations if recorded and found.sid == recorded), None)
+    kept = kept or (open_ones or conversations)[0]
+    others = tuple(found for found in open_ones if found.sid != kept.sid)
+    result = LookupResult.DUPLICATES if others else LookupResult.FOUND
+    return Settlement(result, (kept, *others))
 
 
 def outcome_of(history: RowHistory, max_attempts: int, not_sent_message: str) -> Outcome:
@@ -400,7 +439,7 @@ def _refused_outcome(
 ) -> Outcome:
     """Twilio's last answer refused the row: whether retries ran out or the run stopped."""
     attempts = len(history.attempts)
-    exhausted = last.retryable
+    exhausted = retryable(last)
     message = last.error_message
     if exhausted and attempts < max_attempts:
         message += " (the run stopped before the next try)"
@@ -457,13 +496,9 @@ def _found_message(settlement: Settlement) -> str:
     )
 
 
-def _answer(attempt: Attempt) -> Answer:
-    if attempt.http_status == 429:
+def answer_of(reply: Attempt | Lookup) -> Answer:
+    """What a request's reply tells the account's limits: throttled (429), accepted (any other
+    HTTP answer), or nothing (no answer came)."""
+    if reply.http_status == TOO_MANY_REQUESTS:
         return Answer.THROTTLED
-    return Answer.NO_ANSWER if attempt.http_status is None else Answer.ACCEPTED
-
-
-def _lookup_answer(lookup: Lookup) -> Answer:
-    if lookup.throttled:
-        return Answer.THROTTLED
-    return Answer.NO_ANSWER if lookup.http_status is None else Answer.ACCEPTED
+    return Answer.NO_ANSWER if reply.http_status is None else Answer.ACCEPTED

@@ -34,6 +34,7 @@ from provisioner.client import (
 )
 from provisioner.endpoints import CA_BUNDLE_VARIABLES, ca_bundle, proxy_for
 from provisioner.errors import ConfigError
+from provisioner.retry import retryable
 from provisioner.transport import MAX_MESSAGE_CHARS
 from tests.hostile import (
     Behaviour,
@@ -179,7 +180,7 @@ def test_a_2xx_that_does_not_prove_a_creation_is_ambiguous(
     attempt = client.create_web_chat(PARAMETERS)
 
     assert not attempt.created
-    assert (attempt.ambiguous, attempt.retryable) == (True, True)
+    assert (attempt.ambiguous, retryable(attempt)) == (True, True)
     assert attempt.error_code == "unreadable_answer"
     assert attempt.conversation_sid == ""
     assert reason in attempt.error_message
@@ -225,7 +226,7 @@ def test_an_answer_lost_or_unreadable_before_its_status_is_ambiguous(
     attempt = client.create_web_chat(PARAMETERS)
 
     assert attempt.http_status is None
-    assert (attempt.error_code, attempt.ambiguous, attempt.retryable) == (code, True, True)
+    assert (attempt.error_code, attempt.ambiguous, retryable(attempt)) == (code, True, True)
     assert attempt.error_message.endswith("the web chat may exist")
     assert len(hostile.received) == 1
 
@@ -238,7 +239,7 @@ def test_a_refused_connection_is_not_ambiguous() -> None:
     finally:
         twilio.close()
 
-    assert (attempt.error_code, attempt.ambiguous, attempt.retryable) == (
+    assert (attempt.error_code, attempt.ambiguous, retryable(attempt)) == (
         "connection_failed",
         False,
         True,
@@ -268,7 +269,7 @@ def test_the_timeout_bounds_the_whole_answer(
 
     assert time.monotonic() - started < timeout + 1.0
     assert attempt.error_code in code.split("|")
-    assert (attempt.ambiguous, attempt.retryable) == (True, True)
+    assert (attempt.ambiguous, retryable(attempt)) == (True, True)
     assert attempt.error_message.endswith("the web chat may exist")
 
 
@@ -321,7 +322,7 @@ def test_a_redirect_to_another_origin_is_refused_and_not_followed(
 
     assert time.monotonic() - started < GENEROUS
     assert (attempt.http_status, attempt.error_code) == (status, "redirect_refused")
-    assert (attempt.created, attempt.ambiguous, attempt.retryable) == (False, False, False)
+    assert (attempt.created, attempt.ambiguous, retryable(attempt)) == (False, False, False)
     assert f"redirect to 127.0.0.1:{other.port};" in attempt.error_message
     assert len(hostile.received) == 1
     assert other.received == []
@@ -372,7 +373,7 @@ def test_retry_after_is_honoured_up_to_its_cap(
 
     attempt = client.create_web_chat(PARAMETERS)
 
-    assert (attempt.http_status, attempt.error_code, attempt.retryable) == (429, "20429", True)
+    assert (attempt.http_status, attempt.error_code, retryable(attempt)) == (429, "20429", True)
     assert not attempt.ambiguous
     if expected is None:
         assert attempt.retry_after is None
@@ -478,7 +479,7 @@ def test_a_lookup_reads_one_identitys_conversations(
         FoundConversation(web_chat_sid(2), "2026-11-25T11:00:00Z", "active", "Chat"),
     )
     assert lookup.error_message == "3 entries without this identity's conversation SID ignored"
-    assert (lookup.pages, lookup.refused, lookup.retryable) == (1, False, False)
+    assert (lookup.pages, lookup.refused, retryable(lookup)) == (1, False, False)
     (request,) = hostile.received
     assert (request.method, request.path) == ("GET", "/v1/ParticipantConversations")
     assert request.query == {"Identity": "a b&c=d", "PageSize": "50"}
@@ -562,7 +563,7 @@ def test_a_next_page_on_another_origin_is_not_followed(
     assert not lookup.ok
     assert lookup.error_code == "redirect_refused"
     assert f"127.0.0.1:{other.port}" in lookup.error_message
-    assert not lookup.retryable
+    assert not retryable(lookup)
     assert other.received == []
 
 
@@ -574,12 +575,12 @@ def test_a_lookup_reads_at_most_its_page_limit(
 
     lookup = client.find_conversations("prv-test")
 
-    assert (lookup.ok, lookup.error_code, lookup.retryable) == (False, "too_many_pages", False)
+    assert (lookup.ok, lookup.error_code, retryable(lookup)) == (False, "too_many_pages", False)
     assert len(hostile.received) == lookup.pages == MAX_LOOKUP_PAGES
 
 
 @pytest.mark.parametrize(
-    ("answer", "refused", "throttled", "retryable"),
+    ("answer", "refused", "throttled", "worth_retrying"),
     [
         (twilio_error(401, 20003, "Authenticate"), True, False, False),
         (twilio_error(403, 20403, "Forbidden"), True, False, False),
@@ -602,14 +603,18 @@ def test_a_lookup_that_cannot_answer_says_why(
     answer: Reply | Drop,
     refused: bool,
     throttled: bool,
-    retryable: bool,
+    worth_retrying: bool,
 ) -> None:
     hostile.script(answer)
 
     lookup = client.find_conversations("prv-test")
 
     assert not lookup.ok
-    assert (lookup.refused, lookup.throttled, lookup.retryable) == (refused, throttled, retryable)
+    assert (lookup.refused, lookup.throttled, retryable(lookup)) == (
+        refused,
+        throttled,
+        worth_retrying,
+    )
     assert lookup.error_message
     if throttled:
         assert lookup.retry_after == 3.0
@@ -647,7 +652,7 @@ def test_a_close_whose_answer_proves_nothing_is_ambiguous(
 
     attempt = client.close_conversation(web_chat_sid(9))
 
-    assert (attempt.created, attempt.ambiguous, attempt.retryable) == (False, True, True)
+    assert (attempt.created, attempt.ambiguous, retryable(attempt)) == (False, True, True)
     assert attempt.error_code == "unreadable_answer"
 
 
@@ -657,7 +662,7 @@ def test_closing_an_invalid_sid_sends_nothing(
 ) -> None:
     attempt = client.close_conversation(sid)
 
-    assert (attempt.error_code, attempt.retryable) == ("invalid_sid", False)
+    assert (attempt.error_code, retryable(attempt)) == ("invalid_sid", False)
     assert hostile.received == []
 
 
@@ -777,7 +782,7 @@ def test_an_untrusted_certificate_is_a_final_failure(certificate: tuple[Path, Pa
         finally:
             twilio.close()
 
-    assert (attempt.error_code, attempt.ambiguous, attempt.retryable) == (
+    assert (attempt.error_code, attempt.ambiguous, retryable(attempt)) == (
         "tls_untrusted",
         False,
         False,
@@ -1009,10 +1014,10 @@ def test_the_conversations_root(
 def test_attempts_say_what_they_mean() -> None:
     assert Attempt(http_status=201).created
     assert not Attempt(http_status=201, ambiguous=True).created
-    assert Attempt(http_status=201, ambiguous=True).retryable
-    assert not Attempt(http_status=404).retryable
-    assert not Attempt(error_code="invalid_sid").retryable
-    assert Attempt(error_code="connection_failed").retryable
+    assert retryable(Attempt(http_status=201, ambiguous=True))
+    assert not retryable(Attempt(http_status=404))
+    assert not retryable(Attempt(error_code="invalid_sid"))
+    assert retryable(Attempt(error_code="connection_failed"))
     assert Lookup(http_status=200).ok
     assert not Lookup(http_status=200, error_code="too_many_pages").ok
 

@@ -18,11 +18,10 @@ from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
 from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
 from provisioner.plan import Decision
-from provisioner.retry import retry_policy
+from provisioner.retry import BACKOFF_BASE, BACKOFF_FLOOR, MAX_BACKOFF, retry_policy
 from provisioner.rows import Row
 from provisioner.send import (
     CLOCK_SKEW,
-    LOOKUP_BACKOFF,
     LOOKUP_LAG,
     LOOKUP_TRIES,
     RowHistory,
@@ -335,7 +334,18 @@ def sender(
         sleep=clocks.sleep,
         clock=clocks.clock,
         wall_clock=clocks.wall_clock,
+        jitter=random.Random(SEED),
     )
+
+
+def jittered(*tries: int) -> list[float]:
+    """The backoffs retry.py's policy draws after these tries, in this order, from a source
+    seeded as sender()'s is (its create retries and lookups share it)."""
+    source = random.Random(SEED)
+    return [
+        max(BACKOFF_FLOOR, source.uniform(0, min(MAX_BACKOFF, BACKOFF_BASE * 2 ** (n - 1))))
+        for n in tries
+    ]
 
 
 def test_a_lost_answer_then_found_is_created_with_one_create(
@@ -470,8 +480,10 @@ def test_a_lookup_that_keeps_failing_is_tried_with_backoff_then_fails_the_row(
     assert outcome.status is Status.FAILED
     assert outcome.error_code == "lookup_failed"
     assert outcome.error_message.endswith("the lookup failed: Service unavailable")
-    backoffs = [LOOKUP_BACKOFF * 2**n for n in range(LOOKUP_TRIES - 1)]
-    assert clocks.sleeps[2 : 2 + len(backoffs)] == backoffs  # after the retry wait and the lag
+    # The create's retry wait, the lag, then a jittered backoff between lookup tries.
+    retry_wait, *backoffs = jittered(1, *range(1, LOOKUP_TRIES))
+    assert clocks.sleeps[0] == retry_wait
+    assert clocks.sleeps[2 : 2 + len(backoffs)] == backoffs
 
 
 def test_a_lookup_that_keeps_failing_is_tried_lookup_tries_times(
@@ -490,11 +502,11 @@ def test_no_backoff_after_the_last_lookup_try(clocks: Clocks, stopping: Stopping
     sender(api, clocks, stopping).recheck(row(), CREATED_OUTCOME, START.timestamp())
 
     assert len(api.lookup_calls) == LOOKUP_TRIES
-    assert clocks.sleeps == [LOOKUP_BACKOFF * 2**n for n in range(LOOKUP_TRIES - 1)]
+    assert clocks.sleeps == jittered(*range(1, LOOKUP_TRIES))
 
 
 def test_a_throttled_lookup_pauses_for_its_retry_after(clocks: Clocks, stopping: Stopping) -> None:
-    retry_after = 5.0  # more than LOOKUP_BACKOFF, so only the limits' pause can explain the wait
+    retry_after = 5.0  # more than any first backoff, so only the limits' pause can explain it
     throttled = Lookup(http_status=429, error_code="20429", retry_after=retry_after)
     api = FakeApi(clocks, creates=[LOST, CREATED], lookups=[throttled, ABSENT])
 
