@@ -1051,6 +1051,14 @@ def status_command(out_dir: Path, ledger_path: Path | None, limit: int, as_json:
     help="Close (State=closed, never delete) the extra web chats of a row that has more than "
     "one, keeping the one the ledger records.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    envvar=env_name("concurrency"),
+    help="Lookups in flight at most; learns the account's real cap below it, as create does.",
+)
 @pacing_options
 @config_option
 @click.pass_obj
@@ -1068,6 +1076,7 @@ def reconcile_command(
     base_url: str | None,
     conversations_url: str | None,
     close_duplicates: bool,
+    concurrency: int,
     timeout: float,
     lookup_lag: float,
     rate: float,
@@ -1075,14 +1084,16 @@ def reconcile_command(
     """Settle rows that may exist at Twilio unrecorded, by looking them up; creates nothing.
 
     Without INPUT: every row the ledger shows in flight, with a lost answer, or with
-    duplicates. With INPUT: every row of the input, recording in the ledger what already
-    exists (rebuilds a lost ledger). Writes OUT/reconcile-<time>/reconcile.csv. Exit 0: all
-    settled, no duplicates left; 1 otherwise; 3: stopped early.
+    duplicates; no ledger there is an error (exit 2). With INPUT: every row of the input,
+    recording in the ledger what already exists (rebuilds a lost ledger). Rows are looked up
+    --concurrency at a time, within --rate. Writes OUT/reconcile-<time>/reconcile.csv, rows in
+    input (or ledger) order. Exit 0: all settled, no duplicates left; 1 otherwise; 3: stopped
+    early.
 
     \b
     Examples:
       provisioner reconcile
-      provisioner reconcile customers.xlsx --close-duplicates
+      provisioner reconcile customers.xlsx --close-duplicates --concurrency 4
     """
     base, conversations = _api_roots(runtime, base_url, conversations_url)
     options = ReconcileOptions(
@@ -1099,6 +1110,7 @@ def reconcile_command(
         close_duplicates=close_duplicates,
         timeout=timeout,
         rate=rate or None,
+        concurrency=concurrency,
         lookup_lag=lookup_lag,
     )
     voice = Voice(isatty=runtime.stderr_isatty)

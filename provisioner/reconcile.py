@@ -8,26 +8,27 @@ or deleted ledger is rebuilt without a duplicate.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioner.causes import plural
 from provisioner.cells import key_fingerprint
-from provisioner.client import Credentials, FoundConversation, TwilioClient
+from provisioner.client import Credentials, TwilioClient
 from provisioner.endpoints import scope_of
-from provisioner.errors import ExitCode
+from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Answer
+from provisioner.limits import AccountLimits, Answer, Sleep
+from provisioner.ordered import in_order
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
-from provisioner.run import CheckedInput, Runtime, moved_into, staged_input
-from provisioner.send import CLOSED, LookupFailure, Lookups, recent
+from provisioner.run import CheckedInput, Runtime, moved_into, run_folder, staged_input
+from provisioner.send import Lookups, Settlement, answer_of
 from provisioner.stopping import Stopping
 from provisioner.writers import CsvWriter
 
+RUN_PREFIX = "reconcile-"  # a reconcile's folder: reconcile-<UTC time>, beside create's runs
 RECONCILE_COLUMNS = (
     "row_key",
     "identity",
@@ -56,6 +57,7 @@ class ReconcileOptions:
     close_duplicates: bool = False
     timeout: float = 30.0
     rate: float | None = 5.0
+    concurrency: int = 8  # lookups in flight at most; the account's limits may hold fewer
     lookup_lag: float = 10.0
 
 
@@ -69,11 +71,24 @@ class ReconcileResult:
     duplicates_left: int = 0  # rows that still have open extra web chats
     failure: str = ""  # why the first failed lookup failed
     stopped: str = ""  # why it stopped before the last row, if it did
+    new_ledger: Path | None = None  # the ledger this reconcile started (there was none)
+
+    def add(self, checked: Checked) -> None:
+        """Count one row looked up."""
+        settlement = checked.settlement
+        self.counts[settlement.result] += 1
+        if settlement.result is LookupResult.FAILED and not self.failure:
+            self.failure = settlement.message
+        self.closed += len(checked.closed)
+        if _left_open(checked):
+            self.duplicates_left += 1
 
     def lines(self) -> list[str]:
         """The end of a reconcile, for people."""
         found = ", ".join(f"{n} {name}" for name, n in sorted(self.counts.items())) or "nothing"
         lines = [f"looked up {plural(sum(self.counts.values()), 'row')}: {found}"]
+        if self.new_ledger is not None:
+            lines.append(f"the ledger is new: {self.new_ledger}")
         if self.closed:
             lines.append(f"closed {plural(self.closed, 'extra web chat')}")
         if self.duplicates_left:
@@ -101,66 +116,60 @@ class ReconcileResult:
 def reconcile(
     options: ReconcileOptions, runtime: Runtime, credentials: Credentials
 ) -> ReconcileResult:
-    """Look rows up and record what exists; close extra web chats when asked."""
+    """Look rows up, `concurrency` at once, and record what exists; close extra web chats when
+    asked. reconcile.csv lists the rows in input (or ledger) order."""
     scope = scope_of(credentials.account, options.base_url)
     ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
+    new_ledger = not ledger_path.exists()
+    if new_ledger and options.input_path is None:
+        # An empty ledger made here would say "nothing unsettled": a false all-clear.
+        raise LedgerError(
+            f"{ledger_path}: no ledger here, so nothing to reconcile; pass the --ledger (or "
+            "--out) that create used, or INPUT to look every row up and start a ledger"
+        )
     with ExitStack() as stack:
         # As in create: a broken input leaves no folder and no ledger behind.
         checked = staged_input(options, runtime, stack) if options.input_path is not None else None
         ledger = stack.enter_context(open_ledger(ledger_path, scope))
         opened = runtime.wall_clock()
-        run_dir = _run_folder(options.out_dir)
+        _, run_dir = run_folder(options.out_dir, prefix=RUN_PREFIX)
         checked = moved_into(checked, run_dir) if checked is not None else None
         client = TwilioClient(
             options.base_url,
             options.conversations_url,
             credentials,
             timeout=options.timeout,
-            pool_size=1,
+            pool_size=options.concurrency,
             env=runtime.env,
         )
         stack.callback(client.close)
         stopping = Stopping(runtime.say)
-        limits = AccountLimits(options.rate, 1, runtime.clock)
+        limits = AccountLimits(options.rate, options.concurrency, runtime.clock)
         sleep = runtime.sleep or stopping.sleep
-        lookups = Lookups(client, limits, stopping, sleep)
-
-        def closer(sid: str) -> bool:
-            """Close one conversation, within the account's limits; True when it closed."""
-            permit = limits.acquire(sleep, stopping.event)
-            if permit is None:
-                return False
-            answer = Answer.NO_ANSWER
-            try:
-                attempt = client.close_conversation(sid)
-                answer = Answer.THROTTLED if attempt.http_status == 429 else Answer.ACCEPTED
-            finally:
-                limits.release(permit, answer, 0.0, None)
-            return attempt.created
-
-        result = ReconcileResult(run_dir / "reconcile.csv")
+        checker = _Checker(
+            options, Lookups(client, limits, stopping, sleep, runtime.jitter), client, opened
+        )
+        result = ReconcileResult(
+            run_dir / "reconcile.csv", new_ledger=ledger_path if new_ledger else None
+        )
+        if new_ledger:
+            runtime.say(f"the ledger is new: {ledger_path}; what each lookup finds is recorded")
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
             with stopping.on_signals():
-                for key, identity, entry in _targets(checked, ledger, scope):
-                    stopping.announce()
-                    if stopping.is_set:
-                        break
-                    _wait_for_the_index(entry, options.lookup_lag, runtime, stopping, opened)
-                    found = lookups.find(identity)
-                    verdict = (
-                        Verdict(LookupResult.FAILED, message=found.message)
-                        if isinstance(found, LookupFailure)
-                        else verdict_of(recent(found.conversations, _since(entry)), entry)
-                    )
-                    closed = _settle(ledger, closer, key, identity, entry, verdict, options)
-                    result.counts[verdict.result] += 1
-                    if verdict.result is LookupResult.FAILED and not result.failure:
-                        result.failure = verdict.message
-                    result.closed += len(closed)
-                    if len(closed) < len(verdict.others):
-                        result.duplicates_left += 1
-                    writer.write(_line(key, identity, verdict, closed))
+                for target, checked_row in in_order(
+                    _targets(checked, ledger, scope),
+                    lambda target: checker.check(target, runtime, sleep),
+                    concurrency=options.concurrency,
+                    stopping=stopping,
+                    not_done=lambda target: NOT_LOOKED_UP,
+                    cut_off=lambda target: NOT_LOOKED_UP,
+                ):
+                    if checked_row is NOT_LOOKED_UP:
+                        continue  # the run stopped first: the next reconcile looks it up
+                    _record(ledger, target, checked_row)
+                    result.add(checked_row)
+                    writer.write(_line(target, checked_row))
         finally:
             writer.close()
         result.stopped = stopping.reason
@@ -168,120 +177,125 @@ def reconcile(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _targets(
-    checked: CheckedInput | None, ledger: Ledger, scope: str
-) -> Iterator[tuple[str, str, Entry | None]]:
-    """(row key, identity, ledger entry) of every row to look up: the input's valid rows, or
-    without an input what the ledger shows unsettled."""
+@dataclass(frozen=True)
+class Target:
+    """A row to look up: its key, its identity, and what the ledger knows of it."""
+
+    key: str
+    identity: str
+    entry: Entry | None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What one row's lookup settled, and the extra web chats closed for it."""
+
+    settlement: Settlement
+    closed: tuple[str, ...] = ()
+
+
+NOT_LOOKED_UP = Checked(Settlement(LookupResult.NONE))  # the run stopped before it was
+
+
+def _targets(checked: CheckedInput | None, ledger: Ledger, scope: str) -> Iterator[Target]:
+    """Every row to look up: the input's valid rows, or without an input what the ledger
+    shows unsettled."""
     if checked is None:
         for entry in ledger.unsettled():
-            yield entry.row_key, entry.identity or derive_identity(scope, entry.row_key), entry
+            identity = entry.identity or derive_identity(scope, entry.row_key)
+            yield Target(entry.row_key, identity, entry)
         return
     builder = RowBuilder(checked.columns, checked.repeats)
     for number, cells in checked.table.rows():
         row = builder.build(number, cells).with_identity(scope)
         if row.problem is None:
-            yield row.key, row.identity, ledger.lookup(row.key)
+            yield Target(row.key, row.identity, ledger.lookup(row.key))
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What one row's lookup settled: the web chat the ledger keeps and the open extras."""
+class _Checker:
+    """Looks one row up and closes its extra web chats when asked; runs on a worker thread,
+    touches no file and not the ledger."""
 
-    result: LookupResult
-    kept: str = ""
-    others: tuple[str, ...] = ()
-    message: str = ""
+    def __init__(
+        self, options: ReconcileOptions, lookups: Lookups, client: TwilioClient, opened: float
+    ) -> None:
+        self.options, self.lookups, self.client, self.opened = options, lookups, client, opened
+
+    def check(self, target: Target, runtime: Runtime, sleep: Sleep) -> Checked:
+        """Wait for the index if the row was sent moments ago, look it up, close extras."""
+        stopping = self.lookups.stopping
+        entry = target.entry
+        if entry is not None and entry.status != "created":
+            # A row an earlier run was sending moments ago may not show in the index yet.
+            wait = entry.last_sent_by(self.opened) + self.options.lookup_lag - runtime.wall_clock()
+            if wait > 0:
+                sleep(wait)
+        since = entry.first_sent or None if entry is not None else None
+        recorded = entry.conversation_sid if entry is not None else ""
+        settlement = self.lookups.settle(target.identity, since, recorded)
+        if stopping.is_set and settlement.result is LookupResult.FAILED:
+            return NOT_LOOKED_UP  # cut short by the stop, not an answer
+        closed: tuple[str, ...] = ()
+        if self.options.close_duplicates:
+            closed = tuple(sid for sid in settlement.others if self._close(sid))
+        return Checked(settlement, closed)
+
+    def _close(self, sid: str) -> bool:
+        """Close one conversation, within the account's limits; True when it closed."""
+        limits, stopping = self.lookups.limits, self.lookups.stopping
+        permit = limits.acquire(self.lookups.sleep, stopping.event)
+        if permit is None:
+            return False
+        answer, retry_after = Answer.NO_ANSWER, None
+        try:
+            attempt = self.client.close_conversation(sid)
+            answer, retry_after = answer_of(attempt), attempt.retry_after
+        finally:
+            limits.release(permit, answer, 0.0, retry_after)
+        return attempt.created
 
 
-def verdict_of(conversations: tuple[FoundConversation, ...], entry: Entry | None) -> Verdict:
-    """Keep the ledger's web chat when it is there (open or closed), else the first open one,
-    else the oldest; only open extras are duplicates (a closed one harms nobody)."""
-    if not conversations:
-        return Verdict(LookupResult.ABSENT)
-    ordered = sorted(conversations, key=lambda found: found.date_created)
-    sids = [found.sid for found in ordered]
-    open_sids = [found.sid for found in ordered if found.state != CLOSED]
-    if entry is not None and entry.conversation_sid in sids:
-        kept = entry.conversation_sid
-    else:
-        kept = open_sids[0] if open_sids else sids[0]
-    others = tuple(sid for sid in open_sids if sid != kept)
-    return Verdict(LookupResult.DUPLICATES if others else LookupResult.FOUND, kept, others)
-
-
-def _settle(
-    ledger: Ledger,
-    closer: Callable[[str], bool],
-    key: str,
-    identity: str,
-    entry: Entry | None,
-    verdict: Verdict,
-    options: ReconcileOptions,
-) -> list[str]:
-    """Record what the lookup found; close the extra web chats when asked. Returns those closed."""
-    if verdict.result is LookupResult.FAILED:
-        return []
-    if verdict.result is LookupResult.ABSENT:
+def _record(ledger: Ledger, target: Target, checked: Checked) -> None:
+    """Record what the lookup found (on the main thread: the ledger is not shared)."""
+    settlement, entry = checked.settlement, target.entry
+    if settlement.result is LookupResult.FAILED:
+        return
+    if settlement.result is LookupResult.ABSENT:
         if entry is not None and entry.status != "created":
             # Nothing exists: no lost answer is outstanding, the next run sends the row.
             with ledger.transaction():
-                ledger.record_failed(key, entry.run_id, ambiguous_attempts=0, lookup="absent")
-        return []
-    closed = []
-    if options.close_duplicates:
-        for sid in verdict.others:
-            if closer(sid):
-                closed.append(sid)
-    left = [sid for sid in verdict.others if sid not in closed]
+                ledger.record_failed(
+                    target.key, entry.run_id, ambiguous_attempts=0, lookup=LookupResult.ABSENT
+                )
+        return
+    left = _left_open(checked)
     with ledger.transaction():
         ledger.record_created(
-            key,
+            target.key,
             entry.run_id if entry else "reconcile",
-            conversation_sid=verdict.kept,
-            identity=identity,
+            conversation_sid=settlement.kept,
+            identity=target.identity,
             request_id=entry.request_id if entry else "",
             ambiguous_attempts=entry.ambiguous_attempts if entry else 0,
             lookup=LookupResult.DUPLICATES.value if left else LookupResult.FOUND.value,
             duplicate_sids=" ".join(left),
-            key_fingerprint=key_fingerprint(key),
+            key_fingerprint=key_fingerprint(target.key),
         )
-    return closed
 
 
-def _wait_for_the_index(
-    entry: Entry | None, lag: float, runtime: Runtime, stopping: Stopping, opened: float
-) -> None:
-    """A row an earlier run was sending moments ago may not show in the index yet."""
-    if entry is None or entry.status == "created":
-        return
-    wait = entry.last_sent_by(opened) + lag - runtime.wall_clock()
-    if wait > 0:
-        (runtime.sleep or stopping.sleep)(wait)
+def _left_open(checked: Checked) -> list[str]:
+    """The row's extra web chats still open after closing."""
+    return [sid for sid in checked.settlement.others if sid not in checked.closed]
 
 
-def _since(entry: Entry | None) -> float | None:
-    """The row's first attempt: conversations older than it are not its web chat."""
-    return entry.first_sent or None if entry is not None else None
-
-
-def _line(key: str, identity: str, verdict: Verdict, closed: list[str]) -> list[str]:
+def _line(target: Target, checked: Checked) -> list[str]:
+    settlement = checked.settlement
     return [
-        key,
-        identity,
-        verdict.result.value,
-        verdict.kept,
-        " ".join(verdict.others),
-        " ".join(closed),
-        verdict.message,
+        target.key,
+        target.identity,
+        settlement.result.value,
+        settlement.kept,
+        " ".join(settlement.others),
+        " ".join(checked.closed),
+        settlement.message,
     ]
-
-
-def _run_folder(out_dir: Path) -> Path:
-    base = "reconcile-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir, number = out_dir / base, 1
-    while run_dir.exists():
-        number += 1
-        run_dir = out_dir / f"{base}-{number}"
-    run_dir.mkdir(parents=True, mode=0o700)
-    return run_dir

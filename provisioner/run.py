@@ -218,7 +218,7 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
             ledger = stack.enter_context(open_ledger(options.ledger_file, endpoint.scope))
             if options.strict:
                 _refuse_invalid_or_changed_keys(checked, ledger, endpoint)
-        run_id, run_dir = _run_folder(options)
+        run_id, run_dir = run_folder(options.out_dir, options.run_id)
         checked = moved_into(checked, run_dir)
         stack.enter_context(_run_log(run_dir / "run.log", endpoint.credentials))
         run = _Run(options, runtime, checked, endpoint, ledger, run_id, run_dir)
@@ -342,9 +342,9 @@ def _ledger_scope(options: RunOptions, credentials: Credentials | None) -> str:
     return scope_of(credentials.account, options.base_url) if credentials else ""
 
 
-def new_run_id(out_dir: Path) -> str:
+def new_run_id(out_dir: Path, prefix: str = "") -> str:
     """A run id from the UTC time, e.g. 20261124T214500Z, with -2, -3 ... if taken."""
-    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = prefix + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_id, number = base, 1
     while (out_dir / run_id).exists():
         number += 1
@@ -352,19 +352,21 @@ def new_run_id(out_dir: Path) -> str:
     return run_id
 
 
-def _run_folder(options: RunOptions) -> tuple[str, Path]:
-    if options.run_id is not None:
-        run_id = check_run_id(options.run_id)
-        run_dir = options.out_dir / run_id
+def run_folder(out_dir: Path, run_id: str | None = None, *, prefix: str = "") -> tuple[str, Path]:
+    """A new folder in `out_dir`, readable by its owner only: `run_id`, else `prefix` and the
+    UTC time (create's runs and reconcile's alike); ConfigError when it cannot be made."""
+    if run_id is not None:
+        run_id = check_run_id(run_id)
+        run_dir = out_dir / run_id
         if run_dir.exists():
             raise ConfigError(
                 f"{run_dir}: a run folder with this --run-id exists; choose another --run-id"
             )
     else:
-        run_id = new_run_id(options.out_dir)
-        run_dir = options.out_dir / run_id
+        run_id = new_run_id(out_dir, prefix)
+        run_dir = out_dir / run_id
     try:
-        options.out_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+        out_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
         run_dir.mkdir(mode=PRIVATE_FOLDER_MODE)
         run_dir.chmod(PRIVATE_FOLDER_MODE)  # whatever the umask: customer data is the owner's only
     except OSError as error:
