@@ -19,7 +19,7 @@ from provisioner.client import Credentials, TwilioClient
 from provisioner.endpoints import scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Answer, Sleep
+from provisioner.limits import AccountLimits, Answer, Clock
 from provisioner.ordered import in_order
 from provisioner.outcome import LookupResult
 from provisioner.rows import RowBuilder, derive_identity
@@ -146,20 +146,17 @@ def reconcile(
         stopping = Stopping(runtime.say)
         limits = AccountLimits(options.rate, options.concurrency, runtime.clock)
         sleep = runtime.sleep or stopping.sleep
-        checker = _Checker(
-            options, Lookups(client, limits, stopping, sleep, runtime.jitter), client, opened
-        )
+        lookups = Lookups(client, limits, stopping, sleep, runtime.jitter)
+        checker = _Checker(options, lookups, client, runtime.wall_clock, opened)
         result = ReconcileResult(
             run_dir / "reconcile.csv", new_ledger=ledger_path if new_ledger else None
         )
-        if new_ledger:
-            runtime.say(f"the ledger is new: {ledger_path}; what each lookup finds is recorded")
         writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
         try:
             with stopping.on_signals():
                 for target, checked_row in in_order(
                     _targets(checked, ledger, scope),
-                    lambda target: checker.check(target, runtime, sleep),
+                    checker.check,
                     concurrency=options.concurrency,
                     stopping=stopping,
                     not_done=lambda target: NOT_LOOKED_UP,
@@ -217,23 +214,28 @@ class _Checker:
     touches no file and not the ledger."""
 
     def __init__(
-        self, options: ReconcileOptions, lookups: Lookups, client: TwilioClient, opened: float
+        self,
+        options: ReconcileOptions,
+        lookups: Lookups,
+        client: TwilioClient,
+        wall_clock: Clock,
+        opened: float,
     ) -> None:
-        self.options, self.lookups, self.client, self.opened = options, lookups, client, opened
+        self.options, self.lookups, self.client = options, lookups, client
+        self.wall_clock, self.opened = wall_clock, opened
 
-    def check(self, target: Target, runtime: Runtime, sleep: Sleep) -> Checked:
+    def check(self, target: Target) -> Checked:
         """Wait for the index if the row was sent moments ago, look it up, close extras."""
-        stopping = self.lookups.stopping
         entry = target.entry
         if entry is not None and entry.status != "created":
             # A row an earlier run was sending moments ago may not show in the index yet.
-            wait = entry.last_sent_by(self.opened) + self.options.lookup_lag - runtime.wall_clock()
+            wait = entry.last_sent_by(self.opened) + self.options.lookup_lag - self.wall_clock()
             if wait > 0:
-                sleep(wait)
+                self.lookups.sleep(wait)
         since = entry.first_sent or None if entry is not None else None
         recorded = entry.conversation_sid if entry is not None else ""
         settlement = self.lookups.settle(target.identity, since, recorded)
-        if stopping.is_set and settlement.result is LookupResult.FAILED:
+        if self.lookups.stopping.is_set and settlement.result is LookupResult.FAILED:
             return NOT_LOOKED_UP  # cut short by the stop, not an answer
         closed: tuple[str, ...] = ()
         if self.options.close_duplicates:
