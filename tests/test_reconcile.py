@@ -4,8 +4,12 @@ and the command's cases (no ledger, a new ledger, a slow server, a hostile one).
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -50,9 +54,9 @@ def found(number: int, state: str = "active", minutes: int = 0) -> FoundConversa
 
 
 def reconcile_lines(out: Path) -> list[dict[str, str]]:
-    """The rows of the only reconcile.csv under `out`."""
-    (path,) = out.glob("reconcile-*/reconcile.csv")
-    return read_csv(path)
+    """The rows of the newest reconcile.csv under `out`."""
+    newest = max(out.glob("reconcile-*/reconcile.csv"), key=lambda path: path.parent.name)
+    return read_csv(newest)
 
 
 # ---------------------------------------------------------------- one settlement
@@ -478,3 +482,49 @@ def test_lookups_learn_the_accounts_cap_in_flight_as_create_does(
     # Eight at once against a cap of two would be refused about three times in four, every
     # row; learning the cap, few are.
     assert counting.throttled < rows / 2
+
+
+# ---------------------------------------------------------------- the command: a stop
+
+
+@pytest.mark.slow
+def test_an_interrupted_reconcile_lists_what_it_looked_up_in_order_and_exits_3(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    rows = 200
+    provisioner.emulator.latency = 0.05
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(rows))
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "provisioner", "reconcile", str(source),
+            "--out", str(provisioner.out), "--base-url", provisioner.emulator.url,
+            "--rate", "0", "--concurrency", "4",
+        ],
+        env={**os.environ, **provisioner.emulator.credentials_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while provisioner.emulator.lookups < 12:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "reconcile did not get going"
+        time.sleep(0.01)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 3, stderr
+    lines = reconcile_lines(provisioner.out)
+    numbers = [int(line["row_key"][1:]) for line in lines]
+    assert numbers == list(range(1, len(numbers) + 1))  # in input order, none skipped
+    assert 12 <= len(numbers) < rows
+    assert {line["lookup"] for line in lines} == {"absent"}  # none cut short counted as failed
+
+    provisioner.emulator.latency = 0.0
+    provisioner(
+        "reconcile", str(source), "--out", str(provisioner.out),
+        "--base-url", provisioner.emulator.url, "--rate", "0",
+    )  # fmt: skip
+
+    assert [line["lookup"] for line in reconcile_lines(provisioner.out)] == ["absent"] * rows
