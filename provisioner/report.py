@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import heapq
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any
 
 from provisioner.causes import CauseTally, cause_lines, explain, plural
 from provisioner.cells import unescape_cell
+from provisioner.ordered import InOrder
 from provisioner.outcome import (
     DRY_RUN,
     ERROR_STATUSES,
@@ -29,7 +29,6 @@ from provisioner.outcome import (
 from provisioner.rows import Row
 from provisioner.writers import TableWriter, write_atomically
 
-REORDER_LIMIT = 10_000  # outcomes held back waiting for an earlier, slower row
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
 # A new account's cap of one in flight cannot be shared with the live site (issue 21).
 ONE_IN_FLIGHT = (
@@ -125,8 +124,7 @@ class ResultFiles:
             self.paths[f"errors{suffix}"] = run_dir / f"errors{suffix}"
             self._results.append(factory(run_dir / f"results{suffix}", results_header))
             self._errors.append(factory(run_dir / f"errors{suffix}", errors_header))
-        self._waiting: list[tuple[int, int, Row, Outcome]] = []
-        self._next = 0
+        self._order: InOrder[tuple[Row, Outcome]] = InOrder()
         self._factories = dict(writer_factories)
         self._closed = False
 
@@ -143,17 +141,13 @@ class ResultFiles:
     @property
     def waiting(self) -> int:
         """Outcomes held back until the rows before them finish."""
-        return len(self._waiting)
+        return self._order.held
 
     def add(self, sequence: int, row: Row, outcome: Outcome) -> list[tuple[Row, Outcome]]:
         """Accept the `sequence`-th row's outcome (0-based); returns the rows now written."""
-        heapq.heappush(self._waiting, (sequence, row.number, row, outcome))
-        written = []
-        while self._waiting and self._waiting[0][0] == self._next:
-            _, _, ready_row, ready = heapq.heappop(self._waiting)
+        written = self._order.add(sequence, (row, outcome))
+        for ready_row, ready in written:
             self._write(ready_row, ready)
-            written.append((ready_row, ready))
-            self._next += 1
         if written:
             for writer in (*self._results, *self._errors):
                 writer.flush()
@@ -172,7 +166,7 @@ class ResultFiles:
 
     def close(self) -> None:
         """Close every file (once); every accepted outcome has been written."""
-        assert not self._waiting, "outcomes still waiting for earlier rows"
+        assert not self._order.held, "outcomes still waiting for earlier rows"
         if self._closed:
             return
         self._closed = True

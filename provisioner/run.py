@@ -36,6 +36,7 @@ from provisioner.errors import (
 )
 from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Clock, Sleep
+from provisioner.ordered import HELD_LIMIT
 from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.prelookup import (
@@ -52,7 +53,6 @@ from provisioner.report import (
     ERRORS_WORKBOOK,
     ONE_IN_FLIGHT,
     PREVIEW_ROWS,
-    REORDER_LIMIT,
     RedactingFilter,
     ResultFiles,
     Summary,
@@ -506,7 +506,7 @@ class _Run:
             cut_off=lambda job: cut_off(job.decision),
             on_start=started,
             backlog=lambda: self.files.waiting,
-            backlog_limit=REORDER_LIMIT,
+            backlog_limit=HELD_LIMIT,
             # A failure may stop the run (FailureStreak): it is counted as soon as it comes.
             routine=lambda outcome: outcome.status is Status.CREATED,
         )
