@@ -22,6 +22,7 @@ from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock
 from provisioner.ordered import in_order
 from provisioner.outcome import LookupResult
+from provisioner.report import learnt_options
 from provisioner.rows import RowBuilder, derive_identity
 from provisioner.run import CheckedInput, Runtime, moved_into, run_folder, staged_input
 from provisioner.send import Lookups, Settlement, answer_of
@@ -72,6 +73,8 @@ class ReconcileResult:
     failure: str = ""  # why the first failed lookup failed
     stopped: str = ""  # why it stopped before the last row, if it did
     new_ledger: Path | None = None  # the ledger this reconcile started (there was none)
+    throttled: int = 0  # lookups and closes Twilio answered 429
+    learnt: tuple[str, ...] = ()  # the limits learnt, as options to pass next time
 
     def add(self, checked: Checked) -> None:
         """Count one row looked up."""
@@ -96,6 +99,12 @@ class ReconcileResult:
                 f"{plural(self.duplicates_left, 'row')} still with open extra web chats: "
                 "pass --close-duplicates to close them"
             )
+        if self.throttled:
+            line = f"Twilio throttled {plural(self.throttled, 'request')} (429)"
+            if self.learnt:
+                these = "these" if len(self.learnt) > 2 else "this"
+                line += f"; reconcile learnt {' '.join(self.learnt)}: pass {these} next time"
+            lines.append(line)
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}; run reconcile again to finish")
         if self.counts[LookupResult.FAILED]:
@@ -170,6 +179,7 @@ def reconcile(
         finally:
             writer.close()
         result.stopped = stopping.reason
+        _learnt(result, options, limits)
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -283,6 +293,21 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> None:
             duplicate_sids=" ".join(left),
             key_fingerprint=key_fingerprint(target.key),
         )
+
+
+def _learnt(result: ReconcileResult, options: ReconcileOptions, limits: AccountLimits) -> None:
+    """What the account's answers taught the limits, said as create says it."""
+    state = limits.state()
+    result.throttled = state.throttled
+    result.learnt = tuple(
+        learnt_options(
+            {"requested": options.rate, "settled": state.settled_rate},
+            {
+                "concurrency_requested": options.concurrency,
+                "concurrency_settled": state.settled_concurrency,
+            },
+        )
+    )
 
 
 def _left_open(checked: Checked) -> list[str]:
