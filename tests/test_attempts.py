@@ -22,6 +22,7 @@ from provisioner.attempts import (
     parse_error_body,
     parse_retry_after,
 )
+from provisioner.retry import retryable
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 SID = "CH" + "0" * 32
@@ -31,7 +32,7 @@ SID = "CH" + "0" * 32
 
 
 @pytest.mark.parametrize(
-    ("attempt", "created", "retryable", "rejected"),
+    ("attempt", "created", "worth_retrying", "rejected"),
     [
         (Attempt(http_status=201, conversation_sid=SID), True, False, False),
         (Attempt(http_status=200, conversation_sid=SID), True, False, False),
@@ -54,11 +55,11 @@ SID = "CH" + "0" * 32
     ],
 )
 def test_an_attempt_says_what_it_came_to(
-    attempt: Attempt, created: bool, retryable: bool, rejected: bool
+    attempt: Attempt, created: bool, worth_retrying: bool, rejected: bool
 ) -> None:
-    assert (attempt.created, attempt.retryable, attempt.credentials_rejected) == (
+    assert (attempt.created, retryable(attempt), attempt.credentials_rejected) == (
         created,
-        retryable,
+        worth_retrying,
         rejected,
     )
 
@@ -67,7 +68,7 @@ def test_an_attempt_says_what_it_came_to(
 
 
 @pytest.mark.parametrize(
-    ("lookup", "ok", "retryable", "refused", "throttled"),
+    ("lookup", "ok", "worth_retrying", "refused", "throttled"),
     [
         (Lookup(http_status=200), True, False, False, False),
         (Lookup(http_status=200, error_code="too_many_pages"), False, False, False, False),
@@ -82,11 +83,11 @@ def test_an_attempt_says_what_it_came_to(
     ],
 )
 def test_a_lookup_says_what_it_came_to(
-    lookup: Lookup, ok: bool, retryable: bool, refused: bool, throttled: bool
+    lookup: Lookup, ok: bool, worth_retrying: bool, refused: bool, throttled: bool
 ) -> None:
-    assert (lookup.ok, lookup.retryable, lookup.refused, lookup.throttled) == (
+    assert (lookup.ok, retryable(lookup), lookup.refused, lookup.throttled) == (
         ok,
-        retryable,
+        worth_retrying,
         refused,
         throttled,
     )
@@ -95,7 +96,7 @@ def test_a_lookup_says_what_it_came_to(
 def test_an_ok_lookup_keeps_a_note_of_what_it_ignored_and_stays_ok() -> None:
     lookup = Lookup(http_status=200, error_message="1 entry without a sid ignored")
     assert lookup.ok
-    assert not lookup.retryable
+    assert not retryable(lookup)
 
 
 # ---------------------------------------------------------------- Retry-After
