@@ -173,7 +173,7 @@ def reconcile(
                 ):
                     if checked_row is NOT_LOOKED_UP:
                         continue  # the run stopped first: the next reconcile looks it up
-                    _record(ledger, target, checked_row)
+                    checked_row = _record(ledger, target, checked_row)
                     result.add(checked_row)
                     writer.write(_line(target, checked_row))
         finally:
@@ -245,8 +245,8 @@ class _Checker:
         since = entry.first_sent or None if entry is not None else None
         recorded = entry.conversation_sid if entry is not None else ""
         settlement = self.lookups.settle(target.identity, since, recorded)
-        if self.lookups.stopping.is_set and settlement.result is LookupResult.FAILED:
-            return NOT_LOOKED_UP  # cut short by the stop, not an answer
+        if settlement.stopped:
+            return NOT_LOOKED_UP  # cut short by the stop, not an answer: looked up next time
         closed: tuple[str, ...] = ()
         if self.options.close_duplicates:
             closed = tuple(sid for sid in settlement.others if self._close(sid))
@@ -267,11 +267,12 @@ class _Checker:
         return attempt.created
 
 
-def _record(ledger: Ledger, target: Target, checked: Checked) -> None:
-    """Record what the lookup found (on the main thread: the ledger is not shared)."""
+def _record(ledger: Ledger, target: Target, checked: Checked) -> Checked:
+    """Record what the lookup found (on the main thread: the ledger is not shared); returns
+    what the row came to, which is a failure when another row holds the web chat found."""
     settlement, entry = checked.settlement, target.entry
     if settlement.result is LookupResult.FAILED:
-        return
+        return checked
     if settlement.result is LookupResult.ABSENT:
         if entry is not None and entry.status != "created":
             # Nothing exists: no lost answer is outstanding, the next run sends the row.
@@ -279,10 +280,10 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> None:
                 ledger.record_failed(
                     target.key, entry.run_id, ambiguous_attempts=0, lookup=LookupResult.ABSENT
                 )
-        return
+        return checked
     left = _left_open(checked)
     with ledger.transaction():
-        ledger.record_created(
+        holder = ledger.record_created(
             target.key,
             entry.run_id if entry else "reconcile",
             conversation_sid=settlement.kept,
@@ -293,6 +294,14 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> None:
             duplicate_sids=" ".join(left),
             key_fingerprint=key_fingerprint(target.key),
         )
+    if not holder:
+        return checked
+    # One web chat never settles two rows (ledger.conversation_holders): not recorded.
+    message = (
+        f"the lookup named {settlement.kept}, which the ledger records for row key {holder!r}; "
+        "one web chat never settles two rows, so this row was not recorded"
+    )
+    return Checked(Settlement(LookupResult.FAILED, message=message), checked.closed)
 
 
 def _learnt(result: ReconcileResult, options: ReconcileOptions, limits: AccountLimits) -> None:

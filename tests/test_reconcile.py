@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,8 @@ from hypothesis import strategies as st
 
 from provisioner.client import Attempt, FoundConversation, Lookup
 from provisioner.emulator import Emulator
+from provisioner.endpoints import scope_of
+from provisioner.ledger import open_ledger
 from provisioner.limits import Answer
 from provisioner.ordered import InOrder, in_order
 from provisioner.outcome import LookupResult
@@ -388,13 +391,15 @@ def provisioner_identity(provisioner: Cli, key: str) -> str:
 
 class CountingServer(ThreadingHTTPServer):
     """A lookup server that holds each lookup a moment and counts the most held at once; with
-    `cap`, it refuses (429, Twilio's 20429) a lookup beyond that many, as Twilio does."""
+    `cap`, it refuses (429, Twilio's 20429) a lookup beyond that many, as Twilio does; with
+    `sid`, every identity asked for takes part in that one conversation."""
 
     daemon_threads = True
 
     def __init__(self, cap: int | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _CountingHandler)
         self.cap = cap
+        self.sid = ""
         self.in_flight = self.most = self.throttled = self.answered = 0
         self.lock = threading.Lock()
 
@@ -425,7 +430,17 @@ class _CountingHandler(BaseHTTPRequestHandler):
         with counts.lock:
             counts.in_flight -= 1
             counts.answered += 1
-        self._send(200, {"conversations": [], "meta": {"next_page_url": None}})
+        identity = parse_qs(urlsplit(self.path).query).get("Identity", [""])[0]
+        entries = [
+            {
+                "conversation_sid": counts.sid,
+                "participant_identity": identity,
+                "conversation_state": "active",
+                "conversation_date_created": "2026-11-25T10:00:00Z",
+            }
+        ]
+        page = {"conversations": entries if counts.sid else [], "meta": {"next_page_url": None}}
+        self._send(200, page)
 
     def _send(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -544,3 +559,25 @@ def test_an_interrupted_reconcile_lists_what_it_looked_up_in_order_and_exits_3(
     )  # fmt: skip
 
     assert [line["lookup"] for line in reconcile_lines(provisioner.out)] == ["absent"] * rows
+
+
+def test_one_web_chat_never_settles_two_rows_in_reconcile(
+    provisioner: Cli, counting: CountingServer, tmp_path: Path
+) -> None:
+    counting.sid = "CH" + "ab" * 16  # a server whose every lookup names the same conversation
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+
+    result = provisioner(
+        "reconcile", str(source), "--out", str(provisioner.out), "--base-url", counting.url,
+        "--rate", "0", expect=1,
+    )  # fmt: skip
+
+    lines = reconcile_lines(provisioner.out)
+    assert [line["lookup"] for line in lines] == ["found", "failed", "failed"]
+    assert lines[0]["conversation_sid"] == counting.sid
+    assert all(counting.sid in line["message"] and "'C1'" in line["message"] for line in lines[1:])
+    scope = scope_of(provisioner.emulator.username, counting.url)
+    with open_ledger(provisioner.out / "ledger.sqlite", scope) as ledger:
+        entries = ledger.lookup_all(["C1", "C2", "C3"])
+    assert {key: entry.conversation_sid for key, entry in entries.items()} == {"C1": counting.sid}
+    assert "2 failed" in result.stderr
