@@ -24,6 +24,7 @@ from provisioner.send import (
     CLOCK_SKEW,
     LOOKUP_LAG,
     LOOKUP_TRIES,
+    Lookups,
     RowHistory,
     RowSender,
     SendSettings,
@@ -616,6 +617,36 @@ def test_a_lookup_a_stop_cuts_short_is_stopped_not_a_failed_lookup(
     assert outcome.ambiguous_attempts == 1  # the ledger keeps it unsettled: looked up next run
     assert len(api.create_calls) == 1  # never sent again blindly
     assert api.lookup_calls == []
+
+
+def test_a_stop_during_a_lookups_backoff_is_stopped_not_a_failed_lookup(
+    clocks: Clocks, stopping: Stopping
+) -> None:
+    api = FakeApi(clocks, lookups=[LOOKUP_DOWN])
+
+    def sleep(seconds: float) -> None:  # Ctrl-C while the lookup waits to try again
+        clocks.sleep(seconds)
+        stopping.stop("interrupted by SIGINT")
+
+    lookups = Lookups(api, AccountLimits(None, 4, clock=clocks.clock), stopping, sleep)
+
+    settlement = lookups.settle(IDENTITY, None)
+
+    assert len(api.lookup_calls) == 1  # no try after the stop
+    assert (settlement.result, settlement.stopped) == (LookupResult.FAILED, True)
+
+
+def test_a_lookup_that_failed_every_try_is_failed_not_stopped(
+    clocks: Clocks, stopping: Stopping
+) -> None:
+    api = FakeApi(clocks, lookups=[LOOKUP_DOWN])
+    lookups = Lookups(api, AccountLimits(None, 4, clock=clocks.clock), stopping, clocks.sleep)
+
+    settlement = lookups.settle(IDENTITY, None)
+
+    assert len(api.lookup_calls) == LOOKUP_TRIES
+    assert (settlement.result, settlement.stopped) == (LookupResult.FAILED, False)
+    assert settlement.message == "the lookup failed: Service unavailable"
 
 
 def test_a_final_check_a_stop_cuts_short_keeps_what_the_run_knows(
