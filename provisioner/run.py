@@ -592,7 +592,7 @@ class _Run:
         workers = lookup_workers(self.options.concurrency)
         conversations = AccountLimits(None, workers, self.runtime.clock)
         return FirstLookups(
-            Lookups(client, conversations, self.stopping, sleep),
+            Lookups(client, conversations, self.stopping, sleep, self.runtime.jitter),
             self.stopping,
             shared=shared,
             new_ledger=self.new_ledger,
