@@ -288,13 +288,12 @@ def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[s
     A limit learnt is one that settled somewhere other than where it was asked to be (--rate
     less the reserve): a rate measured under the server's, or the concurrency a 429 showed too
     high. A rate only guessed down (halved with nothing to measure) never settles, so it is
-    never advised; nor is one learnt in a run that met other traffic on the account, whose
-    429s say what the others used, not what the account allows.
+    never advised; nor is one learnt with a reserve (a shared account): its 429s may say what
+    the others used, not what the account allows (`shared_rate_line` says so instead).
     """
     words: list[str] = []
     settled_rate, requested = rate.get("settled"), rate.get("requested")
-    ceiling = requested - (rate.get("reserve") or 0) if requested else requested
-    if settled_rate != ceiling and not rate.get("other_traffic_429"):
+    if settled_rate != requested and not rate.get("reserve"):
         words += ["--rate", "0" if settled_rate is None else f"{settled_rate:.1f}"]
     settled_concurrency = limits.get("concurrency_settled")
     if settled_concurrency is not None and settled_concurrency != limits.get(
@@ -302,6 +301,22 @@ def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[s
     ):
         words += ["--concurrency", str(settled_concurrency)]
     return words
+
+
+def shared_rate_line(rate: Mapping[str, Any]) -> str | None:
+    """With a reserve, a rate the run settled under --rate less the reserve, with no 429 it
+    could tell was the others': a lower limit or a website busy from the start look alike."""
+    settled, requested, reserve = rate.get("settled"), rate.get("requested"), rate.get("reserve")
+    if not reserve or not requested or settled is None or rate.get("other_traffic_429"):
+        return None
+    ceiling = requested - reserve
+    if settled >= ceiling:
+        return None
+    return (
+        f"the run settled at {settled:.1f}/s, under --rate less --reserve ({ceiling:g}/s): the "
+        "account's limit is lower than --rate, or other traffic was busy from the start; if "
+        "nothing else uses this account, --reserve 0 lets the run learn its limit and advise it"
+    )
 
 
 def visitors_line(visitors: Mapping[str, Any]) -> str:
@@ -368,6 +383,9 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
             these = "these" if len(learnt) > 2 else "this"
             line += f"; the run learnt {' '.join(learnt)}: pass {these} next time"
         say(line)
+        shared = shared_rate_line(summary.rate)
+        if shared:
+            say(shared)
     if summary.visitors is not None:
         keep(visitors_line(summary.visitors))
     if summary.other_traffic:

@@ -23,6 +23,7 @@ from provisioner.report import (
     end_of_run,
     learnt_options,
     other_traffic_line,
+    shared_rate_line,
     status_counts,
 )
 from provisioner.report_html import render_report
@@ -161,6 +162,7 @@ def test_a_cap_of_one_in_flight_is_said_once_and_kept_in_the_summary_and_report(
     rows = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(4 * ROWS))
     with Emulator(secret=SECRET, seed=1, max_concurrent=1, latency=0.05) as emulator:
         provisioner = Cli(emulator, Sleeps(), tmp_path)
+        provisioner.knows_the_scope()  # a first run's lookups would share the one slot too
         result = provisioner("create", str(rows), "--concurrency", "2", "--reserve", reserve)
 
     run_dir = only_run_dir(provisioner)
@@ -221,8 +223,11 @@ def test_several_busy_spells_are_still_one_line() -> None:
     [
         # --rate 5 less the reserve: the run was where it was asked to be.
         ({"requested": 5.0, "reserve": 1.0, "settled": 4.0}, []),
-        # A limit learnt below --rate less the reserve, alone on the account: advised.
-        ({"requested": 5.0, "reserve": 1.0, "settled": 2.7}, ["--rate", "2.7"]),
+        # A limit learnt below --rate less the reserve: a lower limit, or a website busy from
+        # the start (they look alike), so no --rate is advised on a shared account...
+        ({"requested": 5.0, "reserve": 1.0, "settled": 2.7}, []),
+        # ...and with --reserve 0, the run alone on the account, it is.
+        ({"requested": 5.0, "reserve": 0.0, "settled": 2.7}, ["--rate", "2.7"]),
         # The same, in a run that met other traffic: its 429s say nothing of the account.
         ({"requested": 5.0, "reserve": 1.0, "settled": 2.7, "other_traffic_429": 3}, []),
     ],
@@ -254,3 +259,17 @@ def test_a_hand_made_summary_with_an_unreadable_busy_spell_still_renders() -> No
     summary = json.loads(replace(a_summary(), other_traffic=[{"from": math.nan}]).to_json())
 
     assert "other-traffic" in render_report(summary)
+
+
+def test_a_rate_settled_under_the_ceiling_on_a_shared_account_names_both_causes() -> None:
+    shared = {"requested": 5.0, "reserve": 1.0, "settled": 3.1, "throttled_429": 4}
+
+    line = shared_rate_line(shared)
+
+    assert line is not None
+    assert "3.1/s" in line
+    assert "--reserve 0" in line
+    assert "--rate 3" not in line
+    assert shared_rate_line(dict(shared, settled=4.0)) is None  # where it was asked to be
+    assert shared_rate_line(dict(shared, other_traffic_429=2)) is None  # said as a busy spell
+    assert shared_rate_line(dict(shared, reserve=0.0)) is None  # alone: advised as --rate
