@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.emulator import spawn
+from tests.earlier_run import record_earlier_run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -164,7 +165,6 @@ def emulator(
     latency: float = 0.0,
     rate_limit: float | None = None,
     max_concurrent: int | None = None,
-    conversations_max_concurrent: int | None = None,
 ) -> Iterator[Served]:
     """`provisioner emulator` in its own process (through `spawn`); its answers read when it stops."""
     record = work / f"answers-{time.monotonic_ns()}.csv"
@@ -173,8 +173,6 @@ def emulator(
         options += ["--rate-limit", f"{rate_limit:g}"]
     if max_concurrent is not None:
         options += ["--max-concurrent", str(max_concurrent)]
-    if conversations_max_concurrent is not None:
-        options += ["--conversations-max-concurrent", str(conversations_max_concurrent)]
     process = spawn(options, ENV)
     served = Served(process.url, latency)
     try:
@@ -266,10 +264,21 @@ def run_job(
     *options: str,
     env: dict[str, str] | None = None,
     expect: tuple[int, ...] = (0, 1),
+    new_ledger: bool = False,
 ) -> JobRun:
-    """`provisioner create SOURCE OPTIONS` in a child process, measured; stderr shown if unexpected."""
+    """`provisioner create SOURCE OPTIONS` in a child process, measured; stderr shown if unexpected.
+
+    A run given `--base-url` starts from a ledger that an earlier, finished run in the same
+    account and host wrote, as an operator's ledger in steady use is: a ledger new to them
+    would look every row up before its first send (prelookup.py), which only `new_ledger`
+    runs (the first-lookup benchmark) are meant to measure.
+    """
     out = work / f"out-{time.monotonic_ns()}"
     out.mkdir(parents=True)
+    if not new_ledger and "--base-url" in options:
+        base_url = options[options.index("--base-url") + 1]
+        account = (env or ENV).get("TWILIO_ACCOUNT_SID", ACCOUNT)
+        record_earlier_run(out / "ledger.sqlite", account, base_url)
     command = [sys.executable, "-m", "provisioner", "create", str(source)]
     command += ["--out", str(out), "--run-id", "run", *options]
     # Run from the work folder: a provisioner.toml in the checkout must not change the options.

@@ -19,14 +19,13 @@ from hypothesis import settings
 
 from provisioner.cli import cli
 from provisioner.emulator import Emulator
-from provisioner.endpoints import scope_of
-from provisioner.ledger import open_ledger
 from provisioner.rows import IDENTITY_PREFIX
 from provisioner.run import Runtime
+from tests.earlier_run import EARLIER as EARLIER  # the earlier run Cli.knows_the_scope records
+from tests.earlier_run import record_earlier_run
 
 JITTER_SEED = 7
 SECRET = "s3cr3t-auth-token-never-printed"
-EARLIER = "earlier"  # the run id and row key of the earlier run Cli.knows_the_scope records
 
 # Every random choice in the tests is seeded, hypothesis's examples too: a failure seen once is
 # seen again on the next run (hypothesis still shrinks and saves what it finds).
@@ -146,18 +145,8 @@ class Cli:
         """Make the fixture's ledger one that an earlier, finished run in this account and host
         wrote (one row, `earlier`), as after a first run: a new ledger's rows are looked up
         before their first send (prelookup.py), which tests of other paths do not expect."""
-        scope = scope_of(self.emulator.username, base_url or self.emulator.url)
-        with open_ledger(self.out / "ledger.sqlite", scope) as ledger, ledger.transaction():
-            ledger.begin_run(EARLIER, "earlier.csv", forced=False)
-            ledger.record_created(
-                EARLIER,
-                EARLIER,
-                conversation_sid="CH" + "0" * 32,
-                identity=EARLIER,
-                request_id="",
-                ambiguous_attempts=0,
-            )
-            ledger.end_run(EARLIER, exit_code=0, counts={"created": 1}, stop_reason="")
+        ledger_file = self.out / "ledger.sqlite"
+        record_earlier_run(ledger_file, self.emulator.username, base_url or self.emulator.url)
 
 
 @pytest.fixture
