@@ -534,6 +534,12 @@ class ConcurrencyLimit:
         self._backoff = 1  # the probe spacings' multiplier: doubled by each 429 blamed here
         self._probing = False  # the limit was raised by a try not yet accepted at the new level
 
+    def sparing(self) -> bool:
+        """Whether a slot is kept free under the cap a 429 showed (--reserve): never a cap of
+        one, which cannot be shared; it is tried past now and then, as without a reserve, so
+        that a cap raised during the run is found."""
+        return self.spare and self.cap is not None and self.cap >= 2
+
     def latency(self) -> float | None:
         """The baseline latency of an accepted answer, if any was measured."""
         return self.baseline.value if self.baseline.count else None
@@ -556,7 +562,7 @@ class ConcurrencyLimit:
             self._lower(int(self.limit * CONCURRENCY_BACKOFF), now)
         elif (
             self.limit < self.ceiling
-            and not (self.spare and self.cap is not None)  # a try would take a live chat's slot
+            and not self.sparing()  # a try would take a live chat's slot
             and self._reached
             and ratio <= LATENCY_CALM
             and self._answers >= CONCURRENCY_PROBE_ANSWERS * self._backoff
@@ -691,8 +697,7 @@ class Limits:
         """The concurrency limit, one short of a cap a 429 showed when there is a reserve: the
         slot left free is a live chat's."""
         limit = self.concurrency.limit
-        spare = self.concurrency.spare and self.concurrency.cap is not None and limit >= 2
-        return limit - 1 if spare else limit
+        return limit - 1 if self.concurrency.sparing() and limit >= 2 else limit
 
     def allowed_rate(self) -> float | None:
         """The rate the run allows itself now: the learnt rate, or the yield to others."""

@@ -1,0 +1,52 @@
+"""Hostile cases for --reserve and the yield to other traffic (issue 21), found by attacking it.
+
+Simulated accounts (test_limits.py's harness: no thread, no sleep) for the model; the real CLI
+on loopback for what an operator sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tests.test_limits import Account, Reply, simulate
+
+LATENCY = (0.3, 0.3)  # Twilio's usual answer time
+
+
+@dataclass
+class CapRaisedMidRun(Account):
+    """A new account's cap of one in flight, raised (Twilio's support did) at `raised_at`."""
+
+    raised_at: float = 60.0
+    raised_to: int = 8
+
+    def handle(self, now: float) -> Reply:
+        if now >= self.raised_at:
+            self.cap = self.raised_to
+        return super().handle(now)
+
+
+@pytest.mark.parametrize("reserve", [0.0, 1.0])
+def test_a_cap_of_one_raised_mid_run_is_found_again_with_a_reserve_too(reserve: float) -> None:
+    # A cap of one cannot be shared, so no slot is kept free under it: trying one more in flight
+    # now and then takes nothing from a live chat, and finds the raised cap.
+    account = CapRaisedMidRun(cap=1, rate_limit=5.0, latency=LATENCY)
+
+    run = simulate(account, 5.0, 8, 1200.0, reserve=reserve)
+
+    state = run.limits.state()
+    assert state.cap != 1
+    assert max(level for at, level in run.sends if at >= 900.0) >= 2
+    assert run.throughput(since=900.0) >= 0.95 * (5.0 - reserve)
+
+
+def test_a_cap_of_one_that_stays_costs_ever_rarer_tries_with_a_reserve() -> None:
+    account = Account(cap=1, rate_limit=5.0, latency=LATENCY)
+
+    run = simulate(account, 5.0, 8, 600.0, reserve=1.0)
+
+    assert len(run.throttled) <= 4  # the first, then tries ever further apart
+    assert run.limits.state().cap == 1  # still said to people
+    assert run.throughput() >= 0.95 * (1 / 0.3)
