@@ -7,9 +7,15 @@ on loopback for what an operator sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from provisioner.cli import cli
+from provisioner.emulator import TokenBucket
+from provisioner.run import Runtime
+from tests.conftest import CUSTOMER_HEADER, customers, read_summary, write_csv
 from tests.test_limits import Account, Reply, simulate
 
 LATENCY = (0.3, 0.3)  # Twilio's usual answer time
@@ -50,3 +56,31 @@ def test_a_cap_of_one_that_stays_costs_ever_rarer_tries_with_a_reserve() -> None
     assert len(run.throttled) <= 4  # the first, then tries ever further apart
     assert run.limits.state().cap == 1  # still said to people
     assert run.throughput() >= 0.95 * (1 / 0.3)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.9])
+def test_a_token_bucket_under_one_a_second_still_takes_a_request_once_it_refilled(
+    rate: float,
+) -> None:
+    # `provisioner emulator --rate-limit 0.5`, or the sandbox of `--rate 0.9 --sandbox-live-rate`:
+    # a burst of `rate` tokens never holds a whole one, and every request was refused.
+    now = 0.0
+    bucket = TokenBucket(rate, lambda: now)
+    taken = []
+    for step in range(40):
+        now = step * 0.25
+        taken.append(bucket.take())
+
+    assert sum(taken) == pytest.approx(rate * 10.0, abs=1.0)
+
+
+def test_a_slow_sandbox_rehearsal_creates_every_row(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
+    arguments = ["create", str(source), "--sandbox", "--out", str(tmp_path / "out")]
+    arguments += ["--rate", "0.9", "--reserve", "0", "--sandbox-live-rate", "0.001"]
+
+    result = CliRunner().invoke(cli, arguments, obj=Runtime(env={}), catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [path for path in (tmp_path / "out").iterdir() if path.is_dir()]
+    assert read_summary(run_dir)["counts"]["created"] == 3

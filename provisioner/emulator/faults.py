@@ -34,18 +34,23 @@ RANDOM_FAULTS = (
 
 
 class TokenBucket:
-    """`rate` requests a second with a burst of `rate`: how the emulator limits, and tests model."""
+    """`rate` requests a second with a burst of `rate`: how the emulator limits, and tests model.
+
+    The burst is one request at least: a bucket under 1/s holding `rate` tokens would never
+    hold a whole one, and would refuse every request (`--rate-limit 0.5`).
+    """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.burst = max(1.0, rate)
         self._clock = clock
-        self._tokens = rate
+        self._tokens = self.burst
         self._stamp = clock()
 
     def take(self) -> bool:
         """Spend a token if one is there."""
         now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
