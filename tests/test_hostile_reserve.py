@@ -148,10 +148,15 @@ def test_a_reserve_exactly_half_a_request_below_the_rate_is_taken(tmp_path: Path
 
 @pytest.mark.xfail(
     strict=True,
-    reason="limits._blame: on an account limited by rate alone, with a burst of about one, a 429 "
-    "at two in flight is taken for a cap of one, and the run warns of one",
+    reason="limits._blame: a visitors' 429 at two in flight, a level not accepted in the last "
+    "10 s (the run yielded to about 2/s), is taken for a cap of one: the run keeps one in "
+    "flight, warns of a cap, and advises --concurrency 1 (seen for real: create --sandbox "
+    "--sandbox-live-rate 2.5, whose emulator has no cap)",
 )
-def test_an_account_limited_by_rate_alone_is_not_said_to_allow_one_in_flight() -> None:
-    run = simulate(Account(rate_limit=1.2, latency=LATENCY), 5.0, 8, 120.0, reserve=1.0)
+def test_an_account_with_no_cap_in_flight_is_not_said_to_allow_one() -> None:
+    # Twilio's 5/s with 300 ms answers and visitors at 2.5/s: a rate limit, and no cap.
+    account = Account(rate_limit=5.0, latency=LATENCY, visitors=((0.0, 2.5),), seed=10)
+
+    run = simulate(account, 5.0, 8, 110.0, seed=3, reserve=1.0)
 
     assert run.limits.state().cap != 1
