@@ -99,29 +99,6 @@ def advice_of(account: Account, duration: float, seed: int = 1) -> list[str]:
     return learnt_options(rate, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report.learnt_options advises the rate learnt, which --reserve 1 then refuses "
-    "(cli.create: --rate less --reserve under MIN_RATE); report.py is being refactored",
-)
-def test_the_rate_advised_is_one_the_next_run_takes(tmp_path: Path) -> None:
-    # An account that allows 1.2 requests a second: the run learns about 1.1/s.
-    advice = advice_of(Account(rate_limit=1.2, latency=LATENCY), 120.0)
-    assert advice[:1] == ["--rate"]
-    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(3))
-    arguments = ["create", str(source), "--dry-run", "--out", str(tmp_path / "out"), *advice]
-
-    result = CliRunner().invoke(cli, arguments, obj=Runtime(env={}), catch_exceptions=False)
-
-    assert result.exit_code == 0, result.output
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="limits: a 429 before any rate was held teaches the account's limit, so a run "
-    "started in a busy hour settles at what the visitors left it, and report.learnt_options "
-    "advises it as --rate",
-)
 def test_a_run_started_in_a_busy_hour_never_advises_a_lower_rate() -> None:
     # Twilio's 5/s account with visitors at 2/s from the first second, a two-minute batch.
     busy = Account(rate_limit=5.0, latency=LATENCY, visitors=((0.0, 2.0),), seed=7)
