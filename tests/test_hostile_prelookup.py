@@ -167,3 +167,18 @@ def test_a_stop_during_the_first_lookups_then_a_rerun_creates_each_customer_once
         assert creations_per_customer(emulator) == {f"Customer {n}": 1 for n in range(1, rows + 1)}
         statuses = [row["status"] for row in read_csv(tmp_path / "other" / "r3" / "results.csv")]
         assert statuses == ["existing"] * rows
+
+
+def test_a_ledger_deleted_between_runs_creates_nothing_again(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    provisioner("create", str(source), "--run-id", "a1", "--rate", "0")
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (provisioner.out / name).unlink(missing_ok=True)
+
+    provisioner("create", str(source), "--run-id", "a2", "--rate", "0")
+
+    assert provisioner.emulator.requests == ROWS  # the second run created nothing
+    rows = read_csv(provisioner.run_dir("a2") / "results.csv")
+    assert [(row["status"], row["lookup"]) for row in rows] == [("existing", "found")] * ROWS
