@@ -46,7 +46,8 @@ settles where the others' bursts refuse the run about once a minute, which leave
 bucket nearly always full. What others use is estimated as the account's rate less the
 reserve and the rate yielded to. A concurrency cap of 2 or more, once a 429 shows it, is kept
 one request short and never tried past, leaving a slot for a live chat; a cap of 1 cannot be
-shared (`LimitsState.cap`), which the run tells the operator. A reserve of 0 is the run alone
+shared (`LimitsState.cap`), which the run tells the operator, and is tried past now and then
+as without a reserve (a cap Twilio raises during the run is found). A reserve of 0 is the run alone
 on the account: nothing is yielded, every slot used, as before.
 
 The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
