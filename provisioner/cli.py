@@ -20,7 +20,6 @@ import click
 from click.core import ParameterSource
 
 from provisioner import __version__
-from provisioner.causes import plural
 from provisioner.charsets import encoding_problem
 from provisioner.client import (
     Credentials,
@@ -51,8 +50,11 @@ from provisioner.limits import MIN_RATE
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
-from provisioner.run import RunOptions, Runtime, create, new_run_id, run_id_problem
+from provisioner.run import RunOptions, create
+from provisioner.runtime import Runtime
+from provisioner.staging import new_run_id, run_id_problem
 from provisioner.table import MAX_SHEET_ROWS
+from provisioner.words import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate

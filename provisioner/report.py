@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.causes import CauseTally, cause_lines, explain, plural
+from provisioner.causes import CauseTally, cause_lines, explain
 from provisioner.cells import unescape_cell
 from provisioner.ordered import InOrder
 from provisioner.outcome import (
@@ -27,6 +27,7 @@ from provisioner.outcome import (
     Status,
 )
 from provisioner.rows import Row
+from provisioner.words import plural
 from provisioner.writers import TableWriter, write_atomically
 
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them

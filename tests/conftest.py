@@ -22,7 +22,7 @@ from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.ledger import open_ledger
 from provisioner.rows import IDENTITY_PREFIX
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 
 JITTER_SEED = 7
 SECRET = "s3cr3t-auth-token-never-printed"

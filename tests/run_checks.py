@@ -26,7 +26,7 @@ from provisioner.cli import cli
 from provisioner.client import PARTICIPANT_CONVERSATIONS_PATH, WEB_CHATS_PATH
 from provisioner.emulator import Emulator
 from provisioner.outcome import RESULT_COLUMNS
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import (
     SECRET,
     Cli,

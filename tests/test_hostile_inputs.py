@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from provisioner.cli import cli
 from provisioner.outcome import RESULT_COLUMNS
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import (
     CUSTOMER_HEADER,
     Cli,
