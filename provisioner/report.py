@@ -19,13 +19,11 @@ from provisioner.ordered import InOrder
 from provisioner.outcome import (
     DRY_RUN,
     ERROR_STATUSES,
-    RESULT_COLUMNS,
-    RESULT_SCHEMA,
-    ROW_KEY,
     LookupResult,
     Outcome,
     Status,
 )
+from provisioner.result_columns import RESULT_COLUMNS, RESULT_SCHEMA, ROW_KEY
 from provisioner.rows import Row
 from provisioner.words import plural
 from provisioner.writers import TableWriter, write_atomically

@@ -29,7 +29,7 @@ from provisioner.errors import (
 from provisioner.ledger import Ledger, open_ledger, utc_now
 from provisioner.limits import AccountLimits, Sleep
 from provisioner.ordered import HELD_LIMIT
-from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
+from provisioner.outcome import DRY_RUN, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.prelookup import (
     LOOKAHEAD_WINDOWS,
@@ -52,6 +52,7 @@ from provisioner.report import (
     WriterFactory,
 )
 from provisioner.report_html import write_report
+from provisioner.result_columns import ROW_KEY
 from provisioner.rows import (
     Columns,
     Row,
