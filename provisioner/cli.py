@@ -21,12 +21,6 @@ from click.core import ParameterSource
 
 from provisioner import __version__
 from provisioner.charsets import encoding_problem
-from provisioner.client import (
-    Credentials,
-    is_loopback,
-    resolve_base_url,
-    resolve_conversations_url,
-)
 from provisioner.config import (
     ENV_PREFIX,
     Setting,
@@ -43,9 +37,18 @@ from provisioner.emulator import (
     standalone_credentials,
 )
 from provisioner.emulator import summary as emulator_summary
-from provisioner.endpoints import CREDENTIAL_VARIABLES, REGION_VARIABLES, api_root
+from provisioner.endpoints import (
+    CREDENTIAL_VARIABLES,
+    REGION_VARIABLES,
+    Credentials,
+    api_root,
+    is_loopback,
+    resolve_base_url,
+    resolve_conversations_url,
+)
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
-from provisioner.ledger import lock_holder, read_status
+from provisioner.ledger_lock import lock_holder
+from provisioner.ledger_runs import read_status
 from provisioner.limits import MIN_RATE
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.cells import key_fingerprint
-from provisioner.client import Credentials, TwilioClient
-from provisioner.endpoints import scope_of
+from provisioner.client import TwilioClient
+from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock

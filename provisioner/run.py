@@ -14,10 +14,11 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from provisioner.client import Credentials, TwilioClient
+from provisioner import timestamps
+from provisioner.client import TwilioClient
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher, Idle
 from provisioner.emulator import Emulator
-from provisioner.endpoints import scope_of
+from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import (
     ConfigError,
     ExitCode,
@@ -26,7 +27,7 @@ from provisioner.errors import (
     ProvisionerError,
     ResultsError,
 )
-from provisioner.ledger import Ledger, open_ledger, utc_now
+from provisioner.ledger import Ledger, open_ledger
 from provisioner.limits import AccountLimits, Sleep
 from provisioner.ordered import HELD_LIMIT
 from provisioner.outcome import DRY_RUN, LookupResult, Outcome, Status
@@ -260,7 +261,7 @@ class _Run:
         # Rows finished, whatever their order (the tally counts them as they are written, in
         # input order, so one row waiting out --lookup-lag would hold the progress count back).
         self.finished: Counter[Status] = Counter()
-        self.started_at, self.started = utc_now(), runtime.clock()
+        self.started_at, self.started = timestamps.utc_now(), runtime.clock()
         self.started_wall = runtime.wall_clock()
         self.warnings: list[str] = []
         self.forced = 0
@@ -635,7 +636,7 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
         run_id=run.run_id,
         input=str(run.options.input_path),
         started_at=run.started_at,
-        ended_at=utc_now(),
+        ended_at=timestamps.utc_now(),
         duration_seconds=round(run.runtime.clock() - run.started, 3),
         rows=run.checked.rows,
         counts=counts,

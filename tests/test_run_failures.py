@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import cli
-from provisioner.client import Credentials
 from provisioner.emulator import Emulator
+from provisioner.endpoints import Credentials
 from provisioner.errors import ExitCode
 from provisioner.outcome import CUT_OFF, Status
 from provisioner.run import RunOptions, create
