@@ -8,7 +8,7 @@ import shlex
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
@@ -508,7 +508,7 @@ class _Run:
         summary = _summary_of(self, exit_code, counts)
         with self._writing_files():
             summary.write(self.run_dir / "summary.json")
-            write_report(self.run_dir / "report.html", asdict(summary))
+            write_report(self.run_dir / "report.html", summary)
         log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
         return summary
 
