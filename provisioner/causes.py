@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from provisioner.endpoints import CREDENTIAL_VARIABLES
 from provisioner.outcome import STOPPED
+from provisioner.words import plural
 
 TWILIO_ERROR_PAGE = "https://www.twilio.com/docs/api/errors/{code}"
 EXAMPLE_ROWS = 5  # rows kept per cause: enough to find the pattern, small enough to print
@@ -400,11 +401,6 @@ class CauseTally:
 
     def _ordered(self) -> list[_Entry]:
         return sorted(self._entries.values(), key=lambda entry: (-entry.count, entry.cause.code))
-
-
-def plural(count: int, noun: str, plural_noun: str = "") -> str:
-    """`1 row`, `2 rows`: a count with its noun in the right number."""
-    return f"{count} {noun if count == 1 else plural_noun or noun + 's'}"
 
 
 def cause_lines(causes: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -20,14 +20,7 @@ import click
 from click.core import ParameterSource
 
 from provisioner import __version__
-from provisioner.causes import plural
 from provisioner.charsets import encoding_problem
-from provisioner.client import (
-    Credentials,
-    is_loopback,
-    resolve_base_url,
-    resolve_conversations_url,
-)
 from provisioner.config import (
     ENV_PREFIX,
     Setting,
@@ -44,15 +37,27 @@ from provisioner.emulator import (
     standalone_credentials,
 )
 from provisioner.emulator import summary as emulator_summary
-from provisioner.endpoints import CREDENTIAL_VARIABLES, REGION_VARIABLES, api_root
+from provisioner.endpoints import (
+    CREDENTIAL_VARIABLES,
+    REGION_VARIABLES,
+    Credentials,
+    api_root,
+    is_loopback,
+    resolve_base_url,
+    resolve_conversations_url,
+)
 from provisioner.errors import ConfigError, ExitCode, ProvisionerError
-from provisioner.ledger import lock_holder, read_status
+from provisioner.ledger_lock import lock_holder
+from provisioner.ledger_runs import read_status
 from provisioner.limits import MIN_RATE
 from provisioner.progress import ProgressBar, ProgressLines, timestamp
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.report import Summary, end_of_run
-from provisioner.run import RunOptions, Runtime, create, new_run_id, run_id_problem
+from provisioner.run import RunOptions, create
+from provisioner.runtime import Runtime
+from provisioner.staging import new_run_id, run_id_problem
 from provisioner.table import MAX_SHEET_ROWS
+from provisioner.words import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Twilio's Flex Conversations limits page: "the Flex Webchat orchestrator currently has a rate

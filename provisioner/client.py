@@ -38,24 +38,8 @@ from provisioner.attempts import (
 from provisioner.endpoints import (
     DEFAULT_PORTS,
     Credentials,
-    is_loopback,
-    resolve_base_url,
-    resolve_conversations_url,
 )
 from provisioner.transport import Answer, Redactor, Transport
-
-# Re-exported: callers know these as the client's.
-__all__ = [
-    "Attempt",
-    "Credentials",
-    "FoundConversation",
-    "Lookup",
-    "TwilioClient",
-    "is_loopback",
-    "parse_retry_after",
-    "resolve_base_url",
-    "resolve_conversations_url",
-]
 
 WEB_CHATS_PATH = "/v2/WebChats"
 CONVERSATIONS_PATH = "/v1/Conversations"

@@ -16,42 +16,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner import timestamps
 from provisioner.errors import ExitCode, LedgerError
-from provisioner.ledger_lock import FileWatch, exclusive_lock, lock_holder, refuse_hard_links
+from provisioner.ledger_lock import FileWatch, exclusive_lock, refuse_hard_links
 from provisioner.ledger_runs import (
-    LedgerStatus,
-    RunRecord,
-    read_status,
     record_run_end,
     record_run_start,
 )
 from provisioner.ledger_schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
     UNSETTLED,
     connect,
     migrate,
-    utc_now,
     write_transaction,
 )
 from provisioner.outcome import CUT_OFF, Outcome, Status
 from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.timestamps import epoch_seconds
-
-# Re-exported: callers know these as the ledger's.
-__all__ = [
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "Entry",
-    "Finished",
-    "Ledger",
-    "LedgerStatus",
-    "RunRecord",
-    "lock_holder",
-    "open_ledger",
-    "read_status",
-    "utc_now",
-]
 
 # Created keys a new key is compared with: a fingerprint range holds a few at most.
 KEY_CANDIDATES = 20
@@ -288,7 +268,7 @@ class Ledger:
                 (self.scope, row_key),
             )
         else:
-            updated_at = prior.updated_at or utc_now()
+            updated_at = prior.updated_at or timestamps.utc_now()
             self._db.execute(
                 "UPDATE entries SET status = ?, run_id = ?, updated_at = ?, first_sent_at = ?"
                 " WHERE scope = ? AND row_key = ?",
@@ -340,7 +320,7 @@ class Ledger:
         self._db.execute(
             "UPDATE entries SET lookup = ?, duplicate_sids = ?, updated_at = ?"
             " WHERE scope = ? AND row_key = ?",
-            (lookup, duplicate_sids, utc_now(), self.scope, row_key),
+            (lookup, duplicate_sids, timestamps.utc_now(), self.scope, row_key),
         )
 
     def record_failed(
@@ -381,7 +361,7 @@ class Ledger:
     def _write_rows(self, statement: str, run_id: str, rows: Sequence[Sequence[object]]) -> None:
         """Run an upsert over `rows`: one statement, one step, however many rows (json_each)."""
         if rows:
-            values = {"scope": self.scope, "run_id": run_id, "now": utc_now()}
+            values = {"scope": self.scope, "run_id": run_id, "now": timestamps.utc_now()}
             self._db.execute(statement, {**values, "rows": json.dumps(rows)})
 
     def in_flight_count(self) -> int:

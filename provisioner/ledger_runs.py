@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner import timestamps
 from provisioner.errors import LedgerError
-from provisioner.ledger_schema import SCHEMA_VERSION, UNSETTLED, checked_version, connect, utc_now
+from provisioner.ledger_schema import SCHEMA_VERSION, UNSETTLED, checked_version, connect
 
 _RUNS_NEWEST_FIRST = (
     "SELECT r.run_id, r.scope, r.input, r.pid, r.started_at, r.ended_at, r.exit_code,"
@@ -54,7 +55,7 @@ def record_run_start(
     connection.execute(
         "INSERT OR REPLACE INTO runs (run_id, scope, input, pid, started_at, forced)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (run_id, scope, input_path, os.getpid(), utc_now(), int(forced)),
+        (run_id, scope, input_path, os.getpid(), timestamps.utc_now(), int(forced)),
     )
 
 
@@ -69,7 +70,7 @@ def record_run_end(
     """Record how a run ended."""
     connection.execute(
         "UPDATE runs SET ended_at = ?, exit_code = ?, counts = ?, stop_reason = ? WHERE run_id = ?",
-        (utc_now(), exit_code, json.dumps(dict(counts)), stop_reason, run_id),
+        (timestamps.utc_now(), exit_code, json.dumps(dict(counts)), stop_reason, run_id),
     )
 
 

@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioner.cells import key_fingerprint
@@ -76,11 +75,6 @@ UNSETTLED = (
     " OR (status = 'created' AND ambiguous_attempts > 0 AND lookup = '')"
     " OR lookup IN ('duplicates', 'failed')"
 )
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO 8601 with a Z, as the ledger stores times."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def connect(path: Path, *, read_only: bool, scratch: Path | None = None) -> sqlite3.Connection:

@@ -13,10 +13,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provisioner.causes import plural
 from provisioner.cells import key_fingerprint
-from provisioner.client import Credentials, TwilioClient
-from provisioner.endpoints import scope_of
+from provisioner.client import TwilioClient
+from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock
@@ -24,9 +23,11 @@ from provisioner.ordered import in_order
 from provisioner.outcome import LookupResult
 from provisioner.report import learnt_options
 from provisioner.rows import RowBuilder, derive_identity
-from provisioner.run import CheckedInput, Runtime, moved_into, run_folder, staged_input
+from provisioner.runtime import Runtime
 from provisioner.send import Lookups, Settlement, answer_of
+from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
+from provisioner.words import plural
 from provisioner.writers import CsvWriter
 
 RUN_PREFIX = "reconcile-"  # a reconcile's folder: reconcile-<UTC time>, beside create's runs

@@ -13,20 +13,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.causes import CauseTally, cause_lines, explain, plural
+from provisioner.causes import CauseTally, cause_lines, explain
 from provisioner.cells import unescape_cell
 from provisioner.ordered import InOrder
 from provisioner.outcome import (
     DRY_RUN,
     ERROR_STATUSES,
-    RESULT_COLUMNS,
-    RESULT_SCHEMA,
-    ROW_KEY,
     LookupResult,
     Outcome,
     Status,
 )
+from provisioner.result_columns import RESULT_COLUMNS, RESULT_SCHEMA, ROW_KEY
 from provisioner.rows import Row
+from provisioner.words import plural
 from provisioner.writers import TableWriter, write_atomically
 
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them

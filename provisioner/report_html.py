@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
-from provisioner.report import learnt_options, visitors_line
+from provisioner.report import Summary, learnt_options, visitors_line
 from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -83,40 +83,35 @@ h3 { font-size: 1em; margin: 18px 0 4px; }
 """
 
 
-def render_report(
-    summary: Mapping[str, Any], failing_rows: Sequence[Mapping[str, Any]] | None = None
-) -> str:
-    """The whole page for one run's summary (summary.json's keys); every value escaped."""
-    rows = failing_rows if failing_rows is not None else summary.get("failing_rows") or ()
-    run_id = str(summary.get("run_id", ""))
+def render_report(summary: Summary) -> str:
+    """The whole page for one run's summary (what summary.json holds); every value escaped."""
     sections = [
         _run_section(summary),
-        _counts_section(summary),
-        _visitors_section(summary.get("visitors")),
-        _causes_section(summary.get("causes") or ()),
-        _failing_section(summary.get("causes") or (), rows),
-        _lookups_section(summary.get("lookups") or {}),
+        _counts_section(summary.counts),
+        _visitors_section(summary.visitors),
+        _causes_section(summary.causes),
+        _failing_section(summary.causes, summary.failing_rows),
+        _lookups_section(summary.lookups),
         _rate_section(summary),
-        _warnings_section(summary.get("warnings") or ()),
-        _rerun_section(str(summary.get("rerun_command") or ""), summary.get("rerun_commands")),
-        _settings_section(summary.get("settings") or {}, summary.get("files") or {}),
+        _warnings_section(summary.warnings),
+        _rerun_section(summary.rerun_command, summary.rerun_commands),
+        _settings_section(summary.settings, summary.files),
     ]
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>provisioner run {_e(run_id)}</title>\n<style>{STYLE}</style></head>\n<body>\n"
+        f"<title>provisioner run {_e(summary.run_id)}</title>\n"
+        f"<style>{STYLE}</style></head>\n<body>\n"
         + "\n".join(section for section in sections if section)
         + "\n</body></html>\n"
     )
 
 
-def write_report(
-    path: Path, summary: Mapping[str, Any], failing_rows: Sequence[Mapping[str, Any]] | None = None
-) -> None:
+def write_report(path: Path, summary: Summary) -> None:
     """Write report.html atomically, readable by its owner only (it holds customer data)."""
-    write_atomically(path, render_report(summary, failing_rows))
+    write_atomically(path, render_report(summary))
 
 
 def _e(value: object) -> str:
@@ -156,34 +151,31 @@ def _words(key: str) -> str:
     return key.replace("_", " ")
 
 
-def _run_section(summary: Mapping[str, Any]) -> str:
-    exit_code = summary.get("exit_code")
-    words, tone = UNKNOWN_EXIT
-    if isinstance(exit_code, int):
-        words, tone = EXIT_WORDS.get(exit_code, UNKNOWN_EXIT)
+def _run_section(summary: Summary) -> str:
+    exit_code = summary.exit_code
+    words, tone = EXIT_WORDS.get(exit_code, UNKNOWN_EXIT)
     facts = [
-        ("input", f"<code>{_e(summary.get('input', ''))}</code>"),
-        ("started", _e(summary.get("started_at", ""))),
-        ("ended", _e(summary.get("ended_at", ""))),
-        ("duration", _duration(summary.get("duration_seconds"))),
-        ("rows in the input", _number(summary.get("rows"))),
-        ("requests sent", _number(summary.get("requests_sent"))),
+        ("input", f"<code>{_e(summary.input)}</code>"),
+        ("started", _e(summary.started_at)),
+        ("ended", _e(summary.ended_at)),
+        ("duration", _duration(summary.duration_seconds)),
+        ("rows in the input", _number(summary.rows)),
+        ("requests sent", _number(summary.requests_sent)),
         ("exit code", f"{_e(exit_code)}: {_e(words)}"),
     ]
-    if summary.get("stop_reason"):
-        facts.append(("stopped because", _e(summary["stop_reason"])))
-    if summary.get("dry_run"):
+    if summary.stop_reason:
+        facts.append(("stopped because", _e(summary.stop_reason)))
+    if summary.dry_run:
         facts.append(("dry run", "yes: nothing was sent"))
     listing = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
     return (
-        f"<header><h1>Run {_e(summary.get('run_id', ''))}</h1>"
+        f"<header><h1>Run {_e(summary.run_id)}</h1>"
         f'<p class="verdict {tone}">Exit {_e(exit_code)}: {_e(words)}</p></header>\n'
         f'<section id="run"><h2>The run</h2><dl>{listing}</dl></section>'
     )
 
 
-def _counts_section(summary: Mapping[str, Any]) -> str:
-    counts: Mapping[str, Any] = summary.get("counts") or {}
+def _counts_section(counts: Mapping[str, int]) -> str:
     total = sum(n for n in counts.values() if isinstance(n, int)) or 1
     lines = []
     for status, count in counts.items():
@@ -201,9 +193,9 @@ def _counts_section(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _visitors_section(visitors: object) -> str:
+def _visitors_section(visitors: Mapping[str, Any] | None) -> str:
     """--sandbox-live-rate: the website's visitors during the run, served and refused."""
-    if not isinstance(visitors, Mapping):
+    if visitors is None:
         return ""
     return (
         '<section id="visitors"><h2>Website visitors on the same account (sandbox)</h2>'
@@ -280,7 +272,7 @@ def _cut(value: object) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-def _lookups_section(lookups: Mapping[str, Any]) -> str:
+def _lookups_section(lookups: Mapping[str, int]) -> str:
     if not lookups or not any(lookups.values()):
         return (
             '<section id="lookups"><h2>Lookups at Twilio</h2><p>No answer was lost: '
@@ -312,14 +304,14 @@ def _values_table(title: str, values: Mapping[str, Any]) -> str:
     )
 
 
-def _rate_section(summary: Mapping[str, Any]) -> str:
-    timeline = [point for point in summary.get("timeline") or () if isinstance(point, Mapping)]
+def _rate_section(summary: Summary) -> str:
+    timeline = [point for point in summary.timeline if isinstance(point, Mapping)]
     return (
         '<section id="rate"><h2>Sending rate over time</h2>'
         + render_chart(timeline)
-        + _values_table("rate (requests per second)", summary.get("rate") or {})
-        + _values_table(_limits_title(summary), summary.get("limits") or {})
-        + _other_traffic_table(summary.get("other_traffic") or ())
+        + _values_table("rate (requests per second)", summary.rate)
+        + _values_table(_limits_title(summary), summary.limits)
+        + _other_traffic_table(summary.other_traffic)
         + "</section>"
     )
 
@@ -345,14 +337,14 @@ def _other_traffic_table(spells: Sequence[Any]) -> str:
     )
 
 
-def _limits_title(summary: Mapping[str, Any]) -> str:
-    learnt = learnt_options(summary.get("rate") or {}, summary.get("limits") or {})
+def _limits_title(summary: Summary) -> str:
+    learnt = learnt_options(summary.rate, summary.limits)
     if not learnt:
         return "limits (none learnt below what was asked)"
     return f"limits learnt (pass {' '.join(learnt)} next time)"
 
 
-def _warnings_section(warnings: Sequence[Any]) -> str:
+def _warnings_section(warnings: Sequence[str]) -> str:
     if not warnings:
         return ""
     items = "".join(f"<li>{_e(_cut(warning))}</li>" for warning in warnings[:WARNINGS_SHOWN])
@@ -361,10 +353,10 @@ def _warnings_section(warnings: Sequence[Any]) -> str:
     return f'<section id="warnings"><h2>Warnings</h2><ul>{items}</ul>{tail}</section>'
 
 
-def _rerun_section(command: str, by_file: object = None) -> str:
+def _rerun_section(command: str, by_file: Mapping[str, str]) -> str:
     if not command:
         return '<section id="rerun"><h2>Rerun</h2><p>Nothing left to send.</p></section>'
-    commands = dict(by_file) if isinstance(by_file, Mapping) and len(by_file) > 1 else {}
+    commands = dict(by_file) if len(by_file) > 1 else {}
     if not commands:
         return (
             '<section id="rerun"><h2>Rerun</h2><p>To send the rows still to do, with the same '
@@ -381,7 +373,7 @@ def _rerun_section(command: str, by_file: object = None) -> str:
     )
 
 
-def _settings_section(settings: Mapping[str, Any], files: Mapping[str, Any]) -> str:
+def _settings_section(settings: Mapping[str, Any], files: Mapping[str, str]) -> str:
     parts = []
     if settings:
         lines = []

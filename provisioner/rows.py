@@ -12,15 +12,11 @@ from dataclasses import dataclass, replace
 
 from provisioner.cells import key_fingerprint, spreadsheet_changed, unescape_cell
 from provisioner.errors import InputError
-from provisioner.outcome import (
-    ERROR_COLUMNS,
-    RESULT_COLUMNS,
+from provisioner.result_columns import (
     ROW_KEY,
     SOURCE_ROW,
     TOOL_COLUMN_SUFFIXES,
 )
-
-__all__ = ["ERROR_COLUMNS", "RESULT_COLUMNS", "ROW_KEY", "Columns", "Row", "RowBuilder"]
 
 ADDRESS_SID = "AddressSid"
 PARAMETERS = (

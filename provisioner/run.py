@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import re
 import shlex
-import shutil
-import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager, suppress
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Protocol
 
-from provisioner.causes import plural
-from provisioner.client import Credentials, TwilioClient
+from provisioner import timestamps
+from provisioner.client import TwilioClient
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher, Idle
 from provisioner.emulator import Emulator
-from provisioner.endpoints import scope_of
+from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import (
     ConfigError,
     ExitCode,
@@ -34,10 +27,10 @@ from provisioner.errors import (
     ProvisionerError,
     ResultsError,
 )
-from provisioner.ledger import Ledger, open_ledger, utc_now
-from provisioner.limits import AccountLimits, Clock, Sleep
+from provisioner.ledger import Ledger, open_ledger
+from provisioner.limits import AccountLimits, Sleep
 from provisioner.ordered import HELD_LIMIT
-from provisioner.outcome import DRY_RUN, ROW_KEY, LookupResult, Outcome, Status
+from provisioner.outcome import DRY_RUN, LookupResult, Outcome, Status
 from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.prelookup import (
     LOOKAHEAD_WINDOWS,
@@ -46,7 +39,7 @@ from provisioner.prelookup import (
     added_seconds,
     lookup_workers,
 )
-from provisioner.private import PRIVATE_FOLDER_MODE, open_private
+from provisioner.private import open_private
 from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
     ERRORS_CSV,
@@ -60,17 +53,18 @@ from provisioner.report import (
     WriterFactory,
 )
 from provisioner.report_html import write_report
+from provisioner.result_columns import ROW_KEY
 from provisioner.rows import (
-    ADDRESS_SID_PATTERN,
     Columns,
-    Repeats,
     Row,
     RowBuilder,
-    names_address_column,
 )
+from provisioner.runtime import Progress, Runtime
 from provisioner.send import Lookups, RowSender, SendSettings
+from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
-from provisioner.table import Table, open_table, snapshot_input
+from provisioner.table import Table
+from provisioner.words import plural
 from provisioner.writers import CsvWriter, XlsxWriter
 
 log = logging.getLogger("provisioner")
@@ -86,7 +80,6 @@ SANDBOX_LATENCY = 0.3
 SANDBOX_SCOPE = "sandbox"  # the ledger scope of --sandbox runs (the emulator's own account)
 DRY_RUN_SCOPE = "dry-run"  # identities a dry run without credentials shows are derived in it
 HIDDEN_ROWS_NAMED = 5  # hidden rows a warning names: enough to find them, short enough to read
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 XLSX = "--xlsx"  # the option that asks for workbooks, as a rerun command spells it
 
 
@@ -128,68 +121,12 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """A snapshot of a run, for progress bars and plain progress lines."""
-
-    done: int
-    total: int
-    counts: Mapping[Status, int]
-    requests: int
-    elapsed: float
-    throttled: int = 0
-    rate: float | None = None
-    concurrency: int = 0
-    stopped: bool = False
-
-
-@dataclass
-class Runtime:
-    """What tests replace: sleeping, the clocks, the environment, streams, what people see."""
-
-    sleep: Sleep | None = None  # None: a real sleep that a stop interrupts
-    clock: Clock = time.monotonic
-    wall_clock: Clock = time.time
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    say: Callable[[str], None] = lambda line: None
-    progress: Callable[[Progress], None] = lambda progress: None
-    stderr_isatty: bool = False
-    stdin: BinaryIO | None = None
-    jitter: random.Random = field(default_factory=random.Random)  # the backoff's random draws
-
-
-def run_id_problem(run_id: str) -> str | None:
-    """Why `run_id` cannot name a run folder, naming it; None when it can."""
-    if not _RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
-        return f"{run_id!r}: use a plain folder name (letters, digits, '.', '_', '-')"
-    return None
-
-
-def check_run_id(run_id: str) -> str:
-    """A run id must be a plain folder name."""
-    if (problem := run_id_problem(run_id)) is not None:
-        raise ConfigError(f"--run-id {problem}")
-    return run_id
-
-
-@dataclass(frozen=True)
 class _Endpoint:
     base_url: str
     conversations_url: str
     credentials: Credentials | None
     scope: str
     emulator: Emulator | None = None  # --sandbox's
-
-
-@dataclass(frozen=True)
-class CheckedInput:
-    """An input read whole and checked: its table, columns, row count and repeated values."""
-
-    table: Table
-    columns: Columns
-    rows: int
-    invalid: int
-    repeats: Repeats
-    scope: str | None = None  # the scope the rows' identities were checked in (read_input)
 
 
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
@@ -230,41 +167,6 @@ def create(options: RunOptions, runtime: Runtime, credentials: Credentials | Non
     raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow)
 
 
-class InputSettings(Protocol):
-    """How an input is read and mapped (create and reconcile share it)."""
-
-    @property
-    def input_path(self) -> Path | None: ...
-    @property
-    def columns(self) -> Mapping[str, str]: ...
-    @property
-    def encoding(self) -> str | None: ...
-    @property
-    def delimiter(self) -> str | None: ...
-    @property
-    def sheet(self) -> str | None: ...
-    @property
-    def header_row(self) -> int | None: ...
-
-
-def staged_input(
-    options: InputSettings, runtime: Runtime, stack: ExitStack, scope: str | None = None
-) -> CheckedInput:
-    """The input copied into a staging folder and read whole before anything else is made, so
-    that a broken file leaves no run folder and no ledger behind (then see `moved_into`)."""
-    assert options.input_path is not None, "an input to stage"
-    staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provisioner-")))
-    source = snapshot_input(options.input_path, staging, runtime.stdin or sys.stdin.buffer)
-    return read_input(options, source, scope)
-
-
-def moved_into(checked: CheckedInput, run_dir: Path) -> CheckedInput:
-    """The input's copy moved from its staging folder into the run folder."""
-    snapshot = run_dir / checked.table.path.name
-    shutil.move(checked.table.path, snapshot)
-    return replace(checked, table=replace(checked.table, path=snapshot))
-
-
 def _check_input(
     options: RunOptions, runtime: Runtime, stack: ExitStack, ledger_known: bool, scope: str
 ) -> CheckedInput:
@@ -278,35 +180,6 @@ def _check_input(
             "--dry-run lists them, with the reasons, in errors.csv"
         )
     return checked
-
-
-def read_input(options: InputSettings, source: Path, scope: str | None = None) -> CheckedInput:
-    """Read the input's copy `source` whole: its table, columns and what repeats in it (with
-    `scope`, the ledger scope identities are derived in, the identities as sent too)."""
-    table = open_table(
-        source,
-        encoding=options.encoding,
-        delimiter=options.delimiter,
-        sheet=options.sheet,
-        header_row=options.header_row,
-        looks_like_header=lambda cells: names_address_column(cells, options.columns),
-        looks_like_row=lambda line: ADDRESS_SID_PATTERN.search(line) is not None,
-        name=str(options.input_path),
-    )
-    columns = Columns.resolve(table.headers, options.columns)
-    builder = RowBuilder(columns, scope=scope)
-    rows = invalid = 0
-    for number, cells in table.rows():
-        rows += 1
-        if builder.build(number, cells).problem is not None:
-            invalid += 1
-    if not rows:
-        raise InputError(f"{options.input_path}: has a header row but no data rows")
-    repeats = builder.repeats()
-    if repeats.duplicate_rows:  # candidates: a second pass tells them for certain, once a row
-        checker = RowBuilder(columns, repeats, scope)
-        invalid = sum(checker.build(*row).problem is not None for row in table.rows())
-    return CheckedInput(table, columns, rows, invalid, repeats, scope)
 
 
 def _endpoint(
@@ -340,38 +213,6 @@ def _ledger_scope(options: RunOptions, credentials: Credentials | None) -> str:
     if options.sandbox:
         return SANDBOX_SCOPE
     return scope_of(credentials.account, options.base_url) if credentials else ""
-
-
-def new_run_id(out_dir: Path, prefix: str = "") -> str:
-    """A run id from the UTC time, e.g. 20261124T214500Z, with -2, -3 ... if taken."""
-    base = prefix + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id, number = base, 1
-    while (out_dir / run_id).exists():
-        number += 1
-        run_id = f"{base}-{number}"
-    return run_id
-
-
-def run_folder(out_dir: Path, run_id: str | None = None, *, prefix: str = "") -> tuple[str, Path]:
-    """A new folder in `out_dir`, readable by its owner only: `run_id`, else `prefix` and the
-    UTC time (create's runs and reconcile's alike); ConfigError when it cannot be made."""
-    if run_id is not None:
-        run_id = check_run_id(run_id)
-        run_dir = out_dir / run_id
-        if run_dir.exists():
-            raise ConfigError(
-                f"{run_dir}: a run folder with this --run-id exists; choose another --run-id"
-            )
-    else:
-        run_id = new_run_id(out_dir, prefix)
-        run_dir = out_dir / run_id
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
-        run_dir.mkdir(mode=PRIVATE_FOLDER_MODE)
-        run_dir.chmod(PRIVATE_FOLDER_MODE)  # whatever the umask: customer data is the owner's only
-    except OSError as error:
-        raise ConfigError(f"{run_dir}: cannot create the run folder ({error.strerror})") from error
-    return run_id, run_dir
 
 
 @contextmanager
@@ -420,7 +261,7 @@ class _Run:
         # Rows finished, whatever their order (the tally counts them as they are written, in
         # input order, so one row waiting out --lookup-lag would hold the progress count back).
         self.finished: Counter[Status] = Counter()
-        self.started_at, self.started = utc_now(), runtime.clock()
+        self.started_at, self.started = timestamps.utc_now(), runtime.clock()
         self.started_wall = runtime.wall_clock()
         self.warnings: list[str] = []
         self.forced = 0
@@ -667,7 +508,7 @@ class _Run:
         summary = _summary_of(self, exit_code, counts)
         with self._writing_files():
             summary.write(self.run_dir / "summary.json")
-            write_report(self.run_dir / "report.html", asdict(summary))
+            write_report(self.run_dir / "report.html", summary)
         log.info("run %s ended: exit %d, %s", self.run_id, exit_code, counts)
         return summary
 
@@ -795,7 +636,7 @@ def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summa
         run_id=run.run_id,
         input=str(run.options.input_path),
         started_at=run.started_at,
-        ended_at=utc_now(),
+        ended_at=timestamps.utc_now(),
         duration_seconds=round(run.runtime.clock() - run.started, 3),
         rows=run.checked.rows,
         counts=counts,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from tenacity import RetryCallState
 
-from provisioner.client import Attempt, FoundConversation, Lookup
+from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.limits import AccountLimits, Answer, Sleep
 from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
 from provisioner.plan import Decision

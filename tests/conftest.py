@@ -20,7 +20,7 @@ from hypothesis import settings
 from provisioner.cli import cli
 from provisioner.emulator import Emulator
 from provisioner.rows import IDENTITY_PREFIX
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.earlier_run import EARLIER as EARLIER  # the earlier run Cli.knows_the_scope records
 from tests.earlier_run import record_earlier_run
 

@@ -25,8 +25,8 @@ from click.testing import CliRunner, Result
 from provisioner.cli import cli
 from provisioner.client import PARTICIPANT_CONVERSATIONS_PATH, WEB_CHATS_PATH
 from provisioner.emulator import Emulator
-from provisioner.outcome import RESULT_COLUMNS
-from provisioner.run import Runtime
+from provisioner.result_columns import RESULT_COLUMNS
+from provisioner.runtime import Runtime
 from tests.conftest import (
     SECRET,
     Cli,

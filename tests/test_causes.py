@@ -15,8 +15,8 @@ from provisioner.causes import (
     CauseTally,
     cause_lines,
     explain,
-    plural,
 )
+from provisioner.words import plural
 
 WEBCHATS_CODES = [
     "20001",

@@ -20,19 +20,23 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from provisioner.attempts import MAX_RETRY_AFTER, parse_error_body
-from provisioner.client import (
-    MAX_LOOKUP_PAGES,
+from provisioner.attempts import (
+    MAX_RETRY_AFTER,
     Attempt,
-    Credentials,
     FoundConversation,
     Lookup,
-    TwilioClient,
+    parse_error_body,
     parse_retry_after,
+)
+from provisioner.client import MAX_LOOKUP_PAGES, TwilioClient
+from provisioner.endpoints import (
+    CA_BUNDLE_VARIABLES,
+    Credentials,
+    ca_bundle,
+    proxy_for,
     resolve_base_url,
     resolve_conversations_url,
 )
-from provisioner.endpoints import CA_BUNDLE_VARIABLES, ca_bundle, proxy_for
 from provisioner.errors import ConfigError
 from provisioner.retry import retryable
 from provisioner.transport import MAX_MESSAGE_CHARS

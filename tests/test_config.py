@@ -29,7 +29,7 @@ from provisioner.config import (
 )
 from provisioner.errors import ConfigError
 from provisioner.ledger import open_ledger
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, said, sid, write_csv
 
 SETTINGS = [

@@ -14,7 +14,8 @@ import pytest
 from provisioner.cells import unescape_cell
 from provisioner.cli import cli
 from provisioner.emulator import Fault, spawn
-from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS, derive_identity
+from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
+from provisioner.rows import derive_identity
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,

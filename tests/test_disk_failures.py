@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
-from provisioner.ledger import read_status
+from provisioner.ledger_runs import read_status
 from tests.conftest import (
     CUSTOMER_HEADER,
     Cli,

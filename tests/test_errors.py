@@ -22,6 +22,7 @@ from provisioner.errors import (
 )
 from provisioner.report_html import EXIT_WORDS, UNKNOWN_EXIT, render_report
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, said, write_csv
+from tests.summaries import summary_of
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 # A row of the README's exit code table: `| 3 | the run stopped early: ... |`.
@@ -74,7 +75,7 @@ def test_the_exit_codes_are_the_documented_numbers() -> None:
 def test_report_html_has_words_for_every_exit_code(code: ExitCode) -> None:
     assert EXIT_WORDS[code] != UNKNOWN_EXIT
 
-    page = render_report({"exit_code": int(code)})
+    page = render_report(summary_of({"exit_code": int(code)}))
 
     assert UNKNOWN_EXIT[0] not in page
     assert EXIT_WORDS[code][0] in page

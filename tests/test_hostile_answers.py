@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.client import PARTICIPANT_CONVERSATIONS_PATH, WEB_CHATS_PATH
-from provisioner.ledger import read_status
+from provisioner.ledger_runs import read_status
 from tests.conftest import (
     CUSTOMER_HEADER,
     Cli,

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import cli
-from provisioner.outcome import RESULT_COLUMNS
-from provisioner.run import Runtime
+from provisioner.result_columns import RESULT_COLUMNS
+from provisioner.runtime import Runtime
 from tests.conftest import (
     CUSTOMER_HEADER,
     Cli,

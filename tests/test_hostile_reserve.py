@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from provisioner.cli import cli
 from provisioner.emulator import TokenBucket
 from provisioner.report import learnt_options
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, customers, read_summary, write_csv
 from tests.test_limits import Account, Reply, simulate
 

@@ -15,7 +15,7 @@ from provisioner import config
 from provisioner.cli import cli
 from provisioner.config import CONFIG_NAME
 from provisioner.errors import ConfigError
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, write_csv
 from tests.hostile import HostileServer, Reply
 from tests.run_checks import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import ledger as ledger_module
+from provisioner import timestamps
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
@@ -30,7 +30,7 @@ def counting_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every write gets a distinct, increasing time, so a restored time is told from a new one."""
     ticks = itertools.count(1)
     monkeypatch.setattr(
-        ledger_module, "utc_now", lambda: f"2026-11-25T10:00:{next(ticks):02d}.000000Z"
+        timestamps, "utc_now", lambda: f"2026-11-25T10:00:{next(ticks):02d}.000000Z"
     )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import LedgerError
-from provisioner.ledger import lock_holder, open_ledger
-from provisioner.ledger_lock import exclusive_lock, refuse_hard_links
+from provisioner.ledger import open_ledger
+from provisioner.ledger_lock import exclusive_lock, lock_holder, refuse_hard_links
 
 SCOPE = "AC123@flex-api.twilio.com"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import ledger as ledger_module
-from provisioner import ledger_runs
+from provisioner import timestamps
 from provisioner.errors import LedgerError
-from provisioner.ledger import Ledger, RunRecord, open_ledger, read_status
+from provisioner.ledger import Ledger, open_ledger
+from provisioner.ledger_runs import RunRecord, read_status
 from provisioner.ledger_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import conversation_sid_of
 
@@ -31,8 +31,7 @@ def counting_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     def now() -> str:
         return f"2026-11-25T10:00:{next(ticks):02d}.000000Z"
 
-    monkeypatch.setattr(ledger_module, "utc_now", now)
-    monkeypatch.setattr(ledger_runs, "utc_now", now)
+    monkeypatch.setattr(timestamps, "utc_now", now)
 
 
 @pytest.fixture

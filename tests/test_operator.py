@@ -31,7 +31,7 @@ from provisioner.causes import OUR_CODES, TWILIO_CODES, Explanation
 from provisioner.cells import unescape_cell
 from provisioner.cli import cli
 from provisioner.emulator import Emulator, Fault, spawn
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,

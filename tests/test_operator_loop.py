@@ -27,12 +27,13 @@ from openpyxl.worksheet.worksheet import Worksheet
 from provisioner.causes import explain
 from provisioner.cells import unescape_cell
 from provisioner.cli import cli
-from provisioner.client import Credentials
 from provisioner.config import CREDENTIALS_STAY
 from provisioner.emulator import Emulator, Fault
-from provisioner.ledger import read_status
+from provisioner.endpoints import Credentials
+from provisioner.ledger_runs import read_status
 from provisioner.outcome import STOPPED, Status
-from provisioner.run import Progress, RunOptions, Runtime, create
+from provisioner.run import RunOptions, create
+from provisioner.runtime import Progress, Runtime
 from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, said, sid, write_csv
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after

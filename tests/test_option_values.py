@@ -22,7 +22,7 @@ from provisioner.cli import cli, settings_tables
 from provisioner.config import CONFIG_NAME
 from provisioner.endpoints import is_loopback
 from provisioner.errors import ExitCode
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, Sleeps, customers, said, write_csv
 from tests.test_config import toml_value
 

@@ -10,15 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.outcome import (
-    EARLIER_RESULT_COLUMNS,
-    ERROR_COLUMNS,
     ERROR_STATUSES,
-    RESULT_COLUMNS,
-    RESULT_SCHEMA,
-    TOOL_COLUMN_SUFFIXES,
     LookupResult,
     Outcome,
     Status,
+)
+from provisioner.result_columns import (
+    EARLIER_RESULT_COLUMNS,
+    ERROR_COLUMNS,
+    RESULT_COLUMNS,
+    RESULT_SCHEMA,
+    TOOL_COLUMN_SUFFIXES,
 )
 from provisioner.rows import Row
 

@@ -21,7 +21,7 @@ from provisioner.progress import (
     duration,
     timestamp,
 )
-from provisioner.run import Progress
+from provisioner.runtime import Progress
 
 START = 1_795_600_800.0  # 2026-11-25 10:00:00 UTC
 

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.client import Attempt, FoundConversation, Lookup
+from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.ledger import open_ledger

@@ -16,7 +16,7 @@ import pytest
 
 from provisioner import dispatch
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher
-from provisioner.outcome import ERROR_COLUMNS, RESULT_COLUMNS, LookupResult, Outcome, Status
+from provisioner.outcome import LookupResult, Outcome, Status
 from provisioner.report import (
     RedactingFilter,
     ResultFiles,
@@ -26,6 +26,7 @@ from provisioner.report import (
     end_of_run,
     learnt_options,
 )
+from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
 from provisioner.writers import CsvWriter

@@ -22,6 +22,7 @@ import pytest
 from provisioner.causes import CauseTally, explain
 from provisioner.chart import MAX_CHART_POINTS
 from provisioner.report_html import CSP, render_report, write_report
+from tests.summaries import summary_of
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_IMAGE = '"><img src="http://attacker.invalid/x.png" onerror="alert(2)">'
@@ -139,7 +140,7 @@ def parts_of(page: str) -> PageParts:
 
 def test_the_page_can_load_nothing_and_run_nothing():
     """No element that fetches or runs; no URL outside a link's href; the CSP forbids the rest."""
-    parts = parts_of(render_report(realistic_summary()))
+    parts = parts_of(render_report(summary_of(realistic_summary())))
     tags = {tag for tag, _ in parts.elements}
     assert tags <= ALLOWED_TAGS, tags - ALLOWED_TAGS
     for tag, attributes in parts.elements:
@@ -165,7 +166,7 @@ def test_the_page_can_load_nothing_and_run_nothing():
 
 
 def test_every_hostile_string_is_text():
-    page = render_report(realistic_summary())
+    page = render_report(summary_of(realistic_summary()))
     for hostile in (HOSTILE, HOSTILE_IMAGE, HOSTILE_STYLE):
         assert hostile not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -176,7 +177,7 @@ def test_every_hostile_string_is_text():
 @pytest.mark.parametrize("points", [0, 1, 2, 2000])
 def test_the_chart_is_sensible_for_any_length(points):
     summary = realistic_summary(points)
-    page = render_report(summary)
+    page = render_report(summary_of(summary))
     numbers = re.findall(r'\s(?:x|y|x1|x2|y1|y2|width|height|cx|cy)="([^"]*)"', page)
     numbers += [n for p in re.findall(r'points="([^"]*)"', page) for n in re.split("[ ,]", p)]
     assert all(re.fullmatch(r"-?\d+(\.\d+)?", n) for n in numbers), "NaN or inf in the chart"
@@ -206,13 +207,13 @@ def test_no_rate_limit_breaks_the_rate_line_but_nothing_else():
         }
         for t in range(30)
     ]
-    page = render_report({**realistic_summary(), "timeline": timeline})
+    page = render_report(summary_of({**realistic_summary(), "timeline": timeline}))
     assert page.count('<polyline class="rate"') == 2
     assert page.count('<polyline class="sent"') == 1
 
 
 def test_an_empty_summary_still_renders():
-    page = render_report({})
+    page = render_report(summary_of({}))
     assert "<h1>Run </h1>" in page
     assert "unknown exit code" in page
 
@@ -220,8 +221,8 @@ def test_an_empty_summary_still_renders():
 def test_write_report_is_for_the_owner_only(tmp_path):
     path = tmp_path / "report.html"
     summary = realistic_summary()
-    write_report(path, summary)
-    assert path.read_text(encoding="utf-8") == render_report(summary)
+    write_report(path, summary_of(summary))
+    assert path.read_text(encoding="utf-8") == render_report(summary_of(summary))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
@@ -362,7 +363,7 @@ MEASURE = """JSON.stringify({
 def test_report_in_chromium_shows_the_run_draws_the_chart_and_fetches_nothing(browser, tmp_path):
     summary = realistic_summary()
     path = tmp_path / "report.html"
-    write_report(path, summary)
+    write_report(path, summary_of(summary))
     url = path.as_uri()
     browser.call("Page.navigate", url=url)
     browser.wait_for("Page.loadEventFired")
@@ -441,7 +442,7 @@ def test_a_run_that_wrote_errors_xlsx_and_errors_csv_shows_the_command_of_each()
     }
     summary["rerun_command"] = summary["rerun_commands"]["errors.xlsx"]
 
-    page = render_report(summary)
+    page = render_report(summary_of(summary))
 
     rerun = page[page.index('<section id="rerun">') :]
     rerun = rerun[: rerun.index("</section>")]

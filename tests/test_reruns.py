@@ -12,9 +12,10 @@ from click.testing import CliRunner
 
 from provisioner.cli import cli
 from provisioner.emulator import Emulator, Fault
-from provisioner.ledger import MIGRATIONS, SCHEMA_VERSION, open_ledger
+from provisioner.ledger import open_ledger
+from provisioner.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 from provisioner.rows import derive_identity
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,

@@ -37,6 +37,7 @@ from tests.conftest import (
     said,
     write_csv,
 )
+from tests.summaries import summary_of
 from tests.test_report import a_summary
 
 ROWS = 6
@@ -245,20 +246,20 @@ def test_report_html_shows_the_reserve_and_when_other_traffic_was_busy() -> None
         timeline=[{"t": 0.0, "sent": 4, "throttled": 1, "others": 1, "rate": 3.2}],
     )
 
-    page = render_report(json.loads(summary.to_json()))
+    page = render_report(summary_of(json.loads(summary.to_json())))
 
     assert 'id="other-traffic"' in page
     assert "2026-11-25T11:02:10Z" in page
     assert ">1.87<" in page  # what the others used, estimated
     assert '<rect class="others"' in page  # the chart marks the moment
     assert "reserve" in page
-    assert 'id="other-traffic"' not in render_report(json.loads(a_summary().to_json()))
+    assert 'id="other-traffic"' not in render_report(summary_of(json.loads(a_summary().to_json())))
 
 
 def test_a_hand_made_summary_with_an_unreadable_busy_spell_still_renders() -> None:
     summary = json.loads(replace(a_summary(), other_traffic=[{"from": math.nan}]).to_json())
 
-    assert "other-traffic" in render_report(summary)
+    assert "other-traffic" in render_report(summary_of(summary))
 
 
 def test_a_rate_settled_under_the_ceiling_on_a_shared_account_names_both_causes() -> None:

@@ -10,7 +10,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from provisioner.client import Attempt, Credentials, parse_retry_after, resolve_base_url
+from provisioner.attempts import Attempt, parse_retry_after
+from provisioner.endpoints import Credentials, resolve_base_url
 from provisioner.errors import ConfigError
 from provisioner.limits import SEND_JITTER_MARGIN, AccountLimits, Answer
 from provisioner.retry import retry_policy

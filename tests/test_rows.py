@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provisioner.errors import InputError
-from provisioner.outcome import EARLIER_RESULT_COLUMNS, ERROR_COLUMNS, RESULT_COLUMNS
+from provisioner.result_columns import EARLIER_RESULT_COLUMNS, ERROR_COLUMNS, RESULT_COLUMNS
 from provisioner.rows import (
     IDENTITY_PREFIX,
     Columns,

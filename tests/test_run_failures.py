@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import cli
-from provisioner.client import Credentials
 from provisioner.emulator import Emulator
+from provisioner.endpoints import Credentials
 from provisioner.errors import ExitCode
 from provisioner.outcome import CUT_OFF, Status
-from provisioner.run import Progress, RunOptions, Runtime, create
+from provisioner.run import RunOptions, create
+from provisioner.runtime import Progress, Runtime
 from tests.conftest import (
     CUSTOMER_HEADER,
     JITTER_SEED,

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from provisioner import send as send_module
+from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.causes import explain
-from provisioner.client import Attempt, FoundConversation, Lookup
 from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
 from provisioner.outcome import STOPPED, LookupResult, Outcome, Status

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 from provisioner.cli import cli
 from provisioner.client import WEB_CHATS_PATH
-from provisioner.run import Runtime
+from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, customers, read_csv, read_summary, write_csv
 from tests.hostile import (
     HostileServer,

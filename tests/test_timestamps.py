@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.ledger import Entry
-from provisioner.ledger_schema import utc_now
-from provisioner.timestamps import epoch_seconds
+from provisioner.timestamps import epoch_seconds, utc_now
 
 CLOCK_SLACK = 5.0  # seconds between reading the clock here and in utc_now, on a busy machine
 MOMENT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.ledger import read_status
+from provisioner.ledger_runs import read_status
 from tests.conftest import (
     CUSTOMER_HEADER,
     Cli,

@@ -19,7 +19,7 @@ import pytest
 from openpyxl.worksheet.worksheet import Worksheet
 
 from provisioner.cells import unescape_cell
-from provisioner.rows import ERROR_COLUMNS, RESULT_COLUMNS
+from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
 from tests.conftest import Cli, read_csv, read_header, sid, without_derived_identity
 from tests.test_table import HEADERS, SID1, SID2, WORKBOOKS
 from tests.test_writers import resave
