@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from provisioner.causes import plural
-from provisioner.outcome import Status
 from provisioner.run import Progress
+from provisioner.vocabulary import Status
 
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 BAR_REDRAW_EVERY = 0.1  # seconds between redraws of the bar: smooth, and cheap

@@ -17,16 +17,13 @@ from provisioner.causes import CauseTally, cause_lines, explain, plural
 from provisioner.cells import unescape_cell
 from provisioner.ordered import InOrder
 from provisioner.outcome import (
-    DRY_RUN,
-    ERROR_STATUSES,
     RESULT_COLUMNS,
     RESULT_SCHEMA,
     ROW_KEY,
-    LookupResult,
     Outcome,
-    Status,
 )
 from provisioner.rows import Row
+from provisioner.vocabulary import ERROR_STATUSES, ErrorCode, LookupResult, Status
 from provisioner.writers import TableWriter, write_atomically
 
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
@@ -59,7 +56,7 @@ class Tally:
             self.ambiguous_rows += 1
         if outcome.lookup is not LookupResult.NONE:
             self.lookups[outcome.lookup] += 1
-        if outcome.is_error and outcome.error_code != DRY_RUN:  # a plan, not a cause
+        if outcome.is_error and outcome.error_code != ErrorCode.DRY_RUN:  # a plan, not a cause
             cause = explain(
                 outcome.error_code,
                 outcome.status.value,

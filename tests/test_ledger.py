@@ -15,6 +15,7 @@ from provisioner import ledger as ledger_module
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
+from provisioner.vocabulary import EntryStatus
 from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
@@ -82,7 +83,7 @@ def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
     with open_ledger(path, SCOPE) as reopened:
         assert reopened.lookup("c-1") == Entry(
             "c-1",
-            "in_flight",
+            EntryStatus.IN_FLIGHT,
             "",
             "prv-c-1",
             "",
@@ -93,7 +94,7 @@ def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
         )
         assert reopened.lookup("c-2") == Entry(
             "c-2",
-            "created",
+            EntryStatus.CREATED,
             conversation_sid_of("c-2"),
             "prv-c-2",
             "RQ1",

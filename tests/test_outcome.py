@@ -12,15 +12,13 @@ from hypothesis import strategies as st
 from provisioner.outcome import (
     EARLIER_RESULT_COLUMNS,
     ERROR_COLUMNS,
-    ERROR_STATUSES,
     RESULT_COLUMNS,
     RESULT_SCHEMA,
     TOOL_COLUMN_SUFFIXES,
-    LookupResult,
     Outcome,
-    Status,
 )
 from provisioner.rows import Row
+from provisioner.vocabulary import ERROR_STATUSES, LookupResult, Status
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

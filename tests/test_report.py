@@ -16,7 +16,7 @@ import pytest
 
 from provisioner import dispatch
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher
-from provisioner.outcome import ERROR_COLUMNS, RESULT_COLUMNS, LookupResult, Outcome, Status
+from provisioner.outcome import ERROR_COLUMNS, RESULT_COLUMNS, Outcome
 from provisioner.report import (
     RedactingFilter,
     ResultFiles,
@@ -28,6 +28,7 @@ from provisioner.report import (
 )
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import CsvWriter
 
 CARRIED = ["customer_id", "AddressSid"]
