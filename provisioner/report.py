@@ -342,9 +342,10 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     if summary.dry_run:
         reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
         keep(
-            f"plan: {summary.counts['not_attempted']} to create, "
-            f"{summary.counts['existing']} already created (existing), "
-            f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
+            f"plan: {summary.counts[Status.NOT_ATTEMPTED]} to create, "
+            f"{summary.counts[Status.EXISTING]} already created (existing), "
+            f"{summary.counts[Status.INVALID]} invalid{f' ({reasons})' if reasons else ''};"
+            " nothing sent"
         )
         if len(summary.warnings) > PREVIEW_ROWS:
             say(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")
