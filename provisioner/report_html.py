@@ -14,18 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
+from provisioner.errors import ExitCode
 from provisioner.report import learnt_options, visitors_line
 from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-EXIT_WORDS = {
-    0: ("every row is created or existing", "ok"),
-    1: ("the run finished; some rows are invalid or failed", "warn"),
-    2: ("nothing was sent (usage, input or configuration)", "bad"),
-    3: ("the run stopped early", "bad"),
-    4: ("an internal error (a bug); the ledger keeps what was created", "bad"),
-    141: ("output went into a closed pipe; ended quietly", "warn"),
+EXIT_WORDS: Mapping[int, tuple[str, str]] = {
+    ExitCode.OK: ("every row is created or existing", "ok"),
+    ExitCode.ROWS_FAILED: ("the run finished; some rows are invalid or failed", "warn"),
+    ExitCode.NOTHING_SENT: ("nothing was sent (usage, input or configuration)", "bad"),
+    ExitCode.STOPPED: ("the run stopped early", "bad"),
+    ExitCode.INTERNAL: ("an internal error (a bug); the ledger keeps what was created", "bad"),
+    ExitCode.BROKEN_PIPE: ("output went into a closed pipe; ended quietly", "warn"),
 }
 UNKNOWN_EXIT = ("unknown exit code", "bad")
 # What each status and lookup result means, as the page shows it (vocabulary.py's words).
