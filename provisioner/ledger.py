@@ -37,7 +37,7 @@ from provisioner.ledger_schema import (
 from provisioner.outcome import Outcome
 from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.timestamps import epoch_seconds
-from provisioner.vocabulary import EntryStatus, ErrorCode, Status
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 
 # Re-exported: callers know these as the ledger's.
 __all__ = [
@@ -74,7 +74,7 @@ class Entry:
     ambiguous_attempts: int
     first_sent_at: str = ""
     updated_at: str = ""
-    lookup: str = ""
+    lookup: str = ""  # a LookupResult's value (text: no CHECK holds the column to them)
     duplicate_sids: str = ""
 
     def __post_init__(self) -> None:
@@ -310,7 +310,7 @@ class Ledger:
         identity: str,
         request_id: str,
         ambiguous_attempts: int,
-        lookup: str = "",
+        lookup: LookupResult = LookupResult.NONE,
         duplicate_sids: str = "",
         key_fingerprint: str | None = None,
     ) -> str:
@@ -341,7 +341,7 @@ class Ledger:
                 held[row_key] = holder
         return held
 
-    def record_lookup(self, row_key: str, *, lookup: str, duplicate_sids: str) -> None:
+    def record_lookup(self, row_key: str, *, lookup: LookupResult, duplicate_sids: str) -> None:
         """Record what a later lookup found for a created row."""
         self._db.execute(
             "UPDATE entries SET lookup = ?, duplicate_sids = ?, updated_at = ?"
@@ -350,7 +350,12 @@ class Ledger:
         )
 
     def record_failed(
-        self, row_key: str, run_id: str, *, ambiguous_attempts: int, lookup: str = ""
+        self,
+        row_key: str,
+        run_id: str,
+        *,
+        ambiguous_attempts: int,
+        lookup: LookupResult = LookupResult.NONE,
     ) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
         self._write_rows(_RECORD_FAILED, run_id, [(row_key, ambiguous_attempts, lookup)])

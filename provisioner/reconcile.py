@@ -290,7 +290,7 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> Checked:
             identity=target.identity,
             request_id=entry.request_id if entry else "",
             ambiguous_attempts=entry.ambiguous_attempts if entry else 0,
-            lookup=LookupResult.DUPLICATES.value if left else LookupResult.FOUND.value,
+            lookup=LookupResult.DUPLICATES if left else LookupResult.FOUND,
             duplicate_sids=" ".join(left),
             key_fingerprint=key_fingerprint(target.key),
         )

@@ -112,7 +112,7 @@ class Recorder:
         with suppress(LedgerError), self.ledger.transaction():
             self.ledger.record_lookup(
                 row_key,
-                lookup=outcome.lookup.value,
+                lookup=outcome.lookup,
                 duplicate_sids=" ".join(outcome.duplicate_sids),
             )
 

@@ -15,7 +15,7 @@ from provisioner import ledger as ledger_module
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
-from provisioner.vocabulary import EntryStatus
+from provisioner.vocabulary import EntryStatus, LookupResult
 from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
@@ -50,7 +50,7 @@ def created(
     ledger: Ledger,
     key: str,
     *,
-    lookup: str = "",
+    lookup: LookupResult = LookupResult.NONE,
     duplicate_sids: str = "",
     key_fingerprint: str | None = None,
 ) -> None:
@@ -228,7 +228,7 @@ def test_record_failed_never_downgrades_a_created_entry(ledger: Ledger) -> None:
     before = ledger.lookup("c-1")
 
     with ledger.transaction():
-        ledger.record_failed("c-1", "run-2", ambiguous_attempts=3, lookup="failed")
+        ledger.record_failed("c-1", "run-2", ambiguous_attempts=3, lookup=LookupResult.FAILED)
 
     assert ledger.lookup("c-1") == before
 
@@ -236,7 +236,7 @@ def test_record_failed_never_downgrades_a_created_entry(ledger: Ledger) -> None:
 def test_record_failed_replaces_an_in_flight_mark(ledger: Ledger) -> None:
     with ledger.transaction():
         ledger.mark_in_flight("c-1", "run-1", "prv-c-1")
-        ledger.record_failed("c-1", "run-1", ambiguous_attempts=2, lookup="failed")
+        ledger.record_failed("c-1", "run-1", ambiguous_attempts=2, lookup=LookupResult.FAILED)
 
     entry = ledger.lookup("c-1")
     assert entry is not None
@@ -248,9 +248,9 @@ def test_unsettled_lists_what_may_exist_at_twilio_unrecorded(path: Path) -> None
         opened.mark_in_flight("in-flight", "run-1")
         opened.record_failed("lost-answer", "run-1", ambiguous_attempts=1)
         opened.record_failed("plain-failure", "run-1", ambiguous_attempts=0)
-        created(opened, "duplicates", lookup="duplicates", duplicate_sids=OTHER_SID)
-        created(opened, "lookup-failed", lookup="failed")
-        created(opened, "found", lookup="found")
+        created(opened, "duplicates", lookup=LookupResult.DUPLICATES, duplicate_sids=OTHER_SID)
+        created(opened, "lookup-failed", lookup=LookupResult.FAILED)
+        created(opened, "found", lookup=LookupResult.FOUND)
         created(opened, "created")
     with open_ledger(path, OTHER_SCOPE) as other, other.transaction():
         other.mark_in_flight("other-scope", "run-2")
