@@ -1,9 +1,10 @@
 """Why rows were not created: each error code's meaning in plain words and the next step.
 
-The one home of the Twilio error codes a WebChats create can answer, of our own codes (rows
-refused before sending, transport failures) and of the statuses that carry no code. Meanings
-follow Twilio's error dictionary (https://www.twilio.com/docs/api/errors/NNNNN, read for each
-code below); a code this table does not know falls back to the server's own message and its
+The one home of the Twilio error codes a WebChats create can answer. The words of our own
+codes (rows refused before sending, transport failures) and of the statuses that carry no code
+are vocabulary.py's, beside each member; this module explains them all alike. Meanings follow
+Twilio's error dictionary (https://www.twilio.com/docs/api/errors/NNNNN, read for each code
+below); a code this table does not know falls back to the server's own message and its
 more_info link.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from provisioner.endpoints import CREDENTIAL_VARIABLES
-from provisioner.outcome import STOPPED
+from provisioner.vocabulary import FIX_AND_FEED_BACK, ErrorCode, Status
 from provisioner.words import plural
 
 TWILIO_ERROR_PAGE = "https://www.twilio.com/docs/api/errors/{code}"
@@ -34,10 +35,6 @@ class Explanation(NamedTuple):
     next_step: str
 
 
-_RERUN = "rerun the printed command to send the rest"
-_LOOKED_UP = "rerun: rows whose answer was lost are looked up at Twilio before any new request"
-# A run that wrote workbooks has errors.xlsx too, which people edit in a spreadsheet.
-_FIX_AND_FEED_BACK = "then feed errors.csv (or errors.xlsx) back as the input"
 _LOWER_CONCURRENCY = (
     "lower --concurrency (every application on the account shares the cap); "
     "the run retries these with backoff"
@@ -54,7 +51,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
     "20001": Explanation(
         "a parameter was missing or not recognised (Twilio's message names it)",
         "check the column mapping (--column PARAM=HEADER) and the row's values, "
-        + _FIX_AND_FEED_BACK,
+        + FIX_AND_FEED_BACK,
     ),
     # 20003 "Permission Denied": wrong Account SID/Auth Token pair, deleted token or key,
     # suspended account, extra spaces, a key for another region.
@@ -88,7 +85,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
     # may too, so the meaning stays general: a required parameter was missing.
     "21604": Explanation(
         "a required parameter was missing (Twilio's message names it)",
-        f"check the column mapping (--column AddressSid=HEADER) and the row, {_FIX_AND_FEED_BACK}",
+        f"check the column mapping (--column AddressSid=HEADER) and the row, {FIX_AND_FEED_BACK}",
     ),
     # 45700 "Unexpected error occurred. Unable to process WebChat request."
     "45700": Explanation("unexpected error at Twilio while creating the web chat", _TWILIO_TROUBLE),
@@ -118,7 +115,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
     "45731": Explanation(
         "pre-engagement data over 16 kB",
         "shorten PreEngagementData (or the pre_engagement.* cells) below 16 kB, "
-        + _FIX_AND_FEED_BACK,
+        + FIX_AND_FEED_BACK,
     ),
     # 45741 "Failed to create webchat conversation. Account not authorized".
     "45741": Explanation(
@@ -137,7 +134,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
     "45745": Explanation(
         "invalid or missing parameters in the create request",
         f"check the row's values against the WebChats API (Twilio's message names the "
-        f"parameter), {_FIX_AND_FEED_BACK}",
+        f"parameter), {FIX_AND_FEED_BACK}",
     ),
     # 45780 "Account is sending too many concurrent API requests".
     "45780": Explanation(
@@ -149,7 +146,7 @@ TWILIO_CODES: Mapping[str, Explanation] = {
 HTTP_STATUSES: Mapping[str, Explanation] = {
     "http_400": Explanation(
         "the request was refused as invalid (no Twilio code given)",
-        f"read error_message in errors.csv, fix the rows, {_FIX_AND_FEED_BACK}",
+        f"read error_message in errors.csv, fix the rows, {FIX_AND_FEED_BACK}",
     ),
     "http_401": Explanation(
         "credentials rejected (401)",
@@ -174,100 +171,13 @@ HTTP_STATUSES: Mapping[str, Explanation] = {
     ),
 }
 
-# Our own codes: rows refused before sending, and what the transport came to.
+# Our own codes (rows refused before sending, what the transport came to) and the statuses
+# of rows with no code: their words are vocabulary.py's, beside each code and status.
 OUR_CODES: Mapping[str, Explanation] = {
-    "missing_address_sid": Explanation(
-        "the row has no AddressSid",
-        f"fill it in, or map the column with --column AddressSid=HEADER, {_FIX_AND_FEED_BACK}",
-    ),
-    "invalid_address_sid": Explanation(
-        "AddressSid is not IG followed by 32 hex digits",
-        f"correct it (copy it from the Flex Console), {_FIX_AND_FEED_BACK}",
-    ),
-    "not_text": Explanation(
-        "a value holds control characters",
-        f"remove them from the row, {_FIX_AND_FEED_BACK}",
-    ),
-    "duplicate_customer_id": Explanation(
-        "customer_id repeats an earlier row's; only the first was sent",
-        "keep one row per customer, or give each its own customer_id",
-    ),
-    "duplicate_row_key": Explanation(
-        "the same key as an earlier row, given, fed back or derived (files joined twice, or a "
-        "row copied?); only the first was sent",
-        "remove the repeated row, or give it its own customer_id",
-    ),
-    "duplicate_identity": Explanation(
-        "two rows have the same Identity; a lookup could not tell them apart",
-        "give each row its own Identity, or leave the column empty to have one derived",
-    ),
-    "key_changed": Explanation(
-        "the row's key looks like an already-created key changed by a spreadsheet "
-        "(e.g. 00123 became 123); not sent, to avoid a second web chat",
-        "restore the original ID (the message names it and its run), or pass --force",
-    ),
-    "timeout": Explanation(
-        "no answer within --timeout; the web chat may exist",
-        f"{_LOOKED_UP}; raise --timeout if answers are slow",
-    ),
-    "connection_lost": Explanation(
-        "the connection dropped after the request was sent; the web chat may exist",
-        f"{_LOOKED_UP}; check the network or proxy",
-    ),
-    "connection_failed": Explanation(
-        "could not connect to the API host; nothing was sent",
-        "check the network, DNS, HTTPS_PROXY and --base-url or TWILIO_REGION, then rerun",
-    ),
-    "connect_timeout": Explanation(
-        "connecting to the API host timed out; nothing was sent",
-        "check the network, firewall and HTTPS_PROXY, then rerun",
-    ),
-    "unreadable_answer": Explanation(
-        "a success answer without a readable conversation_sid (cut short or malformed); "
-        "the web chat may exist",
-        f"{_LOOKED_UP}, or run provisioner reconcile",
-    ),
-    "redirect_refused": Explanation(
-        "the server answered with a redirect, which is never followed "
-        "(it would carry customer data and credentials elsewhere)",
-        "point --base-url at the API root itself, e.g. https://flex-api.twilio.com",
-    ),
-    "request_failed": Explanation(
-        "the request failed in transit; the web chat may exist", _LOOKED_UP
-    ),
-    # The permission is named by the run's own warning, only after Twilio refused a lookup
-    # (401/403): a lookup that failed otherwise is no sign of missing permissions.
-    "lookup_failed": Explanation(
-        "an answer was lost and the lookup at Twilio could not settle it; not sent again",
-        "rerun later, or run provisioner reconcile: the row is looked up again before "
-        "anything is sent",
-    ),
-    STOPPED: Explanation(
-        "an answer was lost, and the run stopped before the lookup at Twilio could settle it; "
-        "not sent again",
-        "rerun: the row is looked up at Twilio first, so it is never created twice",
-    ),
-    "cut_off": Explanation(
-        "the run stopped at once (a second signal) with this row's request in flight",
-        "rerun: the row is looked up at Twilio first, so it is never created twice",
-    ),
-    "duplicates": Explanation(
-        "Twilio holds more than one conversation for this row's identity",
-        "see the SIDs in results.csv; provisioner reconcile can close the extra ones",
-    ),
+    code: Explanation(code.meaning, code.next_step) for code in ErrorCode if code.meaning
 }
-
-# Rows with no code at all: explained by their status.
 STATUSES: Mapping[str, Explanation] = {
-    "not_attempted": Explanation("not sent: the run stopped before this row", _RERUN),
-    "dry_run": Explanation("not sent: --dry-run only checks and plans", "run without --dry-run"),
-    "invalid": Explanation(
-        "the row was refused before sending",
-        f"read error_message in errors.csv, fix the row, {_FIX_AND_FEED_BACK}",
-    ),
-    "failed": Explanation(
-        "failed without an error code", "read error_message in errors.csv and run.log"
-    ),
+    status: Explanation(status.meaning, status.next_step) for status in Status if status.meaning
 }
 
 _TABLE: Mapping[str, Explanation] = {**TWILIO_CODES, **HTTP_STATUSES, **OUR_CODES, **STATUSES}
@@ -306,7 +216,7 @@ def explain(
 def _codeless_key(status: str, http_status: int | None) -> str:
     if http_status is not None and http_status >= 300:
         return f"http_{http_status}"
-    return status.strip() or "failed"
+    return status.strip() or Status.FAILED
 
 
 def _http_class(code: str) -> str:

@@ -39,7 +39,8 @@ from provisioner.endpoints import (
     DEFAULT_PORTS,
     Credentials,
 )
-from provisioner.transport import Answer, Redactor, Transport
+from provisioner.transport import TOO_LARGE, Answer, Redactor, Transport
+from provisioner.vocabulary import ErrorCode
 
 WEB_CHATS_PATH = "/v2/WebChats"
 CONVERSATIONS_PATH = "/v1/Conversations"
@@ -101,7 +102,7 @@ class TwilioClient:
         started = self._clock()
         if not SID_PATTERN.fullmatch(sid):
             return Attempt(
-                error_code="invalid_sid",
+                error_code=ErrorCode.INVALID_SID,
                 error_message="not a Conversation SID (CH + 32 hex digits); nothing was sent",
             )
         url = f"{self._conversations_root}{CONVERSATIONS_PATH}/{sid}"
@@ -129,10 +130,16 @@ class TwilioClient:
             entries, next_url = _page_of(json_object(answer.body) or {})
             code, message = "", ""
             if entries is None:
-                code, message = "unreadable_answer", "the answer is not a page of conversations"
+                code, message = (
+                    ErrorCode.UNREADABLE_ANSWER,
+                    "the answer is not a page of conversations",
+                )
             elif next_url and _origin(next_url) != _origin(url):
                 where = urlsplit(next_url).netloc
-                code, message = "redirect_refused", f"the next page is on {where}; not followed"
+                code, message = (
+                    ErrorCode.REDIRECT_REFUSED,
+                    f"the next page is on {where}; not followed",
+                )
             for entry in entries or ():
                 conversation = _found(entry, identity, self._redact)
                 if conversation is None:
@@ -173,7 +180,7 @@ def _web_chat_attempt(answer: Answer, redact: Redactor) -> Attempt:
         return Attempt(
             http_status=answer.status,
             request_id=request_id,
-            error_code="unreadable_answer",
+            error_code=ErrorCode.UNREADABLE_ANSWER,
             error_message=redact(f"HTTP {answer.status}, but {problem}{maybe}"),
             ambiguous=True,
         )
@@ -205,7 +212,7 @@ def _close_attempt(answer: Answer, sid: str, redact: Redactor) -> Attempt:
             http_status=answer.status,
             conversation_sid=sid,
             request_id=request_id,
-            error_code="unreadable_answer",
+            error_code=ErrorCode.UNREADABLE_ANSWER,
             error_message=redact(
                 f"HTTP {answer.status}, but {problem}; the conversation may be closed"
             ),
@@ -218,9 +225,9 @@ def _unreadable(
     answer: Answer, document: Mapping[str, Any] | None, sid: object, redact: Redactor
 ) -> str:
     """Why a 2xx answer does not prove what was asked; "" when it does."""
-    if answer.failure == "too_large":
+    if answer.failure == TOO_LARGE:
         return f"the answer was {answer.detail} and was not read"
-    if answer.failure == "timeout":
+    if answer.failure == ErrorCode.TIMEOUT:
         return f"the answer was {answer.detail}"
     if answer.failure:
         return f"the answer was cut short ({answer.detail})"
@@ -264,7 +271,7 @@ def _error_fields(answer: Answer, redact: Redactor) -> tuple[str, str, float | N
     """An error answer's code, message and Retry-After."""
     assert answer.status is not None
     if 300 <= answer.status < 400:
-        return "redirect_refused", redact(_redirect_message(answer)), None
+        return ErrorCode.REDIRECT_REFUSED, redact(_redirect_message(answer)), None
     error = parse_error_body(answer.body) if answer.complete else TwilioError()
     text = error.message or f"HTTP {answer.status} {answer.reason}".strip()
     if error.more_info:
@@ -281,7 +288,7 @@ def _failed_lookup(
     """The Lookup for a page that was not a readable 2xx."""
     if answer.status is not None and 200 <= answer.status < 300:
         problem = _unreadable(answer, None, None, redact)
-        return _lookup(conversations, answer, "unreadable_answer", problem, page, redact)
+        return _lookup(conversations, answer, ErrorCode.UNREADABLE_ANSWER, problem, page, redact)
     attempt = _failed_attempt(answer, "", redact)
     return Lookup(
         conversations=conversations,

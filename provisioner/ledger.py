@@ -29,16 +29,16 @@ from provisioner.ledger_schema import (
     migrate,
     write_transaction,
 )
-from provisioner.outcome import CUT_OFF, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.private import PRIVATE_FOLDER_MODE, open_private
 from provisioner.timestamps import epoch_seconds
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 
 # Created keys a new key is compared with: a fingerprint range holds a few at most.
 KEY_CANDIDATES = 20
 # Outcomes recorded as a web chat that exists: created, or `existing` when a new ledger's
 # lookup found one made from another ledger (prelookup.py), so that later runs skip it.
 RECORDED_AS_CREATED = frozenset({Status.CREATED, Status.EXISTING})
-IN_FLIGHT = "in_flight"  # an entry's status from just before its row is sent until its outcome
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Entry:
     """What the ledger knows of one row key."""
 
     row_key: str
-    status: str
+    status: EntryStatus
     conversation_sid: str
     identity: str
     request_id: str
@@ -54,8 +54,12 @@ class Entry:
     ambiguous_attempts: int
     first_sent_at: str = ""
     updated_at: str = ""
-    lookup: str = ""
+    lookup: str = ""  # a LookupResult's value (text: no CHECK holds the column to them)
     duplicate_sids: str = ""
+
+    def __post_init__(self) -> None:
+        # Read back from SQLite as text; the entries' CHECK holds it to EntryStatus's values.
+        object.__setattr__(self, "status", EntryStatus(self.status))
 
     @property
     def updated(self) -> float:
@@ -73,7 +77,7 @@ class Entry:
         last try. A row still in flight was left by a run that ended without its outcome
         (killed, or cut off): that run may have sent it at any moment until it ended, seconds
         after marking it, and it ended before this run took the ledger."""
-        return opened if self.status == IN_FLIGHT else self.updated
+        return opened if self.status is EntryStatus.IN_FLIGHT else self.updated
 
 
 def _epoch(text: str) -> float:
@@ -101,26 +105,28 @@ _CREATED_IN_SPANS = (  # spans: [[low, high], ...]
     " row_number() OVER (PARTITION BY spans.key ORDER BY key_fingerprint) AS candidate"
     " FROM json_each(:spans) AS spans JOIN entries ON entries.scope = :scope"
     f" AND key_fingerprint BETWEEN {_at(0, 'spans')} AND {_at(1, 'spans')}"
-    f" AND status = 'created') WHERE candidate <= {KEY_CANDIDATES} ORDER BY span, candidate"
+    f" AND status = '{EntryStatus.CREATED}')"
+    f" WHERE candidate <= {KEY_CANDIDATES} ORDER BY span, candidate"
 )
 _MARK_IN_FLIGHT = (  # rows: [row_key, identity]
     "INSERT INTO entries (scope, row_key, status, run_id, updated_at, first_sent_at, identity)"
-    f" SELECT :scope, {_at(0)}, 'in_flight', :run_id, :now, :now, {_at(1)}"
+    f" SELECT :scope, {_at(0)}, '{EntryStatus.IN_FLIGHT}', :run_id, :now, :now, {_at(1)}"
     " FROM json_each(:rows) WHERE true"
-    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'in_flight',"
+    f" ON CONFLICT (scope, row_key) DO UPDATE SET status = '{EntryStatus.IN_FLIGHT}',"
     " run_id = excluded.run_id, updated_at = excluded.updated_at,"
     " identity = excluded.identity,"
-    " first_sent_at = CASE WHEN entries.first_sent_at = '' OR entries.status = 'created'"
+    " first_sent_at = CASE WHEN entries.first_sent_at = ''"
+    f" OR entries.status = '{EntryStatus.CREATED}'"
     " THEN excluded.first_sent_at ELSE entries.first_sent_at END"
 )
 _RECORD_CREATED = (  # rows: [row_key, sid, identity, request_id, ambiguous, lookup, dups, print]
     "INSERT INTO entries (scope, row_key, status, conversation_sid, identity, request_id,"
     " run_id, ambiguous_attempts, created_at, updated_at, lookup, duplicate_sids,"
     " key_fingerprint)"
-    f" SELECT :scope, {_at(0)}, 'created', {_at(1)}, {_at(2)}, {_at(3)}, :run_id, {_at(4)},"
-    f" :now, :now, {_at(5)}, {_at(6)}, {_at(7)}"
+    f" SELECT :scope, {_at(0)}, '{EntryStatus.CREATED}', {_at(1)}, {_at(2)}, {_at(3)}, :run_id,"
+    f" {_at(4)}, :now, :now, {_at(5)}, {_at(6)}, {_at(7)}"
     " FROM json_each(:rows) WHERE true"
-    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'created',"
+    f" ON CONFLICT (scope, row_key) DO UPDATE SET status = '{EntryStatus.CREATED}',"
     " conversation_sid = excluded.conversation_sid, identity = excluded.identity,"
     " request_id = excluded.request_id, run_id = excluded.run_id,"
     " ambiguous_attempts = excluded.ambiguous_attempts,"
@@ -137,16 +143,16 @@ _HELD_BY_OTHERS = (
     " INDEXED BY entries_by_conversation"
     f" ON entries.scope = :scope AND entries.conversation_sid = {_at(1)}"
     " AND entries.conversation_sid != ''"
-    f" AND entries.row_key != {_at(0)} AND entries.status = 'created'"
+    f" AND entries.row_key != {_at(0)} AND entries.status = '{EntryStatus.CREATED}'"
 )
 _RECORD_FAILED = (  # rows: [row_key, ambiguous_attempts, lookup]
     "INSERT INTO entries (scope, row_key, status, run_id, ambiguous_attempts, updated_at,"
-    f" lookup) SELECT :scope, {_at(0)}, 'failed', :run_id, {_at(1)}, :now, {_at(2)}"
-    " FROM json_each(:rows) WHERE true"
-    " ON CONFLICT (scope, row_key) DO UPDATE SET status = 'failed',"
+    f" lookup) SELECT :scope, {_at(0)}, '{EntryStatus.FAILED}', :run_id, {_at(1)}, :now,"
+    f" {_at(2)} FROM json_each(:rows) WHERE true"
+    f" ON CONFLICT (scope, row_key) DO UPDATE SET status = '{EntryStatus.FAILED}',"
     " run_id = excluded.run_id, ambiguous_attempts = excluded.ambiguous_attempts,"
     " updated_at = excluded.updated_at, lookup = excluded.lookup"
-    " WHERE entries.status != 'created'"
+    f" WHERE entries.status != '{EntryStatus.CREATED}'"
 )
 
 
@@ -165,7 +171,7 @@ class Finished:
     def never_sent(self) -> bool:
         """Marked in flight, then not sent after all (one cut off in flight stays in flight)."""
         status, code = self.outcome.status, self.outcome.error_code
-        return self.sent and status is Status.NOT_ATTEMPTED and code != CUT_OFF
+        return self.sent and status is Status.NOT_ATTEMPTED and code != ErrorCode.CUT_OFF
 
 
 def _created_values(row: Finished) -> tuple[object, ...]:
@@ -264,8 +270,8 @@ class Ledger:
         """Undo `mark_in_flight` for a row that was never sent after all."""
         if prior is None:
             self._db.execute(
-                "DELETE FROM entries WHERE scope = ? AND row_key = ? AND status = 'in_flight'",
-                (self.scope, row_key),
+                "DELETE FROM entries WHERE scope = ? AND row_key = ? AND status = ?",
+                (self.scope, row_key, EntryStatus.IN_FLIGHT),
             )
         else:
             updated_at = prior.updated_at or timestamps.utc_now()
@@ -284,7 +290,7 @@ class Ledger:
         identity: str,
         request_id: str,
         ambiguous_attempts: int,
-        lookup: str = "",
+        lookup: LookupResult = LookupResult.NONE,
         duplicate_sids: str = "",
         key_fingerprint: str | None = None,
     ) -> str:
@@ -315,7 +321,7 @@ class Ledger:
                 held[row_key] = holder
         return held
 
-    def record_lookup(self, row_key: str, *, lookup: str, duplicate_sids: str) -> None:
+    def record_lookup(self, row_key: str, *, lookup: LookupResult, duplicate_sids: str) -> None:
         """Record what a later lookup found for a created row."""
         self._db.execute(
             "UPDATE entries SET lookup = ?, duplicate_sids = ?, updated_at = ?"
@@ -324,7 +330,12 @@ class Ledger:
         )
 
     def record_failed(
-        self, row_key: str, run_id: str, *, ambiguous_attempts: int, lookup: str = ""
+        self,
+        row_key: str,
+        run_id: str,
+        *,
+        ambiguous_attempts: int,
+        lookup: LookupResult = LookupResult.NONE,
     ) -> None:
         """Record that the row's requests failed; a created entry is never downgraded."""
         self._write_rows(_RECORD_FAILED, run_id, [(row_key, ambiguous_attempts, lookup)])
@@ -367,8 +378,8 @@ class Ledger:
     def in_flight_count(self) -> int:
         """Rows of this scope left in flight by a run that never finished them."""
         (count,) = self._db.execute(
-            "SELECT count(*) FROM entries WHERE scope = ? AND status = 'in_flight'",
-            (self.scope,),
+            "SELECT count(*) FROM entries WHERE scope = ? AND status = ?",
+            (self.scope, EntryStatus.IN_FLIGHT),
         ).fetchone()
         return int(count)
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from provisioner import timestamps
 from provisioner.errors import LedgerError
 from provisioner.ledger_schema import SCHEMA_VERSION, UNSETTLED, checked_version, connect
+from provisioner.vocabulary import EntryStatus
 
 _RUNS_NEWEST_FIRST = (
     "SELECT r.run_id, r.scope, r.input, r.pid, r.started_at, r.ended_at, r.exit_code,"
     " r.counts, r.stop_reason,"
     " (SELECT count(*) FROM entries e WHERE e.run_id = r.run_id"
-    "  AND e.status = 'created')"
+    f"  AND e.status = '{EntryStatus.CREATED}')"
     " FROM runs r ORDER BY r.started_at DESC LIMIT ?"
 )
 
@@ -95,7 +96,8 @@ def _read_status(connection: sqlite3.Connection, path: Path, limit: int) -> Ledg
         runs = [_run_record(*fields) for fields in connection.execute(_RUNS_NEWEST_FIRST, (limit,))]
         created = dict(
             connection.execute(
-                "SELECT scope, count(*) FROM entries WHERE status = 'created' GROUP BY scope"
+                "SELECT scope, count(*) FROM entries WHERE status = ? GROUP BY scope",
+                (EntryStatus.CREATED,),
             ).fetchall()
         )
         unsettled = dict(

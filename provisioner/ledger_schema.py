@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from provisioner.cells import key_fingerprint
 from provisioner.errors import LedgerError
+from provisioner.vocabulary import EntryStatus, LookupResult
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """Words as SQL's list of string literals: `('in_flight', 'created', 'failed')`."""
+    return "(" + ", ".join("'" + value.replace("'", "''") + "'" for value in values) + ")"
+
+
+# The CHECK of the entries' status, from EntryStatus: its text is the one the first schema
+# shipped with, so ledgers made by any version read the same.
+STATUS_CHECK = f"CHECK (status IN {sql_list(EntryStatus)})"
 
 APPLICATION_ID = 0x50525631  # "PRV1": marks a SQLite file as a provisioner ledger
 # Each entry moves the schema one version forward; never edit one that has shipped.
@@ -21,7 +32,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE entries (
             scope TEXT NOT NULL,
             row_key TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('in_flight', 'created', 'failed')),
+            status TEXT NOT NULL """
+        + STATUS_CHECK
+        + """,
             conversation_sid TEXT NOT NULL DEFAULT '',
             identity TEXT NOT NULL DEFAULT '',
             request_id TEXT NOT NULL DEFAULT '',
@@ -55,7 +68,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX entries_by_fingerprint ON entries (scope, key_fingerprint)"
         " WHERE key_fingerprint IS NOT NULL",
         # Keys created before fingerprints existed get theirs, so key_changed sees them too.
-        "UPDATE entries SET key_fingerprint = key_fingerprint(row_key) WHERE status = 'created'",
+        "UPDATE entries SET key_fingerprint = key_fingerprint(row_key)"
+        f" WHERE status = '{EntryStatus.CREATED}'",
     ),
     (
         # Which row holds a web chat: one conversation never settles two rows (ledger.py).
@@ -71,9 +85,11 @@ BUSY_TIMEOUT = 10.0
 # a lost answer, created after a lost answer that was never looked up (--no-lookup), or looked
 # up with duplicates or no answer.
 UNSETTLED = (
-    "status = 'in_flight' OR (status = 'failed' AND ambiguous_attempts > 0)"
-    " OR (status = 'created' AND ambiguous_attempts > 0 AND lookup = '')"
-    " OR lookup IN ('duplicates', 'failed')"
+    f"status = '{EntryStatus.IN_FLIGHT}' OR (status = '{EntryStatus.FAILED}'"
+    " AND ambiguous_attempts > 0)"
+    f" OR (status = '{EntryStatus.CREATED}' AND ambiguous_attempts > 0"
+    f" AND lookup = '{LookupResult.NONE}')"
+    f" OR lookup IN {sql_list([LookupResult.DUPLICATES, LookupResult.FAILED])}"
 )
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provisioner.ledger import IN_FLIGHT, Entry
-from provisioner.outcome import CUT_OFF, Outcome, Status
+from provisioner.ledger import Entry
+from provisioner.outcome import Outcome
 from provisioner.rows import Row
-
-# A key that looks like another one changed by a spreadsheet (causes.py explains the code).
-KEY_CHANGED = "key_changed"
+from provisioner.vocabulary import EntryStatus, ErrorCode, Status
 
 
 @dataclass(frozen=True)
@@ -33,15 +31,15 @@ class Decision:
         prior = self.prior
         if prior is None or self.forced:
             return False
-        return prior.status == IN_FLIGHT or prior.ambiguous_attempts > 0
+        return prior.status is EntryStatus.IN_FLIGHT or prior.ambiguous_attempts > 0
 
     @property
     def prior_ambiguous(self) -> int:
         """Lost answers of earlier runs; a row left in flight by a killed run counts one more."""
         prior = self.prior
-        if prior is None or prior.status == "created":
+        if prior is None or prior.status is EntryStatus.CREATED:
             return 0
-        return prior.ambiguous_attempts + (1 if prior.status == IN_FLIGHT else 0)
+        return prior.ambiguous_attempts + (1 if prior.status is EntryStatus.IN_FLIGHT else 0)
 
 
 def plan(
@@ -54,13 +52,13 @@ def plan(
     are neither checked nor sent, so the original sheet settles too. A row that repeats an
     earlier row's key stays invalid: it may be another customer given the same ID.
     """
-    settled = entry is not None and entry.status == "created" and not force
+    settled = entry is not None and entry.status is EntryStatus.CREATED and not force
     if row.problem is not None and (row.repeats_a_key or not settled):
         return Decision(
             row,
             outcome=Outcome(Status.INVALID, error_code=row.problem_code, error_message=row.problem),
         )
-    if entry is not None and entry.status == "created":
+    if entry is not None and entry.status is EntryStatus.CREATED:
         if force:
             return Decision(row, entry, forced=True)
         return Decision(
@@ -81,7 +79,7 @@ def plan(
             changed_from=changed_from,
             outcome=Outcome(
                 Status.INVALID,
-                error_code=KEY_CHANGED,
+                error_code=ErrorCode.KEY_CHANGED,
                 error_message=(
                     f"row key {row.key!r} looks like {changed_from.row_key!r} changed by a "
                     f"spreadsheet, which run {changed_from.run_id} created; restore the "
@@ -95,7 +93,7 @@ def plan(
             row,
             outcome=Outcome(
                 Status.INVALID,
-                error_code=KEY_CHANGED,
+                error_code=ErrorCode.KEY_CHANGED,
                 error_message=(
                     f"row key {row.key!r} and row {twin_row}'s {twin_key!r} differ only as a "
                     "spreadsheet changes IDs (leading zeros, .0, exponent form): one customer "
@@ -123,7 +121,7 @@ def cut_off(decision: Decision) -> Outcome:
         Status.NOT_ATTEMPTED,
         identity=decision.row.identity,
         ambiguous_attempts=decision.prior_ambiguous + 1,
-        error_code=CUT_OFF,
+        error_code=ErrorCode.CUT_OFF,
         error_message="the run stopped at once with this request in flight; the next run "
         "looks it up before sending it again",
     )

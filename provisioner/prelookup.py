@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 from provisioner.dispatch import IDLE, Idle
 from provisioner.ledger import Entry
-from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.rows import Row
 from provisioner.send import Lookups, Settlement, look_up
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 
 log = logging.getLogger("provisioner")
 
@@ -43,7 +44,6 @@ LOOKAHEAD_WINDOWS = 2
 TYPICAL_ANSWER = 0.3  # seconds: Twilio's usual answer to a lookup, for the estimate people see
 IDLE_POLL = 0.05  # seconds the next row's lookup is waited for before the sends get a turn
 HTTP_UNAUTHORIZED = 401  # the credentials themselves were rejected, not only for lookups
-FAILED_LOOKUP = "failed"  # the ledger's `lookup` of a row whose first lookup failed
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def needs_first_lookup(decision: Decision, new_ledger: bool) -> bool:
 def first_lookup_failed(entry: Entry) -> bool:
     """The entry of a row never sent because its first lookup failed."""
     return (
-        entry.status == Status.FAILED
-        and entry.lookup == FAILED_LOOKUP
+        entry.status is EntryStatus.FAILED
+        and entry.lookup == LookupResult.FAILED
         and not (entry.ambiguous_attempts)
     )
 
@@ -91,7 +91,7 @@ def first_lookup_outcome(row: Row, settlement: Settlement) -> Outcome | None:
         return Outcome(
             Status.FAILED,
             identity=row.identity,
-            error_code="lookup_failed",
+            error_code=ErrorCode.LOOKUP_FAILED,
             error_message=(
                 "not sent: this ledger is new to this account and host, so the row was looked "
                 "up first, in case another folder or host created it, and "

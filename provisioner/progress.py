@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from provisioner.outcome import Status
 from provisioner.runtime import Progress
+from provisioner.vocabulary import Status
 from provisioner.words import plural
 
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal

@@ -20,13 +20,13 @@ from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock
 from provisioner.ordered import in_order
-from provisioner.outcome import LookupResult
 from provisioner.report import learnt_options
 from provisioner.rows import RowBuilder, derive_identity
 from provisioner.runtime import Runtime
 from provisioner.send import Lookups, Settlement, answer_of
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import EntryStatus, LookupResult
 from provisioner.words import plural
 from provisioner.writers import CsvWriter
 
@@ -238,7 +238,7 @@ class _Checker:
     def check(self, target: Target) -> Checked:
         """Wait for the index if the row was sent moments ago, look it up, close extras."""
         entry = target.entry
-        if entry is not None and entry.status != "created":
+        if entry is not None and entry.status is not EntryStatus.CREATED:
             # A row an earlier run was sending moments ago may not show in the index yet.
             wait = entry.last_sent_by(self.opened) + self.options.lookup_lag - self.wall_clock()
             if wait > 0:
@@ -275,7 +275,7 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> Checked:
     if settlement.result is LookupResult.FAILED:
         return checked
     if settlement.result is LookupResult.ABSENT:
-        if entry is not None and entry.status != "created":
+        if entry is not None and entry.status is not EntryStatus.CREATED:
             # Nothing exists: no lost answer is outstanding, the next run sends the row.
             with ledger.transaction():
                 ledger.record_failed(
@@ -291,7 +291,7 @@ def _record(ledger: Ledger, target: Target, checked: Checked) -> Checked:
             identity=target.identity,
             request_id=entry.request_id if entry else "",
             ambiguous_attempts=entry.ambiguous_attempts if entry else 0,
-            lookup=LookupResult.DUPLICATES.value if left else LookupResult.FOUND.value,
+            lookup=LookupResult.DUPLICATES if left else LookupResult.FOUND,
             duplicate_sids=" ".join(left),
             key_fingerprint=key_fingerprint(target.key),
         )

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.errors import LedgerError
 from provisioner.ledger import RECORDED_AS_CREATED, Entry, Finished, Ledger
-from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import ErrorCode, LookupResult, Status
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Recorder:
         with suppress(LedgerError), self.ledger.transaction():
             self.ledger.record_lookup(
                 row_key,
-                lookup=outcome.lookup.value,
+                lookup=outcome.lookup,
                 duplicate_sids=" ".join(outcome.duplicate_sids),
             )
 
@@ -124,7 +125,7 @@ def held_elsewhere(outcome: Outcome, holder: str) -> Outcome:
     return replace(
         outcome,
         status=Status.FAILED,
-        error_code="lookup_failed" if found else "unreadable_answer",
+        error_code=ErrorCode.LOOKUP_FAILED if found else ErrorCode.UNREADABLE_ANSWER,
         error_message=(
             f"{'the lookup' if found else 'the answer'} named {outcome.conversation_sid}, "
             f"which the ledger records for row key {holder!r}; one web chat never settles two "

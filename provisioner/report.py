@@ -17,14 +17,11 @@ from provisioner.causes import CauseTally, cause_lines, explain
 from provisioner.cells import unescape_cell
 from provisioner.ordered import InOrder
 from provisioner.outcome import (
-    DRY_RUN,
-    ERROR_STATUSES,
-    LookupResult,
     Outcome,
-    Status,
 )
 from provisioner.result_columns import RESULT_COLUMNS, RESULT_SCHEMA, ROW_KEY
 from provisioner.rows import Row
+from provisioner.vocabulary import ERROR_STATUSES, ErrorCode, LookupResult, Status
 from provisioner.words import plural
 from provisioner.writers import TableWriter, write_atomically
 
@@ -58,7 +55,7 @@ class Tally:
             self.ambiguous_rows += 1
         if outcome.lookup is not LookupResult.NONE:
             self.lookups[outcome.lookup] += 1
-        if outcome.is_error and outcome.error_code != DRY_RUN:  # a plan, not a cause
+        if outcome.is_error and outcome.error_code != ErrorCode.DRY_RUN:  # a plan, not a cause
             cause = explain(
                 outcome.error_code,
                 outcome.status.value,
@@ -344,9 +341,10 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     if summary.dry_run:
         reasons = ", ".join(f"{n} {code}" for code, n in summary.invalid_reasons.items())
         keep(
-            f"plan: {summary.counts['not_attempted']} to create, "
-            f"{summary.counts['existing']} already created (existing), "
-            f"{summary.counts['invalid']} invalid{f' ({reasons})' if reasons else ''}; nothing sent"
+            f"plan: {summary.counts[Status.NOT_ATTEMPTED]} to create, "
+            f"{summary.counts[Status.EXISTING]} already created (existing), "
+            f"{summary.counts[Status.INVALID]} invalid{f' ({reasons})' if reasons else ''};"
+            " nothing sent"
         )
         if len(summary.warnings) > PREVIEW_ROWS:
             say(f"... {plural(len(summary.warnings), 'warning')} in all, listed in summary.json")

@@ -14,32 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.chart import finite, render_chart
+from provisioner.errors import ExitCode
 from provisioner.report import Summary, learnt_options, visitors_line
+from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import write_atomically
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-EXIT_WORDS = {
-    0: ("every row is created or existing", "ok"),
-    1: ("the run finished; some rows are invalid or failed", "warn"),
-    2: ("nothing was sent (usage, input or configuration)", "bad"),
-    3: ("the run stopped early", "bad"),
-    4: ("an internal error (a bug); the ledger keeps what was created", "bad"),
-    141: ("output went into a closed pipe; ended quietly", "warn"),
+EXIT_WORDS: Mapping[int, tuple[str, str]] = {
+    ExitCode.OK: ("every row is created or existing", "ok"),
+    ExitCode.ROWS_FAILED: ("the run finished; some rows are invalid or failed", "warn"),
+    ExitCode.NOTHING_SENT: ("nothing was sent (usage, input or configuration)", "bad"),
+    ExitCode.STOPPED: ("the run stopped early", "bad"),
+    ExitCode.INTERNAL: ("an internal error (a bug); the ledger keeps what was created", "bad"),
+    ExitCode.BROKEN_PIPE: ("output went into a closed pipe; ended quietly", "warn"),
 }
 UNKNOWN_EXIT = ("unknown exit code", "bad")
-STATUS_WORDS = {
-    "created": "created by this run",
-    "existing": "created by an earlier run; not sent again",
-    "invalid": "not sent: the row itself is wrong",
-    "failed": "sent, and refused or failed on every try",
-    "not_attempted": "not sent: the run stopped first (or a dry run)",
-}
-LOOKUP_WORDS = {
-    "found": "the web chat existed at Twilio: recorded, not sent again",
-    "absent": "not at Twilio: sending again was safe",
-    "duplicates": "more than one conversation at Twilio for the row",
-    "failed": "the lookup could not answer: flagged, not sent again",
-}
+# What each status and lookup result means, as the page shows it (vocabulary.py's words).
+STATUS_WORDS = {status.value: status.words for status in Status}
+LOOKUP_WORDS = {result.value: result.words for result in LookupResult if result.words}
 FAILING_ROWS_PER_CAUSE = 10  # rows listed under each cause; errors.csv has them all
 WARNINGS_SHOWN = 50  # warnings listed on the page; summary.json has them all
 MESSAGE_CHARS = 300  # a server's message is cut here in the page's tables

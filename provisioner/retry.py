@@ -18,13 +18,14 @@ from tenacity.wait import wait_base
 
 from provisioner.attempts import Attempt, Lookup
 from provisioner.limits import Sleep
+from provisioner.vocabulary import ErrorCode
 
 MAX_BACKOFF = 30.0  # seconds: Twilio's guidance caps backoff; longer stalls a cron run
 BACKOFF_BASE = 0.5  # seconds: the first retry waits up to this, each later one up to double
 BACKOFF_FLOOR = 0.25  # seconds: never retry at once, even when the jitter draws near zero
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})  # Twilio's guidance: try again
-FINAL_FAILURES = frozenset({"invalid_sid", "tls_untrusted"})  # trying again cannot help
-UNREADABLE = "unreadable_answer"  # a lookup's answer that could not be read: ask again
+# Trying again cannot help.
+FINAL_FAILURES = frozenset({ErrorCode.INVALID_SID, ErrorCode.TLS_UNTRUSTED})
 
 
 class wait_full_jitter(wait_base):  # noqa: N801  (named like tenacity's own waits)
@@ -63,7 +64,11 @@ def retryable(reply: Attempt | Lookup) -> bool:
     never a failure that trying again cannot help (a bad SID, an untrusted certificate)."""
     if reply.error_code in FINAL_FAILURES:
         return False
-    lost = reply.ambiguous if isinstance(reply, Attempt) else reply.error_code == UNREADABLE
+    lost = (
+        reply.ambiguous
+        if isinstance(reply, Attempt)
+        else reply.error_code == ErrorCode.UNREADABLE_ANSWER
+    )
     return lost or reply.http_status is None or reply.http_status in RETRYABLE_STATUSES
 
 

@@ -17,6 +17,7 @@ from provisioner.result_columns import (
     SOURCE_ROW,
     TOOL_COLUMN_SUFFIXES,
 )
+from provisioner.vocabulary import ErrorCode
 
 ADDRESS_SID = "AddressSid"
 PARAMETERS = (
@@ -309,10 +310,10 @@ def _hash64(text: str) -> int:
 # The values that must not repeat, with the problem code a repeat gets; and row contents.
 _KEY = "key"  # the row's final key, however obtained: row_key, customer_id or derived
 _UNIQUE = {
-    ROW_KEY: "duplicate_row_key",
-    CUSTOMER_ID: "duplicate_customer_id",
-    IDENTITY: "duplicate_identity",
-    _KEY: "duplicate_row_key",
+    ROW_KEY: ErrorCode.DUPLICATE_ROW_KEY,
+    CUSTOMER_ID: ErrorCode.DUPLICATE_CUSTOMER_ID,
+    IDENTITY: ErrorCode.DUPLICATE_IDENTITY,
+    _KEY: ErrorCode.DUPLICATE_ROW_KEY,
 }
 _CONTENT = "content"
 _TWIN = "twin"  # a key's cells.key_fingerprint: keys a spreadsheet may have made of each other
@@ -470,16 +471,16 @@ def _duplicate(kind: str, value: str, first: int) -> str:
 def _problem(parameters: Mapping[str, str], keys: Mapping[str, str]) -> tuple[str | None, str]:
     address = parameters.get(ADDRESS_SID, "")
     if not address:
-        return f"{ADDRESS_SID} is empty", "missing_address_sid"
+        return f"{ADDRESS_SID} is empty", ErrorCode.MISSING_ADDRESS_SID
     if not ADDRESS_SID_PATTERN.fullmatch(address):
         return (
             f"{ADDRESS_SID} {address!r} is not IG followed by 32 hex digits",
-            "invalid_address_sid",
+            ErrorCode.INVALID_ADDRESS_SID,
         )
     for name, value in (*parameters.items(), *keys.items()):
         if _CONTROL_CHARACTERS.search(value):
             return (
                 f"{name} contains control characters (such as NUL); it must be plain text",
-                "not_text",
+                ErrorCode.NOT_TEXT,
             )
     return None, ""

@@ -30,7 +30,7 @@ from provisioner.errors import (
 from provisioner.ledger import Ledger, open_ledger
 from provisioner.limits import AccountLimits, Sleep
 from provisioner.ordered import HELD_LIMIT
-from provisioner.outcome import DRY_RUN, LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision, cut_off, not_sent, plan
 from provisioner.prelookup import (
     LOOKAHEAD_WINDOWS,
@@ -64,6 +64,7 @@ from provisioner.send import Lookups, RowSender, SendSettings
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
 from provisioner.table import Table
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 from provisioner.words import plural
 from provisioner.writers import CsvWriter, XlsxWriter
 
@@ -307,7 +308,7 @@ class _Run:
                 outcome = Outcome(
                     Status.NOT_ATTEMPTED,
                     identity=decision.row.identity,
-                    error_code=DRY_RUN,
+                    error_code=ErrorCode.DRY_RUN,
                     error_message="dry run: would be sent",
                 )
             self._write(sequence, decision.row, outcome)
@@ -754,7 +755,7 @@ def _refuse_invalid_or_changed_keys(
     (a row the ledger shows created is existing, whatever its cells say now)."""
     invalid = changed = 0
     for _, row, seen in _rows_and_entries(checked, ledger, endpoint):
-        created = seen.entry is not None and seen.entry.status == "created"
+        created = seen.entry is not None and seen.entry.status is EntryStatus.CREATED
         if row.problem is not None:
             invalid += row.repeats_a_key or not created
         elif seen.changed_from is not None or (row.twin is not None and seen.entry is None):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from provisioner.limits import Clock, Sleep
-from provisioner.outcome import Status
+from provisioner.vocabulary import Status
 
 
 @dataclass(frozen=True)

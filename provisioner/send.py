@@ -19,12 +19,13 @@ from tenacity import RetryCallState
 
 from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.limits import AccountLimits, Answer, Sleep
-from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import retry_policy, retryable, should_retry
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
 from provisioner.timestamps import epoch_seconds
+from provisioner.vocabulary import ErrorCode, LookupResult, Status
 
 log = logging.getLogger("provisioner")
 
@@ -423,7 +424,7 @@ def _lookup_failed_outcome(history: RowHistory, settlement: Settlement) -> Outco
         attempts=len(history.attempts),
         ambiguous_attempts=history.ambiguous,
         http_status=last.http_status if last else None,
-        error_code=STOPPED if settlement.stopped else "lookup_failed",
+        error_code=ErrorCode.STOPPED if settlement.stopped else ErrorCode.LOOKUP_FAILED,
         error_message=(
             f"an earlier answer was lost and the web chat may exist; not sent again "
             f"because {settlement.message}"

@@ -47,6 +47,7 @@ from urllib3.response import BaseHTTPResponse, HTTPResponse
 from provisioner import __version__
 from provisioner.attempts import one_line
 from provisioner.endpoints import Credentials, ca_bundle, proxy_for
+from provisioner.vocabulary import ErrorCode
 
 USER_AGENT = f"provisioner/{__version__} (python-requests/{requests.__version__})"
 MAX_MESSAGE_CHARS = 500  # an error message longer than this is cut (after redaction)
@@ -55,8 +56,16 @@ MAX_CAUSES = 10  # exception chains are walked this deep, never forever
 REDACTED = "[redacted]"
 # Failures before the request was sent: nothing can have been done at the other end.
 UNSENT_FAILURES = frozenset(
-    {"connect_timeout", "proxy_failed", "tls_untrusted", "connection_failed"}
+    {
+        ErrorCode.CONNECT_TIMEOUT,
+        ErrorCode.PROXY_FAILED,
+        ErrorCode.TLS_UNTRUSTED,
+        ErrorCode.CONNECTION_FAILED,
+    }
 )
+# An answer's failures with a status line: the body was not read whole (not error codes).
+TOO_LARGE = "too_large"  # longer than the cap: not read
+CUT = "cut"  # the body was cut short
 
 
 # ---------------------------------------------------------------- the deadline
@@ -389,15 +398,15 @@ class Transport:
             for chunk in raw.stream(READ_CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > cap:
-                    failure, detail = "too_large", f"longer than {cap} bytes"
+                    failure, detail = TOO_LARGE, f"longer than {cap} bytes"
                     break
                 chunks.append(chunk)
                 if guard.expired:
                     break
         except Exception as error:  # a cut, a reset, a bad gzip stream
-            failure, detail = "cut", _describe(error)
-        if guard.expired and failure != "too_large":
-            failure, detail = "timeout", f"not complete within {self.timeout:g}s"
+            failure, detail = CUT, _describe(error)
+        if guard.expired and failure != TOO_LARGE:
+            failure, detail = ErrorCode.TIMEOUT, f"not complete within {self.timeout:g}s"
         return Answer(
             url=url,
             status=answer.status,
@@ -428,28 +437,37 @@ def _failure(error: BaseException, expired: bool, host: str) -> tuple[str, str]:
         return any(isinstance(cause, kinds) for cause in causes)
 
     if isinstance(error, requests.exceptions.ConnectTimeout):  # the request never left
-        return "connect_timeout", f"no connection to {host} in time"
+        return ErrorCode.CONNECT_TIMEOUT, f"no connection to {host} in time"
     if expired or isinstance(error, requests.exceptions.ReadTimeout):
-        return "timeout", f"no complete answer from {host} in time"
+        return ErrorCode.TIMEOUT, f"no complete answer from {host} in time"
     if isinstance(error, requests.exceptions.ProxyError):
-        return "proxy_failed", f"the proxy failed or refused to reach {host} ({_describe(error)})"
+        return (
+            ErrorCode.PROXY_FAILED,
+            f"the proxy failed or refused to reach {host} ({_describe(error)})",
+        )
     if caused_by(ssl.SSLCertVerificationError):
-        return "tls_untrusted", (
+        return ErrorCode.TLS_UNTRUSTED, (
             f"the certificate of {host} is not trusted ({_describe(error)}); on a network that "
             "inspects TLS, point REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA certificates"
         )
     if caused_by(NewConnectionError, NameResolutionError, ConnectionRefusedError):
-        return "connection_failed", f"could not connect to {host} ({_describe(error)})"
+        return ErrorCode.CONNECTION_FAILED, f"could not connect to {host} ({_describe(error)})"
     unreadable = (http.client.HTTPException, InvalidHeader, requests.exceptions.InvalidHeader)
     if caused_by(*unreadable) and not caused_by(http.client.RemoteDisconnected):
         # Too many headers, a header line too long, a status line that is not HTTP,
         # contradictory lengths.
-        return "unreadable_answer", f"the answer from {host} could not be read ({_describe(error)})"
+        return (
+            ErrorCode.UNREADABLE_ANSWER,
+            f"the answer from {host} could not be read ({_describe(error)})",
+        )
     if isinstance(error, requests.exceptions.SSLError):
-        return "tls_failed", f"TLS failed with {host} ({_describe(error)})"
+        return ErrorCode.TLS_FAILED, f"TLS failed with {host} ({_describe(error)})"
     if isinstance(error, (requests.exceptions.ConnectionError, Urllib3Error, OSError)):
-        return "connection_lost", f"connection to {host} lost before an answer ({_describe(error)})"
-    return "request_failed", f"{type(error).__name__} ({_describe(error)})"
+        return (
+            ErrorCode.CONNECTION_LOST,
+            f"connection to {host} lost before an answer ({_describe(error)})",
+        )
+    return ErrorCode.REQUEST_FAILED, f"{type(error).__name__} ({_describe(error)})"
 
 
 def _causes(error: BaseException) -> list[BaseException]:

@@ -15,6 +15,7 @@ from provisioner import timestamps
 from provisioner.errors import LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
+from provisioner.vocabulary import EntryStatus, LookupResult
 from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
@@ -49,7 +50,7 @@ def created(
     ledger: Ledger,
     key: str,
     *,
-    lookup: str = "",
+    lookup: LookupResult = LookupResult.NONE,
     duplicate_sids: str = "",
     key_fingerprint: str | None = None,
 ) -> None:
@@ -82,7 +83,7 @@ def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
     with open_ledger(path, SCOPE) as reopened:
         assert reopened.lookup("c-1") == Entry(
             "c-1",
-            "in_flight",
+            EntryStatus.IN_FLIGHT,
             "",
             "prv-c-1",
             "",
@@ -93,7 +94,7 @@ def test_writes_in_a_transaction_are_kept_after_reopening(path: Path) -> None:
         )
         assert reopened.lookup("c-2") == Entry(
             "c-2",
-            "created",
+            EntryStatus.CREATED,
             conversation_sid_of("c-2"),
             "prv-c-2",
             "RQ1",
@@ -227,7 +228,7 @@ def test_record_failed_never_downgrades_a_created_entry(ledger: Ledger) -> None:
     before = ledger.lookup("c-1")
 
     with ledger.transaction():
-        ledger.record_failed("c-1", "run-2", ambiguous_attempts=3, lookup="failed")
+        ledger.record_failed("c-1", "run-2", ambiguous_attempts=3, lookup=LookupResult.FAILED)
 
     assert ledger.lookup("c-1") == before
 
@@ -235,7 +236,7 @@ def test_record_failed_never_downgrades_a_created_entry(ledger: Ledger) -> None:
 def test_record_failed_replaces_an_in_flight_mark(ledger: Ledger) -> None:
     with ledger.transaction():
         ledger.mark_in_flight("c-1", "run-1", "prv-c-1")
-        ledger.record_failed("c-1", "run-1", ambiguous_attempts=2, lookup="failed")
+        ledger.record_failed("c-1", "run-1", ambiguous_attempts=2, lookup=LookupResult.FAILED)
 
     entry = ledger.lookup("c-1")
     assert entry is not None
@@ -247,9 +248,9 @@ def test_unsettled_lists_what_may_exist_at_twilio_unrecorded(path: Path) -> None
         opened.mark_in_flight("in-flight", "run-1")
         opened.record_failed("lost-answer", "run-1", ambiguous_attempts=1)
         opened.record_failed("plain-failure", "run-1", ambiguous_attempts=0)
-        created(opened, "duplicates", lookup="duplicates", duplicate_sids=OTHER_SID)
-        created(opened, "lookup-failed", lookup="failed")
-        created(opened, "found", lookup="found")
+        created(opened, "duplicates", lookup=LookupResult.DUPLICATES, duplicate_sids=OTHER_SID)
+        created(opened, "lookup-failed", lookup=LookupResult.FAILED)
+        created(opened, "found", lookup=LookupResult.FOUND)
         created(opened, "created")
     with open_ledger(path, OTHER_SCOPE) as other, other.transaction():
         other.mark_in_flight("other-scope", "run-2")

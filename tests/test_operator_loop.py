@@ -31,9 +31,9 @@ from provisioner.config import CREDENTIALS_STAY
 from provisioner.emulator import Emulator, Fault
 from provisioner.endpoints import Credentials
 from provisioner.ledger_runs import read_status
-from provisioner.outcome import STOPPED, Status
 from provisioner.run import RunOptions, create
 from provisioner.runtime import Progress, Runtime
+from provisioner.vocabulary import ErrorCode, Status
 from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, said, sid, write_csv
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after
@@ -92,11 +92,11 @@ def test_a_lookup_cut_short_by_ctrl_c_is_stopped_and_the_next_run_settles_it(
     run = tmp_path / "outputs" / "r1"
     by_key = {row["customer_id"]: row for row in read_csv(run / "results.csv")}
     lost = by_key["C1"]
-    assert (lost["status"], lost["error_code"], lost["lookup"]) == ("failed", STOPPED, "")
+    assert (lost["status"], lost["error_code"], lost["lookup"]) == ("failed", ErrorCode.STOPPED, "")
     assert lost["ambiguous_attempts"] == "1"
     summary = read_summary(run)
     assert summary["lookups"]["failed"] == 0  # no lookup failed: none was made
-    assert [cause["code"] for cause in summary["causes"]] == [STOPPED]
+    assert [cause["code"] for cause in summary["causes"]] == [ErrorCode.STOPPED]
     assert "Conversations" not in stderr  # no permission advice: Twilio refused nothing
     # One lookup a row before its first send (a new ledger), none for the lost answer.
     assert emulator.lookups == len(rows)

@@ -10,10 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.outcome import (
-    ERROR_STATUSES,
-    LookupResult,
     Outcome,
-    Status,
 )
 from provisioner.result_columns import (
     EARLIER_RESULT_COLUMNS,
@@ -23,6 +20,7 @@ from provisioner.result_columns import (
     TOOL_COLUMN_SUFFIXES,
 )
 from provisioner.rows import Row
+from provisioner.vocabulary import ERROR_STATUSES, LookupResult, Status
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from provisioner.ledger import Entry
-from provisioner.outcome import Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision, plan
 from provisioner.rows import Row
+from provisioner.vocabulary import EntryStatus, Status
 
 SID = "CH" + "a" * 32
 
@@ -21,7 +22,7 @@ def entry(
 ) -> Entry:
     return Entry(
         row_key=key,
-        status=status,
+        status=EntryStatus(status),
         conversation_sid=sid,
         identity="prv-identity",
         request_id="RQ1",

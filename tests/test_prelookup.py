@@ -19,12 +19,12 @@ from provisioner.emulator import Fault
 from provisioner.errors import ExitCode
 from provisioner.ledger import open_ledger
 from provisioner.limits import AccountLimits
-from provisioner.outcome import LookupResult
 from provisioner.plan import plan
 from provisioner.prelookup import FirstLookups, Job
 from provisioner.rows import Columns, RowBuilder, derive_identity
 from provisioner.send import LOOKUP_TRIES, Lookups
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import LookupResult
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, write_csv
 
 ROWS = 6

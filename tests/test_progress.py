@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from provisioner.outcome import Status
 from provisioner.progress import (
     BAR_REDRAW_EVERY,
     BAR_WIDTH,
@@ -22,6 +21,7 @@ from provisioner.progress import (
     timestamp,
 )
 from provisioner.runtime import Progress
+from provisioner.vocabulary import Status
 
 START = 1_795_600_800.0  # 2026-11-25 10:00:00 UTC
 

@@ -29,11 +29,11 @@ from provisioner.endpoints import scope_of
 from provisioner.ledger import open_ledger
 from provisioner.limits import Answer
 from provisioner.ordered import InOrder, in_order
-from provisioner.outcome import LookupResult
 from provisioner.retry import retryable
 from provisioner.rows import derive_identity
 from provisioner.send import CLOCK_SKEW, CLOSED, Settlement, answer_of, settlement_of
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import LookupResult
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,

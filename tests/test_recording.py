@@ -14,11 +14,12 @@ import pytest
 from provisioner.cells import key_fingerprint
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
-from provisioner.outcome import CUT_OFF, LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.recording import Known, Recorder, known
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import ErrorCode, LookupResult, Status
 from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
@@ -38,7 +39,7 @@ def created(key: str) -> Outcome:
 
 FAILED = Outcome(Status.FAILED, attempts=3, error_code="20429", lookup=LookupResult.ABSENT)
 NOT_SENT = Outcome(Status.NOT_ATTEMPTED, error_message="the run stopped first")
-CUT = Outcome(Status.NOT_ATTEMPTED, error_code=CUT_OFF, ambiguous_attempts=1)
+CUT = Outcome(Status.NOT_ATTEMPTED, error_code=ErrorCode.CUT_OFF, ambiguous_attempts=1)
 
 
 @pytest.fixture

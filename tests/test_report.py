@@ -16,7 +16,7 @@ import pytest
 
 from provisioner import dispatch
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher
-from provisioner.outcome import LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.report import (
     RedactingFilter,
     ResultFiles,
@@ -29,6 +29,7 @@ from provisioner.report import (
 from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import CsvWriter
 
 CARRIED = ["customer_id", "AddressSid"]

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from provisioner.emulator import Emulator
-from provisioner.outcome import Status
 from provisioner.report import (
     ONE_IN_FLIGHT,
     end_of_run,
@@ -27,6 +26,7 @@ from provisioner.report import (
     status_counts,
 )
 from provisioner.report_html import render_report
+from provisioner.vocabulary import Status
 from tests.conftest import (
     CUSTOMER_HEADER,
     SECRET,

@@ -15,9 +15,9 @@ from provisioner.cli import cli
 from provisioner.emulator import Emulator
 from provisioner.endpoints import Credentials
 from provisioner.errors import ExitCode
-from provisioner.outcome import CUT_OFF, Status
 from provisioner.run import RunOptions, create
 from provisioner.runtime import Progress, Runtime
+from provisioner.vocabulary import ErrorCode, Status
 from tests.conftest import (
     CUSTOMER_HEADER,
     JITTER_SEED,
@@ -133,7 +133,7 @@ def test_a_failure_on_the_main_thread_mid_send_still_writes_every_row(
 
     assert summary.exit_code == ExitCode.INTERNAL
     rows = assert_every_row_once(tmp_path / "outputs" / "r1" / "results.csv", source)
-    cut_off = [row for row in rows if row["error_code"] == CUT_OFF]
+    cut_off = [row for row in rows if row["error_code"] == ErrorCode.CUT_OFF]
     assert all(row["status"] == Status.NOT_ATTEMPTED for row in cut_off)
     assert sum(summary.counts.values()) == ROWS
     assert "the injected progress broke" in (summary.stop_reason or "")

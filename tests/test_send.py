@@ -16,7 +16,7 @@ from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.causes import explain
 from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
-from provisioner.outcome import STOPPED, LookupResult, Outcome, Status
+from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import BACKOFF_BASE, BACKOFF_FLOOR, MAX_BACKOFF, retry_policy
 from provisioner.rows import Row
@@ -34,6 +34,7 @@ from provisioner.send import (
     settlement_of,
 )
 from provisioner.stopping import Stopping
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 
 SEED = 20261125
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -415,7 +416,7 @@ def test_a_row_an_earlier_run_may_have_sent_is_looked_up_first_once_the_index_ha
     elapsed = 3.0  # since the earlier run last wrote the row
     prior = Entry(
         row_key="c-1",
-        status=status,
+        status=EntryStatus(status),
         conversation_sid="",
         identity=IDENTITY,
         request_id="",
@@ -438,7 +439,9 @@ def test_a_row_an_earlier_run_may_have_sent_is_looked_up_first_once_the_index_ha
 def test_an_old_conversation_of_the_same_identity_is_not_the_rows(
     clocks: Clocks, stopping: Stopping
 ) -> None:
-    prior = Entry("c-1", "in_flight", "", IDENTITY, "", "run-1", 0, iso(START), iso(START))
+    prior = Entry(
+        "c-1", EntryStatus.IN_FLIGHT, "", IDENTITY, "", "run-1", 0, iso(START), iso(START)
+    )
     long_before = found(SID_2, START - timedelta(days=30))
     api = FakeApi(clocks, creates=[CREATED], lookups=[Lookup((long_before,), http_status=200)])
 
@@ -612,7 +615,7 @@ def test_a_lookup_a_stop_cuts_short_is_stopped_not_a_failed_lookup(
     outcome = rows_sender.send(Decision(row()))
 
     assert len(clocks.sleeps) == 2  # the retry wait, then the lag wait: nothing after the stop
-    assert (outcome.status, outcome.error_code) == (Status.FAILED, STOPPED)
+    assert (outcome.status, outcome.error_code) == (Status.FAILED, ErrorCode.STOPPED)
     assert outcome.lookup is LookupResult.NONE  # no lookup failed: none could be made
     assert outcome.ambiguous_attempts == 1  # the ledger keeps it unsettled: looked up next run
     assert len(api.create_calls) == 1  # never sent again blindly

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from provisioner.ledger import Entry
 from provisioner.timestamps import epoch_seconds, utc_now
+from provisioner.vocabulary import EntryStatus
 
 CLOCK_SLACK = 5.0  # seconds between reading the clock here and in utc_now, on a busy machine
 MOMENT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -48,5 +49,7 @@ def test_any_aware_time_reads_back_as_its_own_moment(moment: datetime) -> None:
 
 
 def test_a_ledger_entry_with_no_time_is_at_zero() -> None:
-    entry = Entry("K1", "created", "CH1", "prv-1", "RQ1", "r1", 0, first_sent_at="", updated_at="x")
+    entry = Entry(
+        "K1", EntryStatus.CREATED, "CH1", "prv-1", "RQ1", "r1", 0, first_sent_at="", updated_at="x"
+    )
     assert (entry.first_sent, entry.updated) == (0.0, 0.0)
