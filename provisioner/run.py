@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager, suppress
@@ -339,8 +340,9 @@ class _Run:
             return recorder.mark_in_flight([job.decision for job in jobs])
 
         first = self._first_lookups(client, sleep, sender.lookups)
+        streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
         dispatcher: Dispatcher[Job, Outcome] = Dispatcher(
-            self._stopping_on_failure(lambda job: sender.send(job.decision, job.looked_up)),
+            self._stopping_on_failure(lambda job: sender.send(job.decision, job.looked_up), streak),
             concurrency=self.options.concurrency,
             stopping=self.stopping,
             ready=lambda job: job.known,
@@ -352,7 +354,6 @@ class _Run:
             # A failure may stop the run (FailureStreak): it is counted as soon as it comes.
             routine=lambda outcome: outcome.status is Status.CREATED,
         )
-        streak = FailureStreak(MAX_FAILURES_IN_A_ROW)
         rechecks: list[tuple[Row, Outcome, float]] = []
         if self.endpoint.emulator is not None:
             self.endpoint.emulator.live_rate = self.options.sandbox_live_rate
@@ -368,9 +369,6 @@ class _Run:
                         decision = job.decision
                         outcome = flagged.get(decision.row.key, recorded)
                         self._write(job.sequence, decision.row, outcome)
-                        reason = streak.add(outcome)
-                        if reason:
-                            self.stopping.stop(reason)
                         if outcome.status is Status.CREATED and outcome.ambiguous_attempts:
                             prior = decision.prior
                             since = min(self.started_wall, prior.first_sent) if prior else None
@@ -390,16 +388,23 @@ class _Run:
         self.lookups_refused = sender.lookups_refused or (first.refused if first else "")
         return self._finish()
 
-    def _stopping_on_failure(self, send: Callable[[Job], Outcome]) -> Callable[[Job], Outcome]:
-        """`send`, stopping the run at once if it raises (on a worker): the other workers'
-        waits end, and none starts another request before the main thread hears of it."""
+    def _stopping_on_failure(
+        self, send: Callable[[Job], Outcome], streak: FailureStreak
+    ) -> Callable[[Job], Outcome]:
+        """`send`, stopping the run at once if it raises or ends a `streak` (on a worker): the
+        other workers' waits end, and none starts another request before the main thread hears
+        of it (counted there, a worker would send rows it was handed meanwhile)."""
 
         def sending(job: Job) -> Outcome:
             try:
-                return send(job)
+                outcome = send(job)
             except Exception as error:
                 self.stopping.stop(_failure_reason(error))
                 raise
+            reason = streak.add(outcome)
+            if reason:
+                self.stopping.stop(reason)
+            return outcome
 
         return sending
 
@@ -789,9 +794,14 @@ class FailureStreak:
         self.limit = limit
         self.count = 0
         self.last_kind = ""
+        self._lock = threading.Lock()  # rows are counted on the workers, as each finishes
 
     def add(self, outcome: Outcome) -> str:
         """Count one finished row; returns why to stop, or ''."""
+        with self._lock:
+            return self._add(outcome)
+
+    def _add(self, outcome: Outcome) -> str:
         if outcome.status is Status.CREATED:
             self.count = 0
             return ""
