@@ -21,6 +21,7 @@ from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options
+from provisioner.result_columns import ROW_KEY
 from provisioner.rows import RowBuilder, derive_identity
 from provisioner.runtime import Runtime
 from provisioner.send import Lookups, Settlement, answer_of
@@ -32,7 +33,7 @@ from provisioner.writers import CsvWriter
 
 RUN_PREFIX = "reconcile-"  # a reconcile's folder: reconcile-<UTC time>, beside create's runs
 RECONCILE_COLUMNS = (
-    "row_key",
+    ROW_KEY,
     "identity",
     "lookup",
     "conversation_sid",
@@ -161,7 +162,8 @@ def reconcile(
         result = ReconcileResult(
             run_dir / "reconcile.csv", new_ledger=ledger_path if new_ledger else None
         )
-        writer = CsvWriter(result.path, list(RECONCILE_COLUMNS))
+        # Keys guarded as results.csv guards them, so a spreadsheet keeps `00001` as text.
+        writer = CsvWriter(result.path, list(RECONCILE_COLUMNS), key_columns=[ROW_KEY])
         try:
             with stopping.on_signals():
                 for target, checked_row in in_order(

@@ -3,6 +3,7 @@ and the command's cases (no ledger, a new ledger, a slow server, a hostile one).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner.attempts import Attempt, FoundConversation, Lookup
+from provisioner.cells import escape_key
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.ledger import open_ledger
@@ -42,6 +44,7 @@ from tests.conftest import (
     customers,
     read_csv,
     said,
+    sid,
     write_csv,
 )
 
@@ -581,3 +584,24 @@ def test_one_web_chat_never_settles_two_rows_in_reconcile(
         entries = ledger.lookup_all(["C1", "C2", "C3"])
     assert {key: entry.conversation_sid for key, entry in entries.items()} == {"C1": counting.sid}
     assert "2 failed" in result.stderr
+
+
+def test_reconcile_csv_guards_keys_as_results_csv_does(provisioner: Cli, tmp_path: Path) -> None:
+    rows = [["00001", sid(1), "Ada"], ["1e5", sid(2), "Bo"], ["C3", sid(3), "Cy"]]
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+    provisioner("create", str(source), "--run-id", "r1", "--rate", "0")
+
+    provisioner(
+        "reconcile", str(source), "--out", str(provisioner.out),
+        "--base-url", provisioner.emulator.url, "--rate", "0",
+    )  # fmt: skip
+
+    def raw_keys(path: Path) -> list[str]:
+        with path.open(encoding="utf-8-sig", newline="") as stream:
+            return [line["row_key"] for line in csv.DictReader(stream)]
+
+    results = raw_keys(provisioner.run_dir("r1") / "results.csv")
+    (reconciled,) = provisioner.out.glob("reconcile-*/reconcile.csv")
+    assert raw_keys(reconciled) == results
+    assert results == [escape_key("00001"), escape_key("1e5"), "C3"]
+    assert results[0] != "00001"  # guarded, so a spreadsheet keeps it as text
