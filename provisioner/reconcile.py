@@ -76,6 +76,7 @@ class ReconcileResult:
     stopped: str = ""  # why it stopped before the last row, if it did
     new_ledger: Path | None = None  # the ledger this reconcile started (there was none)
     throttled: int = 0  # lookups and closes Twilio answered 429
+    invalid: Counter[str] = field(default_factory=Counter)  # rows not looked up, by reason
     learnt: tuple[str, ...] = ()  # the limits learnt, as options to pass next time
 
     def add(self, checked: Checked) -> None:
@@ -94,6 +95,12 @@ class ReconcileResult:
         lines = [f"looked up {plural(sum(self.counts.values()), 'row')}: {found}"]
         if self.new_ledger is not None:
             lines.append(f"the ledger is new: {self.new_ledger}")
+        if self.invalid:
+            reasons = ", ".join(f"{n} {code}" for code, n in sorted(self.invalid.items()))
+            lines.append(
+                f"{plural(self.invalid.total(), 'invalid row')} not looked up ({reasons}): "
+                "reconcile.csv says why; fix them, then run create"
+            )
         if self.closed:
             lines.append(f"closed {plural(self.closed, 'extra web chat')}")
         if self.duplicates_left:
@@ -174,6 +181,10 @@ def reconcile(
                     not_done=lambda target: NOT_LOOKED_UP,
                     cut_off=lambda target: NOT_LOOKED_UP,
                 ):
+                    if target.problem_code:  # known without a lookup: listed, counted
+                        result.invalid[target.problem_code] += 1
+                        writer.write(_line(target, checked_row))
+                        continue
                     if checked_row is NOT_LOOKED_UP:
                         continue  # the run stopped first: the next reconcile looks it up
                     checked_row = _record(ledger, target, checked_row)
@@ -194,6 +205,8 @@ class Target:
     key: str
     identity: str
     entry: Entry | None
+    problem_code: str = ""  # the row is invalid (rows.py's code): not looked up
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,8 +221,8 @@ NOT_LOOKED_UP = Checked(Settlement(LookupResult.NONE))  # the run stopped before
 
 
 def _targets(checked: CheckedInput | None, ledger: Ledger, scope: str) -> Iterator[Target]:
-    """Every row to look up: the input's valid rows, or without an input what the ledger
-    shows unsettled."""
+    """Every row to look up: the input's rows (an invalid one marked, not looked up), or
+    without an input what the ledger shows unsettled."""
     if checked is None:
         for entry in ledger.unsettled():
             identity = entry.identity or derive_identity(scope, entry.row_key)
@@ -220,6 +233,8 @@ def _targets(checked: CheckedInput | None, ledger: Ledger, scope: str) -> Iterat
         row = builder.build(number, cells).with_identity(scope)
         if row.problem is None:
             yield Target(row.key, row.identity, ledger.lookup(row.key))
+        else:
+            yield Target(row.key, "", None, row.problem_code, row.problem)
 
 
 class _Checker:
@@ -239,6 +254,9 @@ class _Checker:
 
     def check(self, target: Target) -> Checked:
         """Wait for the index if the row was sent moments ago, look it up, close extras."""
+        if target.problem_code:
+            message = f"not looked up: the row is invalid ({target.problem_code}): {target.problem}"
+            return Checked(Settlement(LookupResult.NONE, message=message))
         entry = target.entry
         if entry is not None and entry.status is not EntryStatus.CREATED:
             # A row an earlier run was sending moments ago may not show in the index yet.

@@ -605,3 +605,25 @@ def test_reconcile_csv_guards_keys_as_results_csv_does(provisioner: Cli, tmp_pat
     assert raw_keys(reconciled) == results
     assert results == [escape_key("00001"), escape_key("1e5"), "C3"]
     assert results[0] != "00001"  # guarded, so a spreadsheet keeps it as text
+
+
+def test_reconcile_input_counts_and_lists_the_invalid_rows_it_did_not_look_up(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    rows = [["C1", sid(1), "Ada"], ["C2", "IG123", "Bo"], ["C3", "", "Cy"], ["C4", sid(4), "Di"]]
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+
+    result = provisioner(
+        "reconcile", str(source), "--out", str(provisioner.out),
+        "--base-url", provisioner.emulator.url, "--rate", "0",
+    )  # fmt: skip
+
+    assert provisioner.emulator.lookups == 2  # the valid rows only
+    lines = reconcile_lines(provisioner.out)
+    assert [line["row_key"] for line in lines] == ["C1", "C2", "C3", "C4"]  # every row, in order
+    assert [line["lookup"] for line in lines] == ["absent", "", "", "absent"]
+    assert "invalid_address_sid" in lines[1]["message"]
+    assert "missing_address_sid" in lines[2]["message"]
+    (end,) = [line for line in said(result.stderr) if "invalid_address_sid" in line]
+    assert "1 invalid_address_sid" in end  # each counted, by reason
+    assert "1 missing_address_sid" in end
