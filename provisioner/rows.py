@@ -478,9 +478,11 @@ def _problem(parameters: Mapping[str, str], keys: Mapping[str, str]) -> tuple[st
             ErrorCode.INVALID_ADDRESS_SID,
         )
     for name, value in (*parameters.items(), *keys.items()):
-        if _CONTROL_CHARACTERS.search(value):
+        if found := _CONTROL_CHARACTERS.search(value):
+            # Named by code point: a control character has no glyph, and no name in unicodedata.
             return (
-                f"{name} contains control characters (such as NUL); it must be plain text",
+                f"{name} contains a control character (U+{ord(found[0]):04X}); it must be "
+                "plain text",
                 ErrorCode.NOT_TEXT,
             )
     return None, ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from provisioner.rows import (
     derive_identity,
     names_address_column,
 )
+from tests.conftest import Cli, read_csv, write_csv
 
 SCOPE = "AC123@flex-api.twilio.com"
 IDENTITY_MAX = 64  # what we promise for a derived identity (Twilio takes any string)
@@ -242,9 +244,8 @@ def test_control_characters_in_a_key_make_the_row_invalid(column: str, character
     built = build_all(["AddressSid", column], rows)
 
     assert [row.problem_code for row in built] == ["not_text", "not_text", ""]
-    assert built[0].problem == (
-        f"{column} contains control characters (such as NUL); it must be plain text"
-    )
+    assert column in str(built[0].problem)
+    assert f"U+{ord(character):04X}" in str(built[0].problem)  # the character found, named
 
 
 def test_the_first_pass_flags_nothing_and_counts_the_repeats() -> None:
@@ -286,9 +287,23 @@ def test_control_characters_make_the_row_invalid() -> None:
     (row,) = build_all(["AddressSid", "ChatFriendlyName"], [[sid(1), "a\x00b"]])
 
     assert row.problem_code == "not_text"
-    assert row.problem == (
-        "ChatFriendlyName contains control characters (such as NUL); it must be plain text"
-    )
+    assert "ChatFriendlyName" in str(row.problem)
+    assert "U+0000" in str(row.problem)
+
+
+def test_not_text_names_the_character_found_not_another(provisioner: Cli, tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "in.csv", ["customer_id", "AddressSid", "ChatFriendlyName"],
+        [["c1", sid(1), "ring\x07bell"], ["c2", sid(2), "fine"]],
+    )  # fmt: skip
+
+    provisioner("create", str(source), "--run-id", "r1", "--rate", "0", expect=1)
+
+    (error,) = read_csv(provisioner.run_dir("r1") / "errors.csv")
+    assert error["error_code"] == "not_text"
+    assert "U+0007" in error["error_message"]  # the BEL found
+    assert "NUL" not in error["error_message"]  # not a character the row does not hold
+    assert len(provisioner.emulator.created) == 1
 
 
 def test_a_row_gets_a_derived_identity_unless_it_has_one_or_a_problem() -> None:
