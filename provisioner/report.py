@@ -390,7 +390,8 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     if summary.limits.get("concurrency_cap") == 1 and (summary.rate.get("reserve") or 0) > 0:
         say(f"warning: {ONE_IN_FLIGHT}")
     if summary.causes:
-        say("why rows were not created, and what to do:")
+        would = "would not be" if summary.dry_run else "were not"  # a plan sends nothing
+        say(f"why rows {would} created, and what to do:")
         for line in cause_lines(summary.causes):
             say(line)
     say(f"results: {summary.files['results.csv']}")

@@ -500,7 +500,8 @@ class _Run:
         self.stopping.announce()
         with self._writing_files():
             self.files.close()
-        self._progress()
+        if not self.options.dry_run:  # a plan sends nothing: it has no pace to show
+            self._progress()
         exit_code = self._exit_code()
         counts = self.tally.status_counts()
         if self.ledger and self.recorder and not self.recorder.failed:

@@ -123,13 +123,13 @@ class ErrorCode(StrEnum):
     )
     DUPLICATE_CUSTOMER_ID = (
         "duplicate_customer_id",
-        "customer_id repeats an earlier row's; only the first was sent",
+        "customer_id repeats an earlier row's; this row is left out: only the first with it counts",
         "keep one row per customer, or give each its own customer_id",
     )
     DUPLICATE_ROW_KEY = (
         "duplicate_row_key",
         "the same key as an earlier row, given, fed back or derived (files joined twice, or a "
-        "row copied?); only the first was sent",
+        "row copied?); this row is left out: only the first with it counts",
         "remove the repeated row, or give it its own customer_id",
     )
     DUPLICATE_IDENTITY = (

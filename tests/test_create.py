@@ -25,6 +25,7 @@ from tests.conftest import (
     read_csv,
     read_header,
     read_summary,
+    said,
     sid,
     without_derived_identity,
     write_csv,
@@ -358,6 +359,23 @@ def test_dry_run_sends_nothing_and_writes_the_plan(provisioner: Cli, tmp_path: P
     rows = read_csv(provisioner.run_dir("r1") / "results.csv")
     assert [r["status"] for r in rows] == ["not_attempted", "not_attempted", "invalid"]
     assert read_summary(provisioner.run_dir("r1"))["dry_run"] is True
+
+
+def test_a_dry_run_shows_no_pace_and_claims_no_row_was_sent(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    rows = [*customers(2), customers(1)[0], ["C9", "bad", "x"]]  # C1 twice: one is left out
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, rows)
+
+    result = provisioner("create", str(source), "--run-id", "r1", "--dry-run", expect=1)
+
+    assert provisioner.emulator.requests == 0
+    lines = said(result.stderr)
+    assert not [line for line in lines if "rows/s" in line]  # nothing was sent: no rate
+    assert not [line for line in lines if " was sent" in line or " were sent" in line]
+    causes = read_summary(provisioner.run_dir("r1"))["causes"]
+    assert {cause["code"] for cause in causes} == {"duplicate_customer_id", "invalid_address_sid"}
+    assert not [cause for cause in causes if "was sent" in cause["meaning"]]
 
 
 def test_a_thousand_rows_against_a_flaky_api_are_each_created_once(
