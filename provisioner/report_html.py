@@ -57,8 +57,9 @@ dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margi
 dt { color: var(--muted); } dd { margin: 0; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
   font-size: 0.92em; }
+/* A command wraps at its spaces; only a word longer than the line is broken inside. */
 pre { background: #f6f6f6; padding: 10px; overflow-x: auto; white-space: pre-wrap;
-  word-break: break-all; }
+  overflow-wrap: anywhere; }
 .msg { word-break: break-word; max-width: 480px; } .muted { color: var(--muted); }
 td.url { word-break: break-all; max-width: 220px; font-size: 0.9em; }
 table.rows { table-layout: fixed; } table.rows th:nth-child(1) { width: 8%; }

@@ -449,3 +449,56 @@ def test_a_run_that_wrote_errors_xlsx_and_errors_csv_shows_the_command_of_each()
     assert rerun.index("out/r1/errors.xlsx") < rerun.index("out/r1/errors.csv --xlsx")
     assert rerun.count("<pre>") == 2
     assert HOSTILE not in page
+
+
+# Where each line of the rerun command starts, once Chromium has laid it out: a character's
+# line is the top of its box.
+LINE_STARTS = """(() => {
+  const node = document.querySelector('#rerun pre code').firstChild;
+  const range = document.createRange();
+  const starts = []; let top = null;
+  for (let i = 0; i < node.length; i++) {
+    range.setStart(node, i); range.setEnd(node, i + 1);
+    const box = range.getClientRects()[0];
+    if (!box) continue;
+    if (top !== null && Math.round(box.top) > top) starts.push(i);
+    top = Math.round(box.top);
+  }
+  const pre = document.querySelector('#rerun pre');
+  return JSON.stringify({text: node.data, starts, overflow: pre.scrollWidth - pre.clientWidth});
+})()"""
+NARROW_PAGE = 420  # CSS pixels: a phone, where a rerun command takes several lines
+
+
+@pytest.mark.slow
+def test_the_rerun_command_wraps_at_spaces_and_breaks_only_an_over_long_word(
+    browser: DevTools, tmp_path: Path
+) -> None:
+    summary = realistic_summary()
+    long_word = "--note=" + "x" * 120  # wider than the narrow page: it must break somewhere
+    summary["rerun_command"] = (
+        "provisioner create outputs/20261125T100000Z/errors.csv --out outputs --rate 4.5 "
+        f"--concurrency 2 --column CustomerFriendlyName=Customer {long_word} --timeout 30"
+    )
+    path = tmp_path / "report.html"
+    write_report(path, summary)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=NARROW_PAGE, height=800, deviceScaleFactor=1, mobile=False,
+    )  # fmt: skip
+    browser.call("Page.navigate", url=path.as_uri())
+    browser.wait_for("Page.loadEventFired")
+    seen = json.loads(
+        browser.call("Runtime.evaluate", expression=LINE_STARTS, returnByValue=True)["result"][
+            "value"
+        ]
+    )
+
+    text, starts = seen["text"], seen["starts"]
+    assert starts  # the command does take several lines
+    inside = [start for start in starts if text[start - 1] != " "]
+    word_start = text.index(long_word)
+    # Every break inside a word is inside the one word longer than a line.
+    assert all(word_start < start < word_start + len(long_word) for start in inside)
+    assert inside  # and that word is broken rather than pushed off the page
+    assert seen["overflow"] <= 0
