@@ -117,7 +117,8 @@ class ReconcileResult:
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}; run reconcile again to finish")
         if self.counts[LookupResult.FAILED]:
-            lines.append(f"some lookups failed ({self.failure}); run reconcile again later")
+            failed = plural(self.counts[LookupResult.FAILED], "row")
+            lines.append(f"{failed} not settled (the first: {self.failure}); run reconcile again")
         lines.append(f"reconcile: {self.path}")
         return lines
 

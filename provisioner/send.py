@@ -322,7 +322,8 @@ def look_up(lookups: Lookups, row: Row, since: float | None) -> Settlement:
     web chat of its identity counts)."""
     settlement = lookups.settle(row.identity, since)
     if settlement.result is LookupResult.FAILED:
-        log.info("row %d: no lookup answer: %s", row.number, settlement.message)
+        # The message says what failed ("the lookup failed: ...", "the run stopped ..."): once.
+        log.info("row %d: %s", row.number, settlement.message)
     return settlement
 
 

@@ -770,7 +770,7 @@ def test_rows_with_refused_lookups_are_settled_by_reconcile_once_lookups_are_all
     assert [(line["row_key"], line["lookup"], line["conversation_sid"]) for line in lines] == [
         (key, "failed", "") for key in LOST
     ]
-    assert "some lookups failed" in refused.stderr
+    assert "3 rows not settled" in refused.stderr
     assert unsettled(provisioner) == 3  # a refusal is never taken for `absent`
 
     emulator.forget_scripts()  # the permission granted: every lookup answers
@@ -806,7 +806,7 @@ def test_reconcile_with_lookups_refused_names_the_permission(
     lines = reconcile_files(provisioner)
     assert [line["lookup"] for line in lines] == ["failed"] * 3
     assert all(PERMISSION in line["message"] for line in lines)
-    (said,) = [line for line in result.stderr.splitlines() if "some lookups failed" in line]
+    (said,) = [line for line in result.stderr.splitlines() if "rows not settled" in line]
     assert "HTTP 403" in said
     assert PERMISSION in said
     assert 1 <= provisioner.emulator.lookups - lookups <= 3  # a 403 is never tried again

@@ -8,18 +8,20 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from provisioner import send as send_module
 from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.causes import explain
+from provisioner.emulator import Fault
 from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import BACKOFF_BASE, BACKOFF_FLOOR, MAX_BACKOFF, retry_policy
-from provisioner.rows import Row
+from provisioner.rows import Row, derive_identity
 from provisioner.send import (
     CLOCK_SKEW,
     LOOKUP_LAG,
@@ -35,6 +37,7 @@ from provisioner.send import (
 )
 from provisioner.stopping import Stopping
 from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
+from tests.conftest import CUSTOMER_HEADER, Cli, read_csv, said, sid, write_csv
 
 SEED = 20261125
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -680,3 +683,35 @@ def test_the_permission_is_named_only_after_twilio_refused_a_lookup(
     said = " ".join([cause.meaning, cause.next_step, outcome.error_message])
     assert ("Conversations" in said) is permission_named
     assert bool(rows_sender.lookups_refused) is permission_named
+
+
+def test_a_failed_lookup_is_said_once_in_the_log_and_at_reconcile_s_end(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.knows_the_scope()  # no lookup before the first send: the one scripted below
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, [["C1", sid(101), "Ada"]])
+    provisioner.emulator.script(sid(101), Fault(drop=True))  # the answer is lost
+    identity = derive_identity(provisioner.scope, "C1")
+    server_error = Fault(status=500, code=20500)
+    provisioner.emulator.script_lookup(identity, *[server_error] * LOOKUP_TRIES)
+
+    provisioner("create", str(source), "--run-id", "r1", "--rate", "0", expect=1)
+
+    (row,) = read_csv(provisioner.run_dir("r1") / "results.csv")
+    assert (row["status"], row["error_code"], row["lookup"]) == (
+        "failed",
+        "lookup_failed",
+        "failed",
+    )
+    log = (provisioner.run_dir("r1") / "run.log").read_text().lower().splitlines()
+    about_the_lookup = [line for line in log if "lookup failed" in line]
+    assert about_the_lookup  # the log says it
+    assert all(line.count("lookup") == 1 for line in about_the_lookup)  # once a line
+
+    provisioner.emulator.script_lookup(identity, *[server_error] * LOOKUP_TRIES)
+    endpoint = ["--out", str(provisioner.out), "--base-url", provisioner.emulator.url]
+    result = provisioner("reconcile", *endpoint, "--rate", "0", expect=1)
+
+    ended = [line.lower() for line in said(result.stderr) if "fail" in line.lower()]
+    assert ended  # the end says a row is not settled, and why
+    assert all(line.count("failed") == 1 for line in ended)
