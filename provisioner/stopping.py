@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+import termios
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,7 +33,8 @@ class Stopping:
         self._say = say
         # Re-entrant: a signal handler runs on the main thread, maybe inside stop() itself.
         self._lock = threading.RLock()
-        self._unsaid: deque[tuple[int, str, str]] = deque()  # what a signal handler deferred
+        self._unsaid: deque[tuple[int, str, str, bool]] = deque()  # what a handler deferred
+        self._echoed = False  # the terminal echoed the Ctrl-C being handled (`^C`)
 
     @property
     def is_set(self) -> bool:
@@ -71,12 +74,15 @@ class Stopping:
     def announce(self) -> None:
         """Say what a signal handler deferred (call from the main loop)."""
         while self._unsaid:
-            level, logged, said = self._unsaid.popleft()
+            level, logged, said, after_echo = self._unsaid.popleft()
             log.log(level, "%s", logged)
+            if after_echo:
+                _end_the_echoed_line()
             self._say(said)
 
     def _tell(self, logged: str, said: str, deferred: bool) -> None:
-        self._unsaid.append((logging.WARNING, logged, said))
+        after_echo, self._echoed = self._echoed, False
+        self._unsaid.append((logging.WARNING, logged, said, after_echo))
         if not deferred:
             self.announce()
 
@@ -98,6 +104,7 @@ class Stopping:
 
         def handle(number: int, frame: FrameType | None) -> None:
             name = signal.Signals(number).name
+            self._echoed = number == signal.SIGINT and _echoes_control_characters()
             if self.event.is_set():
                 self.abandon(f"interrupted again by {name}", deferred=True)
             else:
@@ -109,3 +116,25 @@ class Stopping:
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+
+
+def _echoes_control_characters() -> bool:
+    """stderr is a terminal that echoes a typed Ctrl-C as `^C` where its cursor is (ECHOCTL,
+    on by default): the line said next would start after it, on the same line."""
+    try:
+        descriptor = sys.stderr.fileno()
+        local_modes = termios.tcgetattr(descriptor)[3]
+    except (AttributeError, OSError, ValueError, termios.error):
+        return False  # no file behind stderr (a test's), or not a terminal: nothing echoed
+    echoing = termios.ECHO | termios.ECHOCTL
+    return bool((local_modes & echoing) == echoing)
+
+
+def _end_the_echoed_line() -> None:
+    """End the line the terminal's `^C` is on (after a progress bar, or on a line of its own),
+    so that the stopping line starts on a fresh line. Off a terminal nothing was echoed."""
+    try:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr closed: the stopping line will not be read either

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import pty
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -139,3 +142,57 @@ def test_a_second_run_while_one_is_running_refuses_naming_its_pid(
     assert second.returncode == 2
     assert f"another run (pid {first.pid}) is using this ledger" in refusal
     assert not provisioner.run_dir("r2").exists()
+
+
+PRESS_CTRL_C = b"\x03"  # what the keyboard sends; the terminal makes it SIGINT and echoes `^C`
+
+
+def test_after_a_ctrl_c_typed_at_a_terminal_the_stopping_line_starts_on_a_fresh_line(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    provisioner.emulator.latency = 0.005
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    terminal, side = pty.openpty()  # a real terminal: a progress bar, and `^C` echoed
+    arguments = [
+        sys.executable, "-m", "provisioner", "create", str(source), "--out", str(provisioner.out),
+        "--run-id", "r1", "--base-url", provisioner.emulator.url, "--rate", "0",
+        "--concurrency", str(CONCURRENCY),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        ["setsid", "--ctty", *arguments],  # the terminal controls it: Ctrl-C reaches it
+        env={**os.environ, **provisioner.emulator.credentials_env()},
+        stdin=side,
+        stdout=side,
+        stderr=side,
+    )
+    os.close(side)
+    try:
+        wait_for_creations(provisioner.emulator, 50, cast(subprocess.Popen[str], process))
+        os.write(terminal, PRESS_CTRL_C)
+        shown = read_until_closed(terminal)
+    finally:
+        os.close(terminal)
+    assert process.wait(timeout=30) == 3
+
+    text = shown.decode(errors="replace")
+    assert "^C" in text  # the terminal did echo it
+    stopping = text.index("stopping: interrupted by SIGINT")
+    assert text[stopping - 1] == "\n"  # its own line, not after the `^C`
+
+
+def read_until_closed(terminal: int) -> bytes:
+    """Everything shown on the terminal until the process on it ends (Linux: EIO then)."""
+    shown = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(terminal, 1 << 16)
+        except OSError:  # the other side closed: the process ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    return shown
