@@ -347,7 +347,12 @@ class _Run:
             stopping=self.stopping,
             ready=lambda job: job.known,
             not_sent=lambda job: not_sent(job.decision, self.stopping.not_sent_message),
-            cut_off=lambda job: cut_off(job.decision),
+            # Marked in flight with its batch but never sent (still queued): restored, not cut off.
+            cut_off=lambda job: (
+                cut_off(job.decision)
+                if sender.may_have_sent(job.decision.row.key)
+                else not_sent(job.decision, self.stopping.not_sent_message)
+            ),
             on_start=started,
             backlog=lambda: self.files.waiting,
             backlog_limit=HELD_LIMIT,
@@ -367,6 +372,7 @@ class _Run:
                     flagged = recorder.record((job.decision, outcome) for job, outcome in finished)
                     for job, recorded in finished:
                         decision = job.decision
+                        sender.taken(decision.row.key)
                         outcome = flagged.get(decision.row.key, recorded)
                         self._write(job.sequence, decision.row, outcome)
                         if outcome.status is Status.CREATED and outcome.ambiguous_attempts:

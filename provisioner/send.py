@@ -210,6 +210,12 @@ class RowSender:
         self.wall_clock = wall_clock
         self.started = wall_clock()  # after this run took the ledger: earlier runs had ended
         self.lookups = Lookups(client, limits, stopping, sleep, jitter)
+        # Rows with a request sent in this run, until the main thread takes their outcomes:
+        # a row cut off by a second signal may exist at Twilio only if it is here (a batch is
+        # marked in flight before its rows are sent one by one). The lock makes "not stopping,
+        # so send" one step against the main thread's reading after a stop.
+        self._posted: set[str] = set()
+        self._posting = threading.Lock()
         self.policy = retry_policy(
             settings.max_attempts,
             sleep,
@@ -244,6 +250,25 @@ class RowSender:
             history.settlements.append(self._settle(history))
         return outcome_of(history, self.settings.max_attempts, self.stopping.not_sent_message)
 
+    def may_have_sent(self, row_key: str) -> bool:
+        """A request for this row went out in this run, so its web chat may exist; asked on
+        the main thread of a row still in a worker's hands when the run stopped at once."""
+        with self._posting:
+            return row_key in self._posted
+
+    def taken(self, row_key: str) -> None:
+        """The main thread has the row's outcome: no need to remember it was sent."""
+        with self._posting:
+            self._posted.discard(row_key)
+
+    def _may_post(self, row_key: str) -> bool:
+        """Record that a request for the row goes out, unless the run is stopping."""
+        with self._posting:
+            if self.stopping.is_set:
+                return False
+            self._posted.add(row_key)
+            return True
+
     def recheck(self, row: Row, outcome: Outcome, since: float | None) -> Outcome:
         """The final check of a created row that had a lost answer: one web chat, or more?"""
         history = RowHistory(row, since=since)
@@ -262,6 +287,9 @@ class RowSender:
                 return settlement
         permit = self.limits.acquire(self.sleep, self.stopping.event)
         if permit is None:
+            return None
+        if not self._may_post(history.row.key):  # the run stopped while a slot was awaited
+            self.limits.release(permit, Answer.NO_ANSWER, 0.0, None)
             return None
         if history.since is None:
             history.since = self.wall_clock()

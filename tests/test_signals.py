@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import random
@@ -196,3 +197,48 @@ def read_until_closed(terminal: int) -> bytes:
             break
         shown += chunk
     return shown
+
+
+def test_after_two_signals_only_requests_that_went_out_are_left_unsettled(
+    provisioner: Cli, tmp_path: Path
+) -> None:
+    # Every answer takes long: the first rows' requests are out when the signals come, and the
+    # rest of their batch (marked in flight with them) waits in the workers' queue.
+    provisioner.emulator.latency = 3.0
+    provisioner.knows_the_scope()  # no lookups before the first sends
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(ROWS))
+    process = start_run(provisioner.emulator, source, provisioner.out, "r1")
+    wait_for_creations_sent(provisioner.emulator, CONCURRENCY, process)
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)  # again: stop at once
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 3, stderr
+    sent = provisioner.emulator.requests  # the requests that really went out
+    rows = read_csv(provisioner.run_dir("r1") / "results.csv")
+    cut_off = [row for row in rows if row["error_code"] == "cut_off"]
+    assert len(cut_off) == sent == CONCURRENCY
+    status = json.loads(provisioner("status", "--out", str(provisioner.out), "--json").stdout)
+    assert status["unsettled"] == {provisioner.scope: sent}  # not the whole batch marked
+    never_sent = [row for row in rows if row["status"] == "not_attempted" and not row["error_code"]]
+    assert len(never_sent) == ROWS - sent
+
+    deadline = time.monotonic() + 30  # Twilio would create what reached it: let it finish
+    while len(provisioner.emulator.created) < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    provisioner.emulator.latency = 0
+    provisioner("create", str(source), "--run-id", "r2", "--rate", "0")
+    assert creations_per_customer(provisioner.emulator) == Counter(
+        {f"Customer {n}": 1 for n in range(1, ROWS + 1)}
+    )  # exactly once: each request cut off was looked up, not sent again
+
+
+def wait_for_creations_sent(emulator: Emulator, count: int, process: subprocess.Popen[str]) -> None:
+    """Until `count` create requests have reached the emulator (answered or not)."""
+    deadline = time.monotonic() + 30
+    while emulator.requests < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.01)
