@@ -481,7 +481,7 @@ def test_the_rerun_command_wraps_at_spaces_and_breaks_only_an_over_long_word(
         f"--concurrency 2 --column CustomerFriendlyName=Customer {long_word} --timeout 30"
     )
     path = tmp_path / "report.html"
-    write_report(path, summary)
+    write_report(path, summary_of(summary))
     browser.call(
         "Emulation.setDeviceMetricsOverride",
         width=NARROW_PAGE, height=800, deviceScaleFactor=1, mobile=False,
