@@ -8,7 +8,7 @@ or deleted ledger is rebuilt without a duplicate.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Answer, Clock
+from provisioner.options import DEFAULT_CONCURRENCY, Endpoints, InputReading, Output, Pacing
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options
 from provisioner.result_columns import ROW_KEY
@@ -43,25 +44,14 @@ RECONCILE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class ReconcileOptions:
-    """What `provisioner reconcile` was asked to do."""
+@dataclass(frozen=True, kw_only=True)
+class ReconcileOptions(Pacing, Endpoints, InputReading, Output):
+    """What `provisioner reconcile` was asked to do: the groups of options it shares with
+    create (options.py) and its own."""
 
-    input_path: Path | None
-    out_dir: Path
-    ledger_path: Path | None
-    base_url: str
-    conversations_url: str
-    columns: Mapping[str, str] = field(default_factory=dict)
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    header_row: int | None = None
+    input_path: Path | None = None  # None: the rows the ledger shows unsettled
     close_duplicates: bool = False
-    timeout: float = 30.0
-    rate: float | None = 5.0
-    concurrency: int = 8  # lookups in flight at most; the account's limits may hold fewer
-    lookup_lag: float = 10.0
+    concurrency: int = DEFAULT_CONCURRENCY  # lookups in flight at most; the account may hold fewer
 
 
 @dataclass
@@ -138,7 +128,7 @@ def reconcile(
     """Look rows up, `concurrency` at once, and record what exists; close extra web chats when
     asked. reconcile.csv lists the rows in input (or ledger) order."""
     scope = scope_of(credentials.account, options.base_url)
-    ledger_path = options.ledger_path or options.out_dir / "ledger.sqlite"
+    ledger_path = options.ledger_file
     new_ledger = not ledger_path.exists()
     if new_ledger and options.input_path is None:
         # An empty ledger made here would say "nothing unsettled": a false all-clear.

@@ -30,6 +30,16 @@ from provisioner.errors import (
 )
 from provisioner.ledger import Ledger, open_ledger
 from provisioner.limits import AccountLimits, Sleep
+from provisioner.options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RESERVE,
+    MAX_ATTEMPTS,
+    Endpoints,
+    InputReading,
+    Output,
+    Pacing,
+    Source,
+)
 from provisioner.ordered import HELD_LIMIT
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision, cut_off, not_sent, plan
@@ -85,41 +95,24 @@ HIDDEN_ROWS_NAMED = 5  # hidden rows a warning names: enough to find them, short
 XLSX = "--xlsx"  # the option that asks for workbooks, as a rerun command spells it
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything one run needs to know, gathered from the command line."""
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(Pacing, Endpoints, InputReading, Output, Source):
+    """Everything one run needs to know: the groups of options it shares with reconcile
+    (options.py: output, input reading, endpoints, pacing) and create's own."""
 
-    input_path: Path
-    out_dir: Path = Path("outputs")
     run_id: str | None = None
-    concurrency: int = 8
-    rate: float | None = 5.0
-    reserve: float = 1.0  # requests a second left to the account's other traffic
-    max_attempts: int = 5
-    timeout: float = 30.0
-    base_url: str = ""
-    conversations_url: str = ""
+    concurrency: int = DEFAULT_CONCURRENCY
+    reserve: float = DEFAULT_RESERVE  # requests a second left to the account's other traffic
+    max_attempts: int = MAX_ATTEMPTS
     dry_run: bool = False
     sandbox: bool = False
     sandbox_live_rate: float = 0.0  # website visitors a second on the sandbox's account
     force: bool = False
     strict: bool = False
-    ledger_path: Path | None = None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    header_row: int | None = None
     lookups: bool = True
-    lookup_lag: float = 10.0
     xlsx: bool = False
     rerun_options: tuple[str, ...] = ()  # the options a rerun repeats, as command-line words
     settings: Mapping[str, object] = field(default_factory=dict)  # value and source, per option
-
-    @property
-    def ledger_file(self) -> Path:
-        """The ledger: --ledger, else OUT/ledger.sqlite."""
-        return self.ledger_path or self.out_dir / "ledger.sqlite"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from tenacity import RetryCallState
 
 from provisioner.attempts import Attempt, FoundConversation, Lookup
 from provisioner.limits import AccountLimits, Answer, Sleep
+from provisioner.options import LOOKUP_LAG, MAX_ATTEMPTS
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import retry_policy, retryable, should_retry
@@ -29,9 +30,6 @@ from provisioner.vocabulary import ErrorCode, LookupResult, Status
 
 log = logging.getLogger("provisioner")
 
-# Twilio's participant index can lag behind a creation; a lookup sooner than this after the
-# lost answer could miss the web chat. Twilio documents no figure: a few seconds is typical.
-LOOKUP_LAG = 10.0
 LOOKUP_TRIES = 4  # a lookup that fails transiently is tried this often (retry.py's backoff)
 # Conversations created this long before a row's first attempt are not its web chat (clock
 # skew between this machine and Twilio is allowed for).
@@ -58,7 +56,7 @@ class WebChatApi(Protocol):
 class SendSettings:
     """How rows are sent."""
 
-    max_attempts: int = 5
+    max_attempts: int = MAX_ATTEMPTS
     lookups: bool = True  # False (--no-lookup): rows with a lost answer are sent again blindly
     lookup_lag: float = LOOKUP_LAG
 

@@ -26,8 +26,8 @@ from click.testing import Result
 
 from provisioner.emulator import Emulator, Fault
 from provisioner.ledger import open_ledger
+from provisioner.options import LOOKUP_LAG
 from provisioner.rows import derive_identity
-from provisioner.send import LOOKUP_LAG
 from tests.conftest import (
     CUSTOMER_HEADER,
     LAG_WAIT,

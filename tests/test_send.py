@@ -18,13 +18,13 @@ from provisioner.causes import explain
 from provisioner.emulator import Fault
 from provisioner.ledger import Entry
 from provisioner.limits import AccountLimits
+from provisioner.options import LOOKUP_LAG
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import BACKOFF_BASE, BACKOFF_FLOOR, MAX_BACKOFF, retry_policy
 from provisioner.rows import Row, derive_identity
 from provisioner.send import (
     CLOCK_SKEW,
-    LOOKUP_LAG,
     LOOKUP_TRIES,
     Lookups,
     RowHistory,
