@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from provisioner.attempts import CONTROL_CHARACTERS
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, ProvisionerError
+from provisioner.options import Endpoints
 
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 _LABEL = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*", re.ASCII)
@@ -120,6 +121,32 @@ def resolve_conversations_url(
     if base_url_given:
         return _checked_root(base_url_given, "--base-url")
     return _twilio_root("conversations", env)
+
+
+def api_roots(given: Endpoints, env: Mapping[str, str]) -> Endpoints:
+    """The Flex and Conversations API roots: given ("" where not), from the environment, or
+    Twilio's."""
+    base_url = given.base_url or env.get("PROVISIONER_BASE_URL")
+    return Endpoints(
+        base_url=resolve_base_url(given.base_url, env),
+        conversations_url=resolve_conversations_url(given.conversations_url, base_url, env),
+    )
+
+
+def create_endpoint(
+    given: Endpoints, env: Mapping[str, str], *, sandbox: bool, dry_run: bool
+) -> tuple[Endpoints, Credentials | None]:
+    """Where a create sends, and with which credentials: nowhere outside for --sandbox (its
+    emulator brings its own roots and credentials); a dry run goes on without credentials."""
+    if sandbox:
+        return Endpoints(), None
+    roots = api_roots(given, env)
+    try:
+        return roots, Credentials.from_env(env)
+    except ProvisionerError:
+        if not dry_run:
+            raise
+    return roots, None
 
 
 def _twilio_root(product: str, env: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from provisioner import timestamps
 from provisioner.errors import LedgerError
+from provisioner.ledger_lock import lock_holder
 from provisioner.ledger_schema import SCHEMA_VERSION, UNSETTLED, checked_version, connect
 from provisioner.vocabulary import EntryStatus
 
@@ -47,6 +48,24 @@ class LedgerStatus:
     runs: list[RunRecord]
     created: dict[str, int]
     unsettled: dict[str, int]
+
+
+# A run the ledger shows unfinished: still running while its process holds the ledger's lock.
+IN_PROGRESS = "in progress"
+DID_NOT_FINISH = "did not finish (killed or crashed)"
+
+
+def run_state(run: RunRecord, holder: int | None) -> str:
+    """How `run` ended, or that it runs still: `holder` is the pid holding the ledger's lock."""
+    if run.exit_code is not None:
+        return f"exit {run.exit_code}"
+    return IN_PROGRESS if holder == run.pid else DID_NOT_FINISH
+
+
+def run_states(path: Path, runs: list[RunRecord]) -> list[str]:
+    """The state of each of `runs` of the ledger at `path`, asked of its lock now."""
+    holder = lock_holder(path)
+    return [run_state(run, holder) for run in runs]
 
 
 def record_run_start(

@@ -34,6 +34,12 @@ def default_of(group: type[Any], name: str) -> Any:
     return found.default
 
 
+def fields_of(*groups: object) -> dict[str, Any]:
+    """The fields of `groups` (dataclasses) by name: the groups a command's options are made of,
+    e.g. `RunOptions(input_path, **fields_of(output, reading), run_id=...)`."""
+    return {item.name: getattr(group, item.name) for group in groups for item in fields(group)}  # type: ignore[arg-type]
+
+
 def ledger_file(out_dir: Path, ledger_path: Path | None) -> Path:
     """The ledger: --ledger, else OUT/ledger.sqlite (the one place this default is worked out)."""
     return ledger_path or out_dir / LEDGER_NAME

@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioner.cli import PER_COMMAND, cli, settings_tables
+from provisioner.cli import cli
+from provisioner.cli.settings import PER_COMMAND, settings_tables
 from provisioner.config import (
     CONFIG_NAME,
     Setting,

@@ -103,7 +103,7 @@ def failing_create(
     def create(*_arguments: object) -> None:
         raise error
 
-    monkeypatch.setattr("provisioner.cli.create", create)
+    monkeypatch.setattr("provisioner.cli.create.create", create)
     write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
 
 

@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from provisioner.cli import cli, settings_tables
+from provisioner.cli import cli
+from provisioner.cli.settings import settings_tables
 from provisioner.config import CONFIG_NAME
 from provisioner.endpoints import is_loopback
 from provisioner.errors import ExitCode

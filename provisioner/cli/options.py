@@ -1,0 +1,242 @@
+"""The options shared by commands, each defined once: its flag, type, default (read from the
+dataclass of its group, options.py), help and PROVISIONER_* variable (derived from its name,
+as its settings key is, settings.py). A group's options reach the command as one dataclass."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from provisioner.cli.settings import PER_COMMAND, settings_tables
+from provisioner.cli.values import (
+    ApiRoot,
+    ColumnMapping,
+    FilePath,
+    Rate,
+    Seconds,
+    check_delimiter,
+    check_encoding,
+    parse_columns,
+)
+from provisioner.config import env_name, find_config, load_config
+from provisioner.errors import ConfigError, ProvisionerError
+from provisioner.options import Endpoints, InputReading, Output, Pacing, default_of
+from provisioner.table import MAX_SHEET_ROWS
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
+MAX_CONCURRENCY = 256  # requests in flight at most, whatever an account allows
+
+
+def setting(name: str, *declarations: str, **attributes: Any) -> Callable[[F], F]:
+    """Option --`name`, which its PROVISIONER_<NAME> variable and the settings file set too."""
+    return click.option(f"--{name}", *declarations, envvar=env_name(name), **attributes)
+
+
+def _grouped(
+    argument: str,
+    build: Callable[..., Any],
+    names: Sequence[str],
+    options: Sequence[Callable[[Any], Any]],
+) -> Callable[[F], F]:
+    """`options` (in --help's order), whose values reach the command as one argument,
+    `build(**values)`, instead of one argument each."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def packed(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return command(*args, **{argument: build(**values)}, **kwargs)
+
+        decorated: Any = packed
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def _names(group: type[Any]) -> list[str]:
+    return [item.name for item in fields(group)]
+
+
+output_options = _grouped(
+    "output",
+    Output,
+    _names(Output),
+    [
+        setting(
+            "out",
+            "out_dir",
+            type=FilePath(path_type=Path, file_okay=False),
+            default=default_of(Output, "out_dir"),
+            show_default=True,
+            help="Output root; each run writes into OUT/<run-id>/.",
+        ),
+        setting(
+            "ledger",
+            "ledger_path",
+            type=FilePath(path_type=Path, dir_okay=False),
+            help="The ledger file (default: OUT/ledger.sqlite).",
+        ),
+    ],
+)
+"""--out and --ledger (an Output), shared by the commands that read or write a ledger."""
+
+input_options = _grouped(
+    "reading",
+    InputReading,
+    _names(InputReading),
+    [
+        setting(
+            "column",
+            "columns",
+            type=ColumnMapping(),
+            multiple=True,
+            callback=parse_columns,
+            metavar="PARAM=HEADER",
+            help="Read PARAM from column HEADER (repeatable; PARAM may be "
+            "pre_engagement.KEY). Environment: PROVISIONER_COLUMN='A=B;C=D'.",
+        ),
+        setting(
+            "encoding",
+            callback=check_encoding,
+            help="The CSV's text encoding, e.g. utf-8, cp1252 [default: detected: UTF-8, "
+            "UTF-16 or UTF-32 with a BOM, or Windows-1252].",
+        ),
+        setting(
+            "delimiter",
+            callback=check_delimiter,
+            help="CSV delimiter [default: sniffed: comma, semicolon, tab or |].",
+        ),
+        setting("sheet", help="Workbook sheet to read [default: the first]."),
+        setting(
+            "header-row",
+            type=click.IntRange(1, MAX_SHEET_ROWS),
+            help="The sheet row that holds the headers [default: the first row naming "
+            "an AddressSid column].",
+        ),
+    ],
+)
+"""How INPUT is read and mapped (an InputReading): shared by create and reconcile."""
+
+
+def _given_endpoints(base_url: str | None, conversations_url: str | None) -> Endpoints:
+    """The API roots as given: "" for one not given (endpoints.api_roots works it out)."""
+    return Endpoints(base_url=base_url or "", conversations_url=conversations_url or "")
+
+
+endpoint_options = _grouped(
+    "endpoints",
+    _given_endpoints,
+    _names(Endpoints),
+    [
+        setting(
+            "base-url",
+            type=ApiRoot(),
+            help="Flex API root [default: https://flex-api.twilio.com, or from "
+            "TWILIO_REGION/TWILIO_EDGE].",
+        ),
+        setting(
+            "conversations-url",
+            type=ApiRoot(),
+            help="Conversations API root for lookups [default: --base-url when given, else "
+            "https://conversations.twilio.com or from TWILIO_REGION/TWILIO_EDGE].",
+        ),
+    ],
+)
+"""Where requests go, as given (an Endpoints, "" where not given): shared by create and
+reconcile."""
+
+
+def _pacing(rate: float, lookup_lag: float, timeout: float) -> Pacing:
+    """The pacing options; --rate 0 is no limit (None)."""
+    return Pacing(rate=rate or None, lookup_lag=lookup_lag, timeout=timeout)
+
+
+pacing_options = _grouped(
+    "pacing",
+    _pacing,
+    _names(Pacing),
+    [
+        setting(
+            "rate",
+            type=Rate(),
+            default=default_of(Pacing, "rate"),
+            show_default=True,
+            help="Requests per second at most, all workers together: 0.5 to 10000, or 0 for no "
+            "limit. Twilio limits "
+            "web chat creation to 5/s per account (Flex Conversations limits page); pass yours "
+            "if Twilio raised it.",
+        ),
+        setting(
+            "lookup-lag",
+            type=Seconds(0, 600),
+            default=default_of(Pacing, "lookup_lag"),
+            show_default=True,
+            help="Seconds Twilio's participant index may lag behind a creation.",
+        ),
+        setting(
+            "timeout",
+            type=Seconds(0.01, 600),
+            default=default_of(Pacing, "timeout"),
+            show_default=True,
+            help="Seconds for each whole answer.",
+        ),
+    ],
+)
+"""--rate, --lookup-lag and --timeout (a Pacing), shared by create and reconcile."""
+
+
+def concurrency_option(default: int, help_text: str) -> Callable[[F], F]:
+    """--concurrency, shared by create and reconcile, each saying what is in flight."""
+    return setting(
+        "concurrency",
+        type=click.IntRange(1, MAX_CONCURRENCY),
+        default=default,
+        show_default=True,
+        help=help_text,
+    )
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--config (eager): the file's values become defaults, below the environment."""
+    try:
+        path = find_config(value, _working_directory())
+        if path is not None:
+            values = load_config(path, settings_tables(), ctx.command.name or "", own=PER_COMMAND)
+            ctx.default_map = {**(ctx.default_map or {}), **values}
+    except ProvisionerError as error:
+        hint = None if value is not None else "the settings file"  # ./provisioner.toml, found
+        raise click.BadParameter(str(error), param_hint=hint) from error
+    ctx.meta["config_path"] = path
+    return path
+
+
+def _working_directory() -> Path:
+    """Where ./provisioner.toml is looked for; a folder removed under the shell is an error."""
+    try:
+        return Path.cwd()
+    except OSError as error:
+        raise ConfigError(
+            f"the working directory is gone ({error.strerror}): cd to an existing folder"
+        ) from error
+
+
+def config_option(command: F) -> F:
+    """--config: the settings file, read before the other options (create, reconcile, status)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=FilePath(path_type=Path, dir_okay=False),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        help="Settings file [default: ./provisioner.toml when it exists; refused unless "
+        "yours or root's, and writable by its owner only].",
+    )(command)
