@@ -9,6 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from provisioner.endpoints import (
+    api_roots,
+    create_endpoint,
     is_loopback,
     proxy_for,
     resolve_base_url,
@@ -16,6 +18,7 @@ from provisioner.endpoints import (
     scope_of,
 )
 from provisioner.errors import ConfigError
+from provisioner.options import Endpoints
 
 ACCOUNT = "AC" + "0" * 32
 MESSAGE_LIMIT = 400  # characters: a refused value is quoted bounded (120), with the advice
@@ -67,6 +70,36 @@ def test_the_conversations_root_follows_the_base_url_unless_given() -> None:
     assert resolve_conversations_url(None, "http://127.0.0.1:9/", env) == "http://127.0.0.1:9"
     given_root = resolve_conversations_url("https://c.example", "http://127.0.0.1:9", env)
     assert given_root == "https://c.example"
+
+
+def test_api_roots_are_those_given_else_the_region_s() -> None:
+    env = {"TWILIO_REGION": "ie1"}
+    assert api_roots(Endpoints(), env) == Endpoints(
+        base_url="https://flex-api.ie1.twilio.com",
+        conversations_url="https://conversations.ie1.twilio.com",
+    )
+    given_base = api_roots(Endpoints(base_url="http://127.0.0.1:9"), env)
+    assert given_base == Endpoints(
+        base_url="http://127.0.0.1:9", conversations_url="http://127.0.0.1:9"
+    )
+
+
+def test_a_create_without_credentials_goes_on_only_as_a_dry_run_or_in_the_sandbox() -> None:
+    given = Endpoints(base_url="http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="TWILIO_"):
+        create_endpoint(given, {}, sandbox=False, dry_run=False)
+    roots, credentials = create_endpoint(given, {}, sandbox=False, dry_run=True)
+    assert (roots.base_url, credentials) == ("http://127.0.0.1:9", None)
+    # The sandbox's emulator brings its own roots and credentials, whatever was given.
+    assert create_endpoint(given, {}, sandbox=True, dry_run=False) == (Endpoints(), None)
+
+
+def test_a_create_with_credentials_sends_them_to_the_roots() -> None:
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": "token"}
+    roots, credentials = create_endpoint(Endpoints(), env, sandbox=False, dry_run=True)
+    assert roots.base_url == "https://flex-api.twilio.com"
+    assert credentials is not None
+    assert credentials.account == ACCOUNT
 
 
 # ---------------------------------------------------------------- proxies

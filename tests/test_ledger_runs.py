@@ -50,6 +50,26 @@ def created(ledger: Ledger, key: str) -> None:
     )
 
 
+def record(pid: int, exit_code: int | None) -> RunRecord:
+    return RunRecord("r1", SCOPE, "in.csv", pid, "2026-11-25T10:00:00Z", "", exit_code, {}, "", 0)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "holder", "state"),
+    [
+        (0, None, "exit 0"),
+        (3, 41, "exit 3"),  # ended: its exit code, whoever holds the lock now
+        (None, 41, ledger_runs.IN_PROGRESS),  # its process holds the lock
+        (None, 42, ledger_runs.DID_NOT_FINISH),  # another run holds it
+        (None, None, ledger_runs.DID_NOT_FINISH),  # nobody holds it: killed or crashed
+    ],
+)
+def test_a_run_s_state_is_its_exit_or_whether_its_process_holds_the_lock(
+    exit_code: int | None, holder: int | None, state: str
+) -> None:
+    assert ledger_runs.run_state(record(41, exit_code), holder) == state
+
+
 def test_a_run_is_remembered_from_its_start_to_its_end(path: Path) -> None:
     with open_ledger(path, SCOPE) as opened:
         with opened.transaction():
