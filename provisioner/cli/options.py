@@ -29,7 +29,6 @@ from provisioner.options import Endpoints, InputReading, Output, Pacing, default
 from provisioner.table import MAX_SHEET_ROWS
 
 F = TypeVar("F", bound=Callable[..., Any])
-Decorator = Callable[[F], F]
 MAX_CONCURRENCY = 256  # requests in flight at most, whatever an account allows
 
 
@@ -65,6 +64,7 @@ def _names(group: type[Any]) -> list[str]:
     return [item.name for item in fields(group)]
 
 
+# --out and --ledger (an Output), shared by the commands that read or write a ledger.
 output_options = _grouped(
     "output",
     Output,
@@ -86,8 +86,8 @@ output_options = _grouped(
         ),
     ],
 )
-"""--out and --ledger (an Output), shared by the commands that read or write a ledger."""
 
+# How INPUT is read and mapped (an InputReading): shared by create and reconcile.
 input_options = _grouped(
     "reading",
     InputReading,
@@ -123,7 +123,6 @@ input_options = _grouped(
         ),
     ],
 )
-"""How INPUT is read and mapped (an InputReading): shared by create and reconcile."""
 
 
 def _given_endpoints(base_url: str | None, conversations_url: str | None) -> Endpoints:
@@ -131,6 +130,8 @@ def _given_endpoints(base_url: str | None, conversations_url: str | None) -> End
     return Endpoints(base_url=base_url or "", conversations_url=conversations_url or "")
 
 
+# Where requests go, as given (an Endpoints, "" where not given): shared by create and
+# reconcile; endpoints.api_roots works out the rest.
 endpoint_options = _grouped(
     "endpoints",
     _given_endpoints,
@@ -150,8 +151,6 @@ endpoint_options = _grouped(
         ),
     ],
 )
-"""Where requests go, as given (an Endpoints, "" where not given): shared by create and
-reconcile."""
 
 
 def _pacing(rate: float, lookup_lag: float, timeout: float) -> Pacing:
@@ -159,6 +158,7 @@ def _pacing(rate: float, lookup_lag: float, timeout: float) -> Pacing:
     return Pacing(rate=rate or None, lookup_lag=lookup_lag, timeout=timeout)
 
 
+# --rate, --lookup-lag and --timeout (a Pacing), shared by create and reconcile.
 pacing_options = _grouped(
     "pacing",
     _pacing,
@@ -190,7 +190,6 @@ pacing_options = _grouped(
         ),
     ],
 )
-"""--rate, --lookup-lag and --timeout (a Pacing), shared by create and reconcile."""
 
 
 def concurrency_option(default: int, help_text: str) -> Callable[[F], F]:
