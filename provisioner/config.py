@@ -1,6 +1,6 @@
 """Settings from provisioner.toml and PROVISIONER_* variables, checked before anything runs.
 
-Precedence is the command line, then the environment, then the file, then the default. cli.py
+Precedence is the command line, then the environment, then the file, then the default. cli/
 carries it out with Click's own machinery: the file's values become the context's `default_map`
 (so Click converts and range-checks them like typed values), each option reads its
 `env_name(...)` variable, and `ctx.get_parameter_source(name)` tells where a value came from.
