@@ -14,7 +14,7 @@ import pytest
 from provisioner import timestamps
 from provisioner.errors import LedgerError
 from provisioner.ledger import Ledger, open_ledger
-from provisioner.ledger_runs import RunRecord, read_status
+from provisioner.ledger_runs import DID_NOT_FINISH, IN_PROGRESS, RunRecord, read_status, run_state
 from provisioner.ledger_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import conversation_sid_of
 
@@ -59,15 +59,15 @@ def record(pid: int, exit_code: int | None) -> RunRecord:
     [
         (0, None, "exit 0"),
         (3, 41, "exit 3"),  # ended: its exit code, whoever holds the lock now
-        (None, 41, ledger_runs.IN_PROGRESS),  # its process holds the lock
-        (None, 42, ledger_runs.DID_NOT_FINISH),  # another run holds it
-        (None, None, ledger_runs.DID_NOT_FINISH),  # nobody holds it: killed or crashed
+        (None, 41, IN_PROGRESS),  # its process holds the lock
+        (None, 42, DID_NOT_FINISH),  # another run holds it
+        (None, None, DID_NOT_FINISH),  # nobody holds it: killed or crashed
     ],
 )
 def test_a_run_s_state_is_its_exit_or_whether_its_process_holds_the_lock(
     exit_code: int | None, holder: int | None, state: str
 ) -> None:
-    assert ledger_runs.run_state(record(41, exit_code), holder) == state
+    assert run_state(record(41, exit_code), holder) == state
 
 
 def test_a_run_is_remembered_from_its_start_to_its_end(path: Path) -> None:
