@@ -108,11 +108,6 @@ def test_a_run_started_in_a_busy_hour_never_advises_a_lower_rate() -> None:
     assert "--rate" not in advice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.create checks rate - reserve < MIN_RATE in floats: 0.7 - 0.2 is "
-    "0.49999999999999994; cli.py is being split",
-)
 def test_a_reserve_exactly_half_a_request_below_the_rate_is_taken(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
     arguments = ["create", str(source), "--dry-run", "--out", str(tmp_path / "out")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -166,7 +167,9 @@ def create_command(
             ctx=ctx,
             param=live_rate,
         )
-    if pacing.rate and pacing.rate - reserve < MIN_RATE:
+    booked = pacing.rate - reserve if pacing.rate else MIN_RATE
+    # Compared as the decimals typed: in floats, --rate 0.7 less --reserve 0.2 is 0.4999...
+    if booked < MIN_RATE and not math.isclose(booked, MIN_RATE):
         raise click.UsageError(
             f"--reserve {reserve:g} must be below --rate {pacing.rate:g}, by {MIN_RATE:g} at "
             "least: the run sends at most --rate minus --reserve a second (--reserve 0 for an "
