@@ -49,8 +49,9 @@ class Credentials:
     account: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Credentials:
-        """Account SID + Auth Token, or API Key + Secret, from the environment."""
+    def from_env(cls, env: Mapping[str, str], *, can_rehearse: bool = False) -> Credentials:
+        """Account SID + Auth Token, or API Key + Secret, from the environment; when none are
+        set, the error offers --sandbox if the command has it (`can_rehearse`)."""
         account = env.get("TWILIO_ACCOUNT_SID", "").strip()
         token = env.get("TWILIO_AUTH_TOKEN", "").strip()
         key = env.get("TWILIO_API_KEY", "").strip()
@@ -81,9 +82,8 @@ class Credentials:
                     f"{missing} is not set ({present} is): set it too, or use the other way "
                     f"({CREDENTIAL_VARIABLES})"
                 )
-        raise ConfigError(
-            f"no Twilio credentials: set {CREDENTIAL_VARIABLES} (or rehearse with --sandbox)"
-        )
+        rehearse = " (or rehearse with --sandbox)" if can_rehearse else ""
+        raise ConfigError(f"no Twilio credentials: set {CREDENTIAL_VARIABLES}{rehearse}")
 
 
 def _check_basic(name: str, value: str, *, username: bool) -> None:
@@ -142,7 +142,7 @@ def create_endpoint(
         return Endpoints(), None
     roots = api_roots(given, env)
     try:
-        return roots, Credentials.from_env(env)
+        return roots, Credentials.from_env(env, can_rehearse=True)
     except ProvisionerError:
         if not dry_run:
             raise

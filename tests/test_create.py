@@ -554,3 +554,16 @@ def test_a_refused_connection_is_retried_and_never_ambiguous(
     assert [
         (r["status"], r["attempts"], r["ambiguous_attempts"], r["error_code"]) for r in rows
     ] == [("failed", "3", "0", "connection_failed")] * 2
+
+
+@pytest.mark.parametrize(("command", "offers_sandbox"), [("create", True), ("reconcile", False)])
+def test_missing_credentials_offer_sandbox_only_where_the_command_has_it(
+    provisioner: Cli, tmp_path: Path, command: str, offers_sandbox: bool
+) -> None:
+    source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(1))
+
+    result = provisioner(command, str(source), env={}, expect=2)
+
+    assert ("--sandbox" in result.stderr) is offers_sandbox
+    assert "TWILIO_AUTH_TOKEN" in result.stderr
+    assert provisioner.emulator.requests == 0
