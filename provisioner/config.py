@@ -219,7 +219,9 @@ def _read_toml(path: Path) -> dict[str, object]:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a settings file")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: Notepad and other Windows editors save UTF-8 with a BOM, which TOML forbids
+        # but which is no part of the settings.
+        return tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8)") from error
     except tomllib.TOMLDecodeError as error:

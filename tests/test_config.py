@@ -214,6 +214,21 @@ def test_a_file_that_is_not_toml_is_one_clear_error(tmp_path, content, message):
         load_config(path, TABLES)
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / CONFIG_NAME
+    path.write_bytes(b"\xef\xbb\xbf[create]\nrate = 3\n")  # as Windows Notepad saves UTF-8
+
+    assert load_config(path, TABLES) == load_config(
+        _written(tmp_path, b"[create]\nrate = 3\n"), TABLES
+    )
+
+
+def _written(folder, content):
+    path = folder / "plain.toml"
+    path.write_bytes(content)
+    return path
+
+
 def test_an_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path, TABLES)  # a directory
