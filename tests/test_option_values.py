@@ -259,6 +259,8 @@ def test_any_value_of_any_settings_key_is_handled(taken_port, case, value, in_ta
         (["--rate", "0.4"], "PROVISIONER_RATE"),
         (["--rate", "nan"], "PROVISIONER_RATE"),
         (["--timeout", "nan"], "PROVISIONER_TIMEOUT"),
+        (["--ledger", " "], "PROVISIONER_LEDGER"),  # was the working folder, then "a hard link"
+        (["--out", " "], "PROVISIONER_OUT"),
     ],
 )
 @pytest.mark.parametrize("route", ["typed", "variable", "file"])
@@ -281,3 +283,14 @@ def test_the_values_once_found_crashing_are_one_error_line(args, variable, route
         assert result.exit_code == ExitCode.NOTHING_SENT, result.output
         assert_handled(result, folder, before)
         assert flag in result.stderr
+
+
+@pytest.mark.parametrize("command", ["create", "reconcile", "status"])
+def test_an_empty_ledger_path_is_refused_where_it_is_parsed(command):
+    with workdir() as folder:
+        before = files_under(folder)
+        args = [command, *(["in.csv"] if command != "status" else []), "--ledger", ""]
+        result = invoke(args, {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t"})
+        assert result.exit_code == ExitCode.NOTHING_SENT, result.output
+        assert_handled(result, folder, before)
+        assert "--ledger" in result.stderr

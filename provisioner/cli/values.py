@@ -82,6 +82,8 @@ class FilePath(click.Path):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str):
+            if not value.strip():  # Path("") is ".", the working folder: never what was meant
+                self.fail("an empty path", param, ctx)
             if "\0" in value:
                 self.fail("a path cannot hold a NUL byte", param, ctx)
             encoded = os.fsencode(value)
