@@ -223,7 +223,7 @@ def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path):
     )
 
 
-def _written(folder, content):
+def _written(folder: Path, content: bytes) -> Path:
     path = folder / "plain.toml"
     path.write_bytes(content)
     return path
