@@ -47,8 +47,13 @@ bucket nearly always full. What others use is estimated as the account's rate le
 reserve and the rate yielded to. A concurrency cap of 2 or more, once a 429 shows it, is kept
 one request short and never tried past, leaving a slot for a live chat; a cap of 1 cannot be
 shared (`LimitsState.cap`), which the run tells the operator, and is tried past now and then
-as without a reserve (a cap Twilio raises during the run is found). A reserve of 0 is the run alone
-on the account: nothing is yielded, every slot used, as before.
+as without a reserve (a cap Twilio raises during the run is found). A cap of 1 shown by one
+429 is doubted first: visitors who empty the bucket at the start refuse a request sent with
+two in flight (a level not yet accepted) just as a cap of 1 would, and counting 429s cannot
+tell them apart. The run keeps one in flight, tells nothing, and tries two again after
+`DOUBT_ANSWERS` answers: refused too, the cap is 1, told then (one 429 more on a new account);
+accepted, the 429 was the others' and the concurrency known before it is back. A reserve of 0
+is the run alone on the account: nothing is yielded, every slot used, nothing doubted, as before.
 
 The pure parts take the time as an argument and are tested by simulation; `AccountLimits` is the
 thin, thread-facing shell over them. Libraries considered: pyrate-limiter and limits enforce a
@@ -108,6 +113,12 @@ CONCURRENCY_PROBE_ANSWERS = 100  # and at least this many answers between tries:
 # that holds halves them back. A cap that refuses every try is tried ever more rarely: TCP's
 # exponential backoff. The first 429 counts: on a new account (1 in flight) it is the cap.
 CONCURRENCY_PROBE_BACKOFF_MAX = 64
+# A cap of one shown by a single 429 is doubted on a shared account (--reserve): visitors who
+# empty the token bucket refuse a request sent with two in flight as readily as a cap of one
+# would (a busy start), and a cap of one is told to the operator as a warning. Two in flight
+# are tried again after this many answers (a few seconds at 1/0.3 s), not 100 x the backoff:
+# on a real cap of one the doubt costs one 429 more.
+DOUBT_ANSWERS = 10
 SHORT_LATENCY_SAMPLES = 10  # the recent latency: an average over about the last 10 answers
 LONG_LATENCY_SAMPLES = 200  # the baseline (Gradient2Limit keeps 600 samples; our runs are shorter)
 LATENCY_SPIKE = 2.0  # answers twice as slow as the baseline: the account is queueing us
@@ -185,6 +196,7 @@ class LimitsState:
     lowest_yield: float | None = None  # the lowest rate the run yielded to for others
     busy: tuple[BusySpell, ...] = ()  # when other traffic was busy, and what the run slowed to
     cap: int | None = None  # the concurrency cap a 429 showed, if the last word was a 429
+    # (with a reserve, a cap of 1 once a second 429 confirmed it: see ConcurrencyLimit._showed)
 
 
 def slot_gap(rate: float | None) -> float | None:
@@ -534,6 +546,9 @@ class ConcurrencyLimit:
         self._reached = False  # whether a request went out at the limit since the last change
         self._backoff = 1  # the probe spacings' multiplier: doubled by each 429 blamed here
         self._probing = False  # the limit was raised by a try not yet accepted at the new level
+        # A cap of one shown once, with a reserve, not yet told: what was known before it
+        # (limit, settled, cap, backoff), restored if two in flight are then accepted.
+        self._doubted: tuple[int, int, int | None, int] | None = None
 
     def sparing(self) -> bool:
         """Whether a slot is kept free under the cap a 429 showed (--reserve): never a cap of
@@ -557,12 +572,26 @@ class ConcurrencyLimit:
             self._probing = False  # the try held: the next one need not wait as long
             self._backoff = max(1, self._backoff // 2)
             self.cap = None  # the cap is higher than it showed
+            if self._doubted is not None and permit.in_flight > MIN_CONCURRENCY:
+                # Two in flight accepted: the 429 that showed a cap of one was not the cap.
+                limit, self.settled, self.cap, self._backoff = self._doubted
+                self._doubted = None
+                self._set(limit, now)
+                return
         settled = self.baseline.count >= SHORT_LATENCY_SAMPLES
         ratio = self.recent.value / self.baseline.value if settled else 1.0
         if ratio >= LATENCY_SPIKE and permit.sent_at > self.cut_at:
             self._lower(int(self.limit * CONCURRENCY_BACKOFF), now)
         elif (
-            self.limit < self.ceiling
+            self._doubted is not None
+            and not self._probing
+            and self._answers >= DOUBT_ANSWERS * self._backoff // 2
+        ):
+            self._set(min(self.ceiling, self.limit + 1), now)  # two in flight, to settle it
+            self._probing = True
+        elif (
+            self._doubted is None
+            and self.limit < self.ceiling
             and not self.sparing()  # a try would take a live chat's slot
             and self._reached
             and ratio <= LATENCY_CALM
@@ -581,16 +610,33 @@ class ConcurrencyLimit:
         than the cut left: the cap is below it too (a burst's 429s come back in any order, and
         a new account's cap of 1 must be learnt as 1, not as the level that came back first).
         """
+        before = (self.limit, self.settled, self.cap, self._backoff)
         if permit.sent_at <= self.cut_at:
             if permit.in_flight - 1 < self.limit:
                 self._set(max(MIN_CONCURRENCY, permit.in_flight - 1), self._changed_at)
-                self.settled = self.cap = self.limit
+                self.settled = self.limit
                 self.lowest = min(self.lowest, self.limit)
+                self._showed(before, tried=False)
             return
         self._lower(min(int(self.limit * CONCURRENCY_BACKOFF), permit.in_flight - 1), now)
-        self.cap = self.limit
         self._backoff = min(CONCURRENCY_PROBE_BACKOFF_MAX, self._backoff * 2)
         self._probing = False
+        self._showed(before, tried=True)
+
+    def _showed(self, before: tuple[int, int, int | None, int], tried: bool) -> None:
+        """The limit a 429 lowered is the cap it showed. A first cap of one with a reserve is
+        only doubted (`DOUBT_ANSWERS`): neither told nor settled until a try at two in flight is
+        refused too; a 429 from the same burst as the first is no try."""
+        if self.limit > MIN_CONCURRENCY or not self.spare or self.cap == MIN_CONCURRENCY:
+            self.cap = self.limit  # a cap of one already told stays told
+            return
+        if self._doubted is None:
+            self._doubted = before
+        elif tried:
+            self._doubted = None  # two in flight refused again: the cap is one
+            self.cap = self.limit
+            return
+        self.settled, self.cap = self._doubted[1], None
 
     def _lower(self, limit: int, now: float) -> None:
         self._set(max(MIN_CONCURRENCY, limit), now)
