@@ -52,6 +52,9 @@ START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LATENCY = 0.2  # seconds the slow emulator takes over every lookup
 SLOW_ROWS = 40  # one at a time: 8 s; eight at a time: about 1 s
 HOSTILE_HOLD = 0.05  # seconds the hostile server holds each lookup, so that they overlap
+# Seconds a lookup is held at most while the hostile server waits for its first burst: a client
+# that never sends so many at once fails the test's counts instead of hanging it.
+BURST_LIMIT = 10.0
 
 
 def found(number: int, state: str = "active", minutes: int = 0) -> FoundConversation:
@@ -395,7 +398,11 @@ def provisioner_identity(provisioner: Cli, key: str) -> str:
 class CountingServer(ThreadingHTTPServer):
     """A lookup server that holds each lookup a moment and counts the most held at once; with
     `cap`, it refuses (429, Twilio's 20429) a lookup beyond that many, as Twilio does; with
-    `sid`, every identity asked for takes part in that one conversation."""
+    `sid`, every identity asked for takes part in that one conversation.
+
+    With `burst`, the lookups it accepts are held until that many lookups have arrived (the
+    first burst, refused ones included): that they meet at the server is then a fact, not a
+    bet that the client's threads all send within HOSTILE_HOLD on a busy machine."""
 
     daemon_threads = True
 
@@ -403,8 +410,10 @@ class CountingServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _CountingHandler)
         self.cap = cap
         self.sid = ""
-        self.in_flight = self.most = self.throttled = self.answered = 0
+        self.burst = 0
+        self.in_flight = self.most = self.throttled = self.answered = self.arrived = 0
         self.lock = threading.Lock()
+        self.gathered = threading.Event()  # the first `burst` lookups have arrived
 
     @property
     def url(self) -> str:
@@ -419,6 +428,9 @@ class _CountingHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         counts = self.server
         with counts.lock:
+            counts.arrived += 1
+            if counts.arrived >= counts.burst:
+                counts.gathered.set()
             refused = counts.cap is not None and counts.in_flight >= counts.cap
             if refused:
                 counts.throttled += 1
@@ -429,6 +441,7 @@ class _CountingHandler(BaseHTTPRequestHandler):
             body = {"code": 20429, "message": "Too many concurrent requests", "status": 429}
             self._send(429, body)
             return
+        counts.gathered.wait(BURST_LIMIT)
         time.sleep(HOSTILE_HOLD)
         with counts.lock:
             counts.in_flight -= 1
@@ -472,6 +485,7 @@ def counting() -> Iterator[CountingServer]:
 def test_a_hostile_server_never_sees_more_lookups_at_once_than_concurrency(
     provisioner: Cli, counting: CountingServer, tmp_path: Path, concurrency: int
 ) -> None:
+    counting.burst = concurrency  # the first lookups are held until this many are out at once
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(24))
 
     provisioner(
@@ -498,12 +512,14 @@ def test_lookups_learn_the_accounts_cap_in_flight_as_create_does(
 ) -> None:
     provisioner = Cli(emulator, RealSleeps(), tmp_path)  # the emulator only for credentials
     counting.cap = 2
+    concurrency = 8
+    counting.burst = concurrency  # the two accepted are held until the whole first burst came
     rows = 60
     source = write_csv(tmp_path / "in.csv", CUSTOMER_HEADER, customers(rows))
 
     result = provisioner(
         "reconcile", str(source), "--out", str(provisioner.out), "--base-url", counting.url,
-        "--rate", "0", "--concurrency", "8",
+        "--rate", "0", "--concurrency", str(concurrency),
     )  # fmt: skip
 
     assert [line["lookup"] for line in reconcile_lines(provisioner.out)] == ["absent"] * rows
