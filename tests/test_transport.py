@@ -9,9 +9,10 @@ import base64
 import socket
 import threading
 from collections.abc import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,30 @@ def test_an_answer_holds_its_status_headers_and_whole_body(
         USER_AGENT,
         "application/json",
     ]
+
+
+def test_requests_leave_as_session_request_would_send_them(
+    transport: Transport, hostile: HostileServer
+) -> None:
+    """The transport prepares requests itself (for speed): the bytes on the wire are the same."""
+    form = {"AddressSid": "IG" + "a" * 32, "CustomerFriendlyName": "Zoë & Co = 100% +1", "X": ""}
+    params = {"Identity": "prv-ü 1&2", "PageSize": 50}
+    hostile.script(created(), created(), created(), created())
+    transport.exchange("POST", f"{hostile.url}/v2/WebChats", data=form, cap=CAP)
+    transport.exchange("GET", f"{hostile.url}/v1/P", params=params, cap=CAP)
+    session = requests.Session()
+    session.auth = (CREDENTIALS.username, SECRET)
+    session.headers.update(
+        {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+    )
+    session.post(f"{hostile.url}/v2/WebChats", data=form).close()
+    session.get(f"{hostile.url}/v1/P", params=params).close()
+
+    ours, theirs = hostile.received[:2], hostile.received[2:]
+    assert [(r.method, r.target, sorted(r.headers), r.body) for r in ours] == [
+        (r.method, r.target, sorted(r.headers), r.body) for r in theirs
+    ]  # the same headers; Content-Type comes before Content-Length, which HTTP allows
+    assert ours[0].body == urlencode(form).encode()
 
 
 def test_the_cap_counts_bytes_after_decompression(
