@@ -100,9 +100,11 @@ class CsvWriter:
     def write(self, cells: Sequence[str]) -> None:
         """Append one row, formula-escaped and key-escaped."""
         keys = self._keys
+        if _NUL in "".join(cells):  # rare: one test of the whole row keeps the usual row cheap
+            cells = [_csv_text(cell) for cell in cells]
         self._writer.writerow(
             [
-                escape_key(_csv_text(cell)) if index in keys else escape_formula(_csv_text(cell))
+                escape_key(cell) if index in keys else escape_formula(cell)
                 for index, cell in enumerate(cells)
             ]
         )
