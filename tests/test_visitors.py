@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -23,6 +24,7 @@ from provisioner.emulator import (
     spawn,
 )
 from provisioner.emulator.service import Ids
+from provisioner.emulator.visitors import Releases
 from provisioner.rows import IDENTITY_PREFIX
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, write_csv
 
@@ -228,3 +230,20 @@ def test_sandbox_live_rate_without_sandbox_is_refused(
     assert "--sandbox-live-rate" in result.output
     assert not provisioner.out.exists()
     assert provisioner.emulator.requests == 0
+
+
+def test_places_in_flight_are_released_by_one_thread_in_order_of_due_time() -> None:
+    releases, released = Releases(), list[int]()
+    threads_before = threading.active_count()
+    hold_for = [0.06, 0.02, 0.04] * 300  # 900 visitors in flight at once: not 900 threads
+    for index, seconds in enumerate(hold_for):
+        releases(seconds, functools.partial(released.append, index))
+    releases(0, lambda: released.append(-1))  # no latency: released at once, on this thread
+    assert released == [-1]
+    assert threading.active_count() <= threads_before + 1
+    deadline = time.monotonic() + 10
+    while len(released) < len(hold_for) + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    due = [hold_for[index] for index in released[1:]]
+    assert sorted(released[1:]) == list(range(len(hold_for)))
+    assert due == sorted(due)  # each released when its own time came, shortest first

@@ -11,6 +11,8 @@ batch's creations, so nothing that counts the batch's web chats counts them.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import threading
 import time
@@ -93,14 +95,39 @@ class VisitorCounts:
         )
 
 
-def hold_in_thread(seconds: float, release: Callable[[], None]) -> None:
-    """Release a visitor's place in flight after `seconds`, from a timer thread."""
-    if seconds <= 0:
-        release()
-        return
-    timer = threading.Timer(seconds, release)
-    timer.daemon = True  # a visitor still in flight must not keep the process alive
-    timer.start()
+class Releases:
+    """Visitors' places in flight, each released when its latency has passed, by one thread.
+
+    A timer thread a visitor would make thousands of threads at a high --live-rate with no
+    rate limit; one thread waiting on a heap of due times makes one.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._count = itertools.count()  # ties broken by arrival, never by comparing callables
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, seconds: float, release: Callable[[], None]) -> None:
+        """Call `release` after `seconds` (at once when not positive)."""
+        if seconds <= 0:
+            release()
+            return
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._count), release))
+            self._changed.notify()
+            if self._thread is None:
+                # A daemon: a visitor still in flight must not keep the process alive.
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or (wait := self._due[0][0] - time.monotonic()) > 0:
+                    self._changed.wait(wait if self._due else None)
+                _, _, release = heapq.heappop(self._due)
+            release()  # outside the lock: FaultPlan.release takes the cap's own
 
 
 class Visitors:
@@ -115,7 +142,7 @@ class Visitors:
         rate: float = 0.0,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
-        hold: Hold = hold_in_thread,
+        hold: Hold | None = None,
     ) -> None:
         self._plan = plan
         self._service = service
@@ -123,7 +150,7 @@ class Visitors:
         self._rate = rate
         self._random = random.Random(seed)
         self._clock = clock
-        self._hold = hold
+        self._hold = hold or Releases()
         self._visits: list[Visit] = []
         self._changed = threading.Condition()
         self._stopped = False
