@@ -566,3 +566,15 @@ def test_latency_delays_every_successful_answer_and_no_refusal() -> None:
     assert created.status == 201
     assert kinds == ["lookup", "close", "create"]
     assert sleeps == [0.2, 0.2, 0.2]  # the refused create did not wait
+
+
+def test_open_connections_counts_a_kept_alive_connection_until_its_client_goes(
+    emulator: Emulator, http: requests.Session
+) -> None:
+    assert emulator.open_connections == 0
+    assert create(http, emulator).status_code == 201
+    assert emulator.open_connections == 1  # kept alive for the next request
+    assert create(http, emulator).status_code == 201
+    assert emulator.open_connections == 1  # the same connection again
+    http.close()
+    wait_until(lambda: emulator.open_connections == 0)

@@ -193,12 +193,14 @@ def kill(process: subprocess.Popen[str]) -> None:
 
 
 def drain(emulator: Emulator) -> None:
-    """Wait until the emulator has answered what a killed process left in flight, as Twilio does."""
+    """Wait until the emulator has answered what a killed process left in flight, as Twilio does:
+    every connection it had ended (a request the kernel holds for the emulator is read first)."""
     deadline = time.monotonic() + START_LIMIT
     seen, quiet_since = -1, time.monotonic()
     while time.monotonic() < deadline:
         now = time.monotonic()
-        if emulator.requests != seen or emulator.faults.cap.in_flight:
+        busy = emulator.faults.cap.in_flight or emulator.open_connections
+        if emulator.requests != seen or busy:
             seen, quiet_since = emulator.requests, now
         elif now - quiet_since >= QUIET_FOR:
             return

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 from provisioner.emulator.answers import BAD_REQUEST, Answer, Drop, Reply, twilio_error
 from provisioner.emulator.routes import OTHER, Request, Routes
@@ -33,6 +33,36 @@ class Server(ThreadingHTTPServer):
         self.routes = routes
         self.log = log
         self._thread: threading.Thread | None = None
+        self._connections = 0
+        self._connections_lock = threading.Lock()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet ended (a client gone leaves its handler to read
+        what it sent before it went, then end)."""
+        with self._connections_lock:
+            return self._connections
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count the connection from its accept (on the serving thread) to its handler's end."""
+        with self._connections_lock:
+            self._connections += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._ended()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle one connection (socketserver's), then count it ended."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        with self._connections_lock:
+            self._connections -= 1
 
     def serve_in_thread(self) -> None:
         """Serve from a daemon thread until stop()."""

@@ -219,6 +219,11 @@ class Emulator:
         return self.routes.received[CLOSE]
 
     @property
+    def open_connections(self) -> int:
+        """Client connections accepted and not yet ended."""
+        return self._server.open_connections
+
+    @property
     def throttled(self) -> int:
         """Requests answered 429: over the rate limit or the concurrency cap."""
         return self.faults.throttled
