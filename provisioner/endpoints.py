@@ -104,11 +104,8 @@ def _check_basic(name: str, value: str, *, username: bool) -> None:
 
 def resolve_base_url(explicit: str | None, env: Mapping[str, str]) -> str:
     """The Flex API root: explicit, else built from TWILIO_REGION/TWILIO_EDGE as the SDK does."""
-    if explicit:
+    if explicit:  # from --base-url, PROVISIONER_BASE_URL or a settings file: Click reads them
         return _checked_root(explicit, "--base-url")
-    configured = env.get("PROVISIONER_BASE_URL", "").strip()
-    if configured:
-        return _checked_root(configured, "PROVISIONER_BASE_URL")
     return _twilio_root("flex-api", env)
 
 
@@ -126,10 +123,9 @@ def resolve_conversations_url(
 def api_roots(given: Endpoints, env: Mapping[str, str]) -> Endpoints:
     """The Flex and Conversations API roots: given ("" where not), from the environment, or
     Twilio's."""
-    base_url = given.base_url or env.get("PROVISIONER_BASE_URL")
     return Endpoints(
         base_url=resolve_base_url(given.base_url, env),
-        conversations_url=resolve_conversations_url(given.conversations_url, base_url, env),
+        conversations_url=resolve_conversations_url(given.conversations_url, given.base_url, env),
     )
 
 

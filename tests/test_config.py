@@ -866,3 +866,22 @@ def test_the_shared_folder_s_file_from_the_issue_sends_nothing_to_its_host(
         assert f"owned by uid {OTHER_UID}" in " ".join(result.stderr.split())
     assert provisioner.emulator.requests == 0
     assert not (shared / "outputs").exists()
+
+
+def test_a_base_url_from_the_environment_that_is_no_api_root_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("AddressSid\nIG" + "1" * 32 + "\n")
+    env = {"PROVISIONER_BASE_URL": "https://h/v2", "TWILIO_ACCOUNT_SID": "AC1"}
+
+    result = CliRunner(env=env).invoke(
+        cli, ["create", "in.csv", "--dry-run", "--out", str(tmp_path / "out")], obj=Runtime()
+    )
+
+    assert result.exit_code == 2
+    (line,) = said(result.stderr)
+    assert line.startswith(
+        "error: Invalid value for '--base-url' from the environment (PROVISIONER_BASE_URL)"
+    )
+    assert not (tmp_path / "out").exists()

@@ -86,7 +86,7 @@ def test_requests_leave_as_session_request_would_send_them(
 ) -> None:
     """The transport prepares requests itself (for speed): the bytes on the wire are the same."""
     form = {"AddressSid": "IG" + "a" * 32, "CustomerFriendlyName": "Zoë & Co = 100% +1", "X": ""}
-    params = {"Identity": "prv-ü 1&2", "PageSize": 50}
+    params: dict[str, str | int] = {"Identity": "prv-ü 1&2", "PageSize": 50}
     hostile.script(created(), created(), created(), created())
     transport.exchange("POST", f"{hostile.url}/v2/WebChats", data=form, cap=CAP)
     transport.exchange("GET", f"{hostile.url}/v1/P", params=params, cap=CAP)
