@@ -32,7 +32,8 @@ once, so requests waiting for a far rate slot do not hold it while nothing is se
 climbs back after a stretch of clean answers, never above what was asked, never below `MIN_RATE`
 or one request in flight. On a shared account (`--reserve`) a 429 on the rate that the run had
 shown the account allows is the others' doing, not the account's limit: the run yields to them
-instead (`OtherTraffic`, limits_others.py), and keeps a slot free under a cap it learnt.
+instead (`OtherTraffic`, limits_others.py), and keeps a slot free under a cap of 2 or more
+that a 429 showed (limits_concurrency.py).
 
 The parts take the time as an argument and are tested by simulation (tests/test_limits.py);
 `AccountLimits` (limits.py) is the thin, thread-facing shell over them.
