@@ -254,7 +254,7 @@ class JobRun:
 
     @property
     def timeline(self) -> list[dict[str, Any]]:
-        """Requests, 429s and the limits learnt, a point per bucket (see limits.Timeline)."""
+        """Requests, 429s and the limits learnt, a point per bucket (see limits_timeline.Timeline)."""
         return list(self.summary.get("timeline", []))
 
 

@@ -45,7 +45,7 @@ LEGEND = "".join(
         ),
     )
 )
-# Drawn only when the run met other traffic on the account (limits.OtherTraffic).
+# Drawn only when the run met other traffic on the account (limits_others.OtherTraffic).
 OTHERS_LEGEND = (
     f'<li><span class="swatch box" style="background:{COLOURS["others"]}"></span>'
     "429s from other traffic on the account: the run slowed to leave it room</li>"
@@ -82,8 +82,8 @@ class _Bucket:
 def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
     """Timeline points as time buckets, merged down to at most MAX_CHART_POINTS.
 
-    A point (limits.Timeline) counts what was sent and throttled from its `t` until the next
-    point's, and holds the limits as they were at the end of that span.
+    A point (limits_timeline.Timeline) counts what was sent and throttled from its `t` until the
+    next point's, and holds the limits as they were at the end of that span.
     """
     points = sorted(
         ((t, point) for point in timeline if (t := finite(point.get("t"))) is not None),

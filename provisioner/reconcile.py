@@ -18,7 +18,8 @@ from provisioner.client import TwilioClient
 from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Answer, Clock
+from provisioner.limits import AccountLimits, Clock
+from provisioner.limits_permits import Answer
 from provisioner.options import DEFAULT_CONCURRENCY, Endpoints, InputReading, Output, Pacing
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options

@@ -46,7 +46,7 @@ class wait_full_jitter(wait_base):  # noqa: N801  (named like tenacity's own wai
 class wait_for_pause(wait_base):  # noqa: N801  (named like tenacity's own waits)
     """Wait the fallback backoff, or until the account's pause ends if that is later.
 
-    The pause holds every Retry-After the run honours (limits.py): 429s that arrive together
+    The pause holds every Retry-After the run honours (limits_model.py): 429s that arrive together
     share it, so a row retries when it ends, never after a wait of its own stacked on it.
     """
 

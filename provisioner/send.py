@@ -18,7 +18,8 @@ from typing import Protocol
 from tenacity import RetryCallState
 
 from provisioner.attempts import Attempt, FoundConversation, Lookup
-from provisioner.limits import AccountLimits, Answer, Sleep
+from provisioner.limits import AccountLimits, Sleep
+from provisioner.limits_permits import Answer
 from provisioner.options import LOOKUP_LAG, MAX_ATTEMPTS
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from provisioner.cli import cli
 from provisioner.emulator import TokenBucket
-from provisioner.limits import LimitsState
+from provisioner.limits_model import LimitsState
 from provisioner.report import learnt_options
 from provisioner.runtime import Runtime
 from tests.conftest import CUSTOMER_HEADER, customers, read_summary, write_csv

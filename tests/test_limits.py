@@ -19,19 +19,11 @@ import pytest
 
 from provisioner.attempts import MAX_RETRY_AFTER
 from provisioner.emulator import TokenBucket
-from provisioner.limits import (
-    DEFAULT_PAUSE,
-    MIN_RATE,
-    OVERSIZED_PAUSE_EVERY,
-    SEND_JITTER_MARGIN,
-    TIMELINE_POINTS,
-    AccountLimits,
-    Answer,
-    Booking,
-    Limits,
-    Permit,
-    Timeline,
-)
+from provisioner.limits import AccountLimits
+from provisioner.limits_model import DEFAULT_PAUSE, OVERSIZED_PAUSE_EVERY, Limits
+from provisioner.limits_permits import Answer, Booking, Permit
+from provisioner.limits_rate import MIN_RATE, SEND_JITTER_MARGIN
+from provisioner.limits_timeline import TIMELINE_POINTS, Timeline
 
 THROTTLE_LATENCY = 0.005  # a 429 is answered at once: nothing was processed
 

@@ -29,7 +29,7 @@ from provisioner.cells import escape_key
 from provisioner.emulator import Emulator
 from provisioner.endpoints import scope_of
 from provisioner.ledger import open_ledger
-from provisioner.limits import Answer
+from provisioner.limits_permits import Answer
 from provisioner.ordered import InOrder, in_order
 from provisioner.retry import retryable
 from provisioner.rows import derive_identity

@@ -13,7 +13,9 @@ import pytest
 from provisioner.attempts import Attempt, parse_retry_after
 from provisioner.endpoints import Credentials, resolve_base_url
 from provisioner.errors import ConfigError
-from provisioner.limits import SEND_JITTER_MARGIN, AccountLimits, Answer
+from provisioner.limits import AccountLimits
+from provisioner.limits_permits import Answer
+from provisioner.limits_rate import SEND_JITTER_MARGIN
 from provisioner.retry import retry_policy
 
 

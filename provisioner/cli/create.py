@@ -36,7 +36,7 @@ from provisioner.cli.voice import Voice
 from provisioner.config import unknown_env
 from provisioner.endpoints import CREDENTIAL_VARIABLES, Credentials, create_endpoint
 from provisioner.errors import ExitCode
-from provisioner.limits import MIN_RATE
+from provisioner.limits_rate import MIN_RATE
 from provisioner.options import Endpoints, InputReading, Output, Pacing, default_of, fields_of
 from provisioner.progress import ProgressBar, ProgressLines
 from provisioner.report import end_of_run

@@ -13,7 +13,7 @@ from provisioner.charsets import encoding_problem
 from provisioner.config import split_list
 from provisioner.endpoints import api_root
 from provisioner.errors import ConfigError
-from provisioner.limits import MIN_RATE
+from provisioner.limits_rate import MIN_RATE
 from provisioner.staging import run_id_problem
 
 # Far above any account's rate (Twilio raises the 5/s only through sales), and low enough that
