@@ -128,7 +128,8 @@ def create_command(
     roots, credentials = create_endpoint(
         endpoints, runtime.env, sandbox=sandbox.sandbox, dry_run=conduct.dry_run
     )
-    named = replace(conduct, run_id=conduct.run_id or new_run_id(output.out_dir))  # for cron logs
+    # Named now, not when its folder is made: the run's first line shows it, for cron logs.
+    named = replace(conduct, run_id=conduct.run_id or new_run_id(output.out_dir))
     options = RunOptions(
         input_path=input_path,
         **fields_of(output, reading, roots, sandbox, pacing, sending, named, reporting),
