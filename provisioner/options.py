@@ -1,8 +1,10 @@
 """The options that travel together: one frozen dataclass a group, the only home of each default.
 
-`RunOptions` (create) and `ReconcileOptions` are made of these groups; the command line's
-options are built from the same fields (`provisioner/cli/options.py` reads each default here),
-and so are the settings file's keys and the PROVISIONER_* variables. Free of Click.
+`RunOptions` (create) and `ReconcileOptions` are made of these groups: those both commands take
+(Output, InputReading, Endpoints, Pacing) and create's own (Sandbox, Sending, Conduct,
+Reporting). The command line's options are built from the same fields (`provisioner/cli/
+options.py` reads each default here), and so are the settings file's keys and the
+PROVISIONER_* variables. Free of Click.
 """
 
 from __future__ import annotations
@@ -91,3 +93,53 @@ class Pacing:
     rate: float | None = DEFAULT_RATE  # None: no limit (--rate 0)
     lookup_lag: float = LOOKUP_LAG
     timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
+class InFlight:
+    """How many requests are in flight at most: --concurrency (create and reconcile)."""
+
+    concurrency: int = DEFAULT_CONCURRENCY  # the account may hold fewer: a run learns its cap
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sandbox:
+    """create's rehearsal on a local emulator: --sandbox, --sandbox-live-rate."""
+
+    sandbox: bool = False
+    sandbox_live_rate: float = 0.0  # website visitors a second on the sandbox's account
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sending(InFlight):
+    """How create sends its rows: --concurrency, --reserve, --max-attempts."""
+
+    reserve: float = DEFAULT_RESERVE  # requests a second left to the account's other traffic
+    max_attempts: int = MAX_ATTEMPTS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conduct:
+    """What one create run is and does: --run-id, --dry-run, --force, --strict, --no-lookup."""
+
+    run_id: str | None = None  # None: named after the time it starts
+    dry_run: bool = False
+    force: bool = False
+    strict: bool = False
+    lookups: bool = True  # --no-lookup: False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reporting:
+    """What create gives back besides its CSV files: --xlsx, --quiet, --json."""
+
+    xlsx: bool = False
+    quiet: bool = False
+    as_json: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settling(InFlight):
+    """How reconcile settles its rows: --close-duplicates, --concurrency (lookups in flight)."""
+
+    close_duplicates: bool = False

@@ -20,7 +20,7 @@ from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits, Clock
 from provisioner.limits_permits import Answer
-from provisioner.options import DEFAULT_CONCURRENCY, Endpoints, InputReading, Output, Pacing
+from provisioner.options import Endpoints, InputReading, Output, Pacing, Settling
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options
 from provisioner.result_columns import ROW_KEY
@@ -46,13 +46,11 @@ RECONCILE_COLUMNS = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReconcileOptions(Pacing, Endpoints, InputReading, Output):
+class ReconcileOptions(Settling, Pacing, Endpoints, InputReading, Output):
     """What `provisioner reconcile` was asked to do: the groups of options it shares with
-    create (options.py) and its own."""
+    create (options.py), its own (settling) and its INPUT."""
 
     input_path: Path | None = None  # None: the rows the ledger shows unsettled
-    close_duplicates: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY  # lookups in flight at most; the account may hold fewer
 
 
 @dataclass

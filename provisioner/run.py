@@ -31,13 +31,14 @@ from provisioner.errors import (
 from provisioner.ledger import Ledger, open_ledger
 from provisioner.limits import AccountLimits, Sleep
 from provisioner.options import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_RESERVE,
-    MAX_ATTEMPTS,
+    Conduct,
     Endpoints,
     InputReading,
     Output,
     Pacing,
+    Reporting,
+    Sandbox,
+    Sending,
     Source,
 )
 from provisioner.ordered import HELD_LIMIT
@@ -96,21 +97,13 @@ XLSX = "--xlsx"  # the option that asks for workbooks, as a rerun command spells
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunOptions(Pacing, Endpoints, InputReading, Output, Source):
+class RunOptions(
+    Reporting, Conduct, Sending, Sandbox, Pacing, Endpoints, InputReading, Output, Source
+):
     """Everything one run needs to know: the groups of options it shares with reconcile
-    (options.py: output, input reading, endpoints, pacing) and create's own."""
+    (options.py: output, input reading, endpoints, pacing), create's own groups (the sandbox,
+    sending, conduct, reporting), and what the command line was given."""
 
-    run_id: str | None = None
-    concurrency: int = DEFAULT_CONCURRENCY
-    reserve: float = DEFAULT_RESERVE  # requests a second left to the account's other traffic
-    max_attempts: int = MAX_ATTEMPTS
-    dry_run: bool = False
-    sandbox: bool = False
-    sandbox_live_rate: float = 0.0  # website visitors a second on the sandbox's account
-    force: bool = False
-    strict: bool = False
-    lookups: bool = True
-    xlsx: bool = False
     rerun_options: tuple[str, ...] = ()  # the options a rerun repeats, as command-line words
     settings: Mapping[str, object] = field(default_factory=dict)  # value and source, per option
 

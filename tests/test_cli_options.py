@@ -1,24 +1,86 @@
 """The command line's options are defined once: each default is its group's dataclass default,
-each variable is derived from the option's name, and only provisioner/cli imports click."""
+each option reaches the command in its group, each variable is derived from the option's name,
+and only provisioner/cli imports click."""
 
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
 import provisioner
 from provisioner.cli import cli
-from provisioner.config import env_name
+from provisioner.config import ENV_PREFIX, env_name
+from provisioner.errors import ExitCode, InputError
+from provisioner.options import (
+    Conduct,
+    Endpoints,
+    InputReading,
+    Output,
+    Pacing,
+    Reporting,
+    Sandbox,
+    Sending,
+    Settling,
+    Source,
+)
 from provisioner.reconcile import ReconcileOptions
 from provisioner.run import RunOptions
+from provisioner.runtime import Runtime
 
 PACKAGE = Path(provisioner.__file__).parent
 # Each command's options, and the dataclass whose fields they fill.
 FILLS = {"create": RunOptions, "reconcile": ReconcileOptions}
+# The groups each command's options dataclass is made of.
+GROUPS: dict[str, tuple[type[Any], ...]] = {
+    "create": (
+        Source,
+        Output,
+        InputReading,
+        Endpoints,
+        Sandbox,
+        Pacing,
+        Sending,
+        Conduct,
+        Reporting,
+    ),
+    "reconcile": (Output, InputReading, Endpoints, Settling, Pacing),
+}
+# What the command line gives a run besides its options' values, and what it works out itself.
+NOT_OPTIONS = {"rerun_options", "settings"}
+WORKED_OUT = {"run_id", "base_url", "conversations_url"}  # named at start; the API roots
+CREDENTIALS = {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t" * 32}
+# Each command's own options, given one at a time, and the fields they set (the rest keep their
+# defaults): the groups' fields the command line fills, each from its own option.
+OWN_OPTIONS = {
+    "create": [
+        (["--sandbox"], {"sandbox": True}),
+        (["--sandbox", "--sandbox-live-rate", "2"], {"sandbox": True, "sandbox_live_rate": 2.0}),
+        (["--reserve", "0.5"], {"reserve": 0.5}),
+        (["--run-id", "r9"], {"run_id": "r9"}),
+        (["--concurrency", "4"], {"concurrency": 4}),
+        (["--max-attempts", "2"], {"max_attempts": 2}),
+        (["--dry-run"], {"dry_run": True}),
+        (["--force"], {"force": True}),
+        (["--strict"], {"strict": True}),
+        (["--no-lookup"], {"lookups": False}),
+        (["--xlsx"], {"xlsx": True}),
+        (["--quiet"], {"quiet": True}),
+        (["--json"], {"as_json": True}),
+    ],
+    "reconcile": [
+        (["--close-duplicates"], {"close_duplicates": True}),
+        (["--concurrency", "3"], {"concurrency": 3}),
+    ],
+}
+OWN_GROUPS = {"create": (Sandbox, Sending, Conduct, Reporting), "reconcile": (Settling,)}
+INPUT = {"create": ["in.csv"], "reconcile": []}
 
 
 def options_of(command: str) -> list[click.Option]:
@@ -35,6 +97,72 @@ def test_each_default_is_the_default_of_the_field_it_fills(command: str) -> None
         assert option.default == defaults[option.name], option.name
         checked += 1
     assert checked >= 5  # --out, --rate, --lookup-lag, --timeout, --concurrency at least
+
+
+@pytest.mark.parametrize("command", sorted(FILLS))
+def test_each_field_is_defined_once_in_one_group(command: str) -> None:
+    names = [item.name for group in GROUPS[command] for item in fields(group)]
+    assert len(names) == len(set(names))  # no field in two groups
+    own = {item.name for item in fields(FILLS[command])} - set(names)
+    assert own <= NOT_OPTIONS | {"input_path"}, own  # every option's field is a group's
+    assert all(issubclass(FILLS[command], group) for group in GROUPS[command])
+
+
+def received(
+    command: str, arguments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The options dataclass `provisioner COMMAND ARGUMENTS` hands the library (whose run is
+    made to fail at once: nothing is sent)."""
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no ./provisioner.toml
+    handed: list[Any] = []
+
+    def library_call(options: Any, *_others: object) -> None:
+        handed.append(options)
+        raise InputError("stopped by the test once the options were handed over")
+
+    monkeypatch.setattr(f"provisioner.cli.{command}.{command}", library_call)
+    result = CliRunner().invoke(cli, [command, *arguments], obj=Runtime(env=CREDENTIALS))
+    assert result.exit_code == ExitCode.NOTHING_SENT, result.output
+    (options,) = handed
+    return options
+
+
+@pytest.mark.parametrize("command", sorted(FILLS))
+def test_options_not_given_reach_the_command_as_their_groups_defaults(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = received(command, INPUT[command], tmp_path, monkeypatch)
+    checked = []
+    for group in GROUPS[command]:
+        for item in fields(group):
+            if group is not Source and item.name not in WORKED_OUT:
+                assert getattr(options, item.name) == getattr(group(), item.name), item.name
+                checked.append(item.name)
+    assert len(checked) == {"create": 22, "reconcile": 12}[command]  # all but those worked out
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments", "expected"),
+    [(command, *case) for command, cases in OWN_OPTIONS.items() for case in cases],
+    ids=[" ".join(case[0]) for cases in OWN_OPTIONS.values() for case in cases],
+)
+def test_each_of_a_command_s_own_options_sets_its_field_of_its_group(
+    command: str,
+    arguments: list[str],
+    expected: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = received(command, [*INPUT[command], *arguments], tmp_path, monkeypatch)
+    defaults = {
+        item.name: item.default
+        for group in OWN_GROUPS[command]
+        for item in fields(group)
+        if item.name != "run_id" or "run_id" in expected  # else named after the time
+    }
+    assert {name: getattr(options, name) for name in defaults} == {**defaults, **expected}
 
 
 @pytest.mark.parametrize("command", sorted(cli.commands))

@@ -6,6 +6,7 @@ import math
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,13 +16,17 @@ from click.core import ParameterSource
 from provisioner import __version__
 from provisioner.cli.exits import reports_errors
 from provisioner.cli.options import (
-    concurrency_option,
+    conduct_options,
     config_option,
     endpoint_options,
     input_options,
     output_options,
     pacing_options,
-    setting,
+    reporting_options,
+    reserve_option,
+    run_id_option,
+    sandbox_options,
+    sending_options,
 )
 from provisioner.cli.settings import (
     configured,
@@ -31,20 +36,28 @@ from provisioner.cli.settings import (
     settings,
     variable_options,
 )
-from provisioner.cli.values import MAX_RATE, MIN_VISITOR_RATE, FilePath, Number, Rate, check_run_id
+from provisioner.cli.values import FilePath
 from provisioner.cli.voice import Voice
 from provisioner.config import unknown_env
 from provisioner.endpoints import CREDENTIAL_VARIABLES, Credentials, create_endpoint
 from provisioner.errors import ExitCode
 from provisioner.limits_rate import MIN_RATE
-from provisioner.options import Endpoints, InputReading, Output, Pacing, default_of, fields_of
+from provisioner.options import (
+    Conduct,
+    Endpoints,
+    InputReading,
+    Output,
+    Pacing,
+    Reporting,
+    Sandbox,
+    Sending,
+    fields_of,
+)
 from provisioner.progress import ProgressBar, ProgressLines
 from provisioner.report import end_of_run
 from provisioner.run import RunOptions, create
 from provisioner.runtime import Runtime
 from provisioner.staging import new_run_id
-
-MAX_ATTEMPTS_ALLOWED = 20  # the most --max-attempts takes
 
 # create's --help, kept apart from the function so that the function stays readable whole.
 CREATE_HELP = f"""\
@@ -72,69 +85,14 @@ Examples:
 @output_options
 @input_options
 @endpoint_options
-@setting(
-    "sandbox",
-    is_flag=True,
-    help="Send to a local emulator started in-process; no credentials needed.",
-)
-@setting(
-    "sandbox-live-rate",
-    type=Rate(MIN_VISITOR_RATE),
-    default=default_of(RunOptions, "sandbox_live_rate"),
-    show_default=True,
-    help="With --sandbox: website visitors a second starting web chats on the same account "
-    "(its limit --rate, 300 ms answers); the summary counts those the batch left refused.",
-)
+@sandbox_options
 @pacing_options
-@setting(
-    "reserve",
-    type=Number(0, MAX_RATE),
-    default=default_of(RunOptions, "reserve"),
-    show_default=True,
-    help="Requests per second left for the account's other traffic (the contact centre's live "
-    "web chats): the run books at most --rate minus this, and slows further when it meets "
-    "others. 0 when nothing else uses the account (a night run, a staging account). Nothing "
-    "to keep it from with --rate 0.",
-)
+@reserve_option
 @config_option
-@click.option(
-    "--run-id",
-    callback=check_run_id,
-    help="The run folder's name [default: UTC time, e.g. 20261124T214500Z].",
-)
-@concurrency_option(
-    default_of(RunOptions, "concurrency"),
-    "Requests in flight at most; the run learns the account's real cap below it.",
-)
-@setting(
-    "max-attempts",
-    type=click.IntRange(1, MAX_ATTEMPTS_ALLOWED),
-    default=default_of(RunOptions, "max_attempts"),
-    show_default=True,
-    help="Tries per row, the first included.",
-)
-@setting("dry-run", is_flag=True, help="Validate and write the plan; send nothing.")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Create again rows the ledger shows as created (never from the environment or a file).",
-)
-@setting("strict", is_flag=True, help="Send nothing if any row is invalid (exit 2).")
-@setting(
-    "no-lookup",
-    is_flag=True,
-    help="Do not look rows up at Twilio: a row whose answer was lost is sent again as it "
-    "is (it may then have two web chats), and a new ledger's rows are sent without being "
-    "looked up first (what another folder or host created is created again).",
-)
-@setting(
-    "xlsx",
-    is_flag=True,
-    help="Write results.xlsx and errors.xlsx too (always, for a workbook input, or a file fed "
-    "back from a run folder that has an errors.xlsx).",
-)
-@setting("quiet", is_flag=True, help="Only warnings, errors, the end.")
-@setting("json", "as_json", is_flag=True, help="Print summary.json on stdout at the end.")
+@run_id_option
+@sending_options
+@conduct_options
+@reporting_options
 @click.pass_context
 @reports_errors
 def create_command(
@@ -143,30 +101,22 @@ def create_command(
     output: Output,
     reading: InputReading,
     endpoints: Endpoints,
-    sandbox: bool,
-    sandbox_live_rate: float,
+    sandbox: Sandbox,
     pacing: Pacing,
-    reserve: float,
-    run_id: str | None,
-    concurrency: int,
-    max_attempts: int,
-    dry_run: bool,
-    force: bool,
-    strict: bool,
-    no_lookup: bool,
-    xlsx: bool,
-    quiet: bool,
-    as_json: bool,
+    sending: Sending,
+    conduct: Conduct,
+    reporting: Reporting,
 ) -> None:
     """`provisioner create`: the options as one RunOptions, one run, its exit code."""
     runtime: Runtime = ctx.obj
-    if sandbox_live_rate and not sandbox:
+    if sandbox.sandbox_live_rate and not sandbox.sandbox:
         live_rate = next(param for param in ctx.command.params if param.name == "sandbox_live_rate")
         raise click.BadParameter(
             "rehearses visitors on the sandbox's emulator: give it with --sandbox",
             ctx=ctx,
             param=live_rate,
         )
+    reserve = sending.reserve
     booked = pacing.rate - reserve if pacing.rate else MIN_RATE
     # Compared as the decimals typed: in floats, --rate 0.7 less --reserve 0.2 is 0.4999...
     if booked < MIN_RATE and not math.isclose(booked, MIN_RATE):
@@ -175,25 +125,18 @@ def create_command(
             "least: the run sends at most --rate minus --reserve a second (--reserve 0 for an "
             "account nothing else uses)"
         )
-    roots, credentials = create_endpoint(endpoints, runtime.env, sandbox=sandbox, dry_run=dry_run)
+    roots, credentials = create_endpoint(
+        endpoints, runtime.env, sandbox=sandbox.sandbox, dry_run=conduct.dry_run
+    )
+    # Named now, not when its folder is made: the run's first line shows it, for cron logs.
+    named = replace(conduct, run_id=conduct.run_id or new_run_id(output.out_dir))
     options = RunOptions(
         input_path=input_path,
-        **fields_of(output, reading, roots, pacing),
-        run_id=run_id or new_run_id(output.out_dir),  # named on the first line, for cron logs
-        concurrency=concurrency,
-        reserve=reserve,
-        max_attempts=max_attempts,
-        dry_run=dry_run,
-        sandbox=sandbox,
-        sandbox_live_rate=sandbox_live_rate,
-        force=force,
-        strict=strict,
-        lookups=not no_lookup,
-        xlsx=xlsx,
+        **fields_of(output, reading, roots, sandbox, pacing, sending, named, reporting),
         rerun_options=rerun_options(ctx),
         settings=settings(ctx),
     )
-    _run_create(ctx, options, credentials, quiet=quiet, as_json=as_json)
+    _run_create(ctx, options, credentials)
 
 
 def _announce(ctx: click.Context, options: RunOptions, voice: Voice) -> None:
@@ -210,16 +153,11 @@ def _announce(ctx: click.Context, options: RunOptions, voice: Voice) -> None:
 
 
 def _run_create(
-    ctx: click.Context,
-    options: RunOptions,
-    credentials: Credentials | None,
-    *,
-    quiet: bool,
-    as_json: bool,
+    ctx: click.Context, options: RunOptions, credentials: Credentials | None
 ) -> NoReturn:
     """Announce the run, run it (a bar on a terminal, lines otherwise), print its end, exit."""
     runtime: Runtime = ctx.obj
-    voice = Voice(isatty=runtime.stderr_isatty, quiet=quiet)
+    voice = Voice(isatty=runtime.stderr_isatty, quiet=options.quiet)
     _announce(ctx, options, voice)
     runtime.say = voice
     printer = ProgressBar(sys.stderr) if runtime.stderr_isatty else ProgressLines(voice)
@@ -230,7 +168,7 @@ def _run_create(
         printer.end()
     for kept, line in end_of_run(summary):
         (voice.always if kept else voice)(line)
-    if as_json:
+    if options.as_json:
         click.echo(summary.to_json(), nl=False)
     if summary.abandoned:
         sys.stdout.flush()

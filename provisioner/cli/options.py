@@ -1,6 +1,6 @@
-"""The options shared by commands, each defined once: its flag, type, default (read from the
-dataclass of its group, options.py), help and PROVISIONER_* variable (derived from its name,
-as its settings key is, settings.py). A group's options reach the command as one dataclass."""
+"""The commands' options, each defined once: its flag, type, default (read from the dataclass of
+its group, options.py), help and PROVISIONER_* variable (derived from its name, as its settings
+key is, settings.py). A group's options reach the command as one dataclass."""
 
 from __future__ import annotations
 
@@ -14,22 +14,39 @@ import click
 
 from provisioner.cli.settings import PER_COMMAND, settings_tables
 from provisioner.cli.values import (
+    MAX_RATE,
+    MIN_VISITOR_RATE,
     ApiRoot,
     ColumnMapping,
     FilePath,
+    Number,
     Rate,
     Seconds,
     check_delimiter,
     check_encoding,
+    check_run_id,
     parse_columns,
 )
 from provisioner.config import env_name, find_config, load_config
 from provisioner.errors import ConfigError, ProvisionerError
-from provisioner.options import Endpoints, InputReading, Output, Pacing, default_of
+from provisioner.options import (
+    Conduct,
+    Endpoints,
+    InFlight,
+    InputReading,
+    Output,
+    Pacing,
+    Reporting,
+    Sandbox,
+    Sending,
+    Settling,
+    default_of,
+)
 from provisioner.table import MAX_SHEET_ROWS
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_CONCURRENCY = 256  # requests in flight at most, whatever an account allows
+MAX_ATTEMPTS_ALLOWED = 20  # the most --max-attempts takes
 
 
 def setting(name: str, *declarations: str, **attributes: Any) -> Callable[[F], F]:
@@ -44,7 +61,8 @@ def _grouped(
     options: Sequence[Callable[[Any], Any]],
 ) -> Callable[[F], F]:
     """`options` (in --help's order), whose values reach the command as one argument,
-    `build(**values)`, instead of one argument each."""
+    `build(**values)`, instead of one argument each. `names` may name an option of the group
+    that the command places apart, where its --help has always shown it (create's --reserve)."""
 
     def decorate(command: F) -> F:
         @functools.wraps(command)
@@ -192,15 +210,148 @@ pacing_options = _grouped(
 )
 
 
-def concurrency_option(default: int, help_text: str) -> Callable[[F], F]:
-    """--concurrency, shared by create and reconcile, each saying what is in flight."""
+def _concurrency_option(help_text: str) -> Callable[[F], F]:
+    """--concurrency (an InFlight's), shared by create and reconcile, each saying what is in
+    flight."""
     return setting(
         "concurrency",
         type=click.IntRange(1, MAX_CONCURRENCY),
-        default=default,
+        default=default_of(InFlight, "concurrency"),
         show_default=True,
         help=help_text,
     )
+
+
+# create's own groups. --sandbox and --sandbox-live-rate (a Sandbox).
+sandbox_options = _grouped(
+    "sandbox",
+    Sandbox,
+    _names(Sandbox),
+    [
+        setting(
+            "sandbox",
+            is_flag=True,
+            help="Send to a local emulator started in-process; no credentials needed.",
+        ),
+        setting(
+            "sandbox-live-rate",
+            type=Rate(MIN_VISITOR_RATE),
+            default=default_of(Sandbox, "sandbox_live_rate"),
+            show_default=True,
+            help="With --sandbox: website visitors a second starting web chats on the same "
+            "account (its limit --rate, 300 ms answers); the summary counts those the batch "
+            "left refused.",
+        ),
+    ],
+)
+
+# --reserve, of the Sending below: create's --help shows it after the pacing options.
+reserve_option = setting(
+    "reserve",
+    type=Number(0, MAX_RATE),
+    default=default_of(Sending, "reserve"),
+    show_default=True,
+    help="Requests per second left for the account's other traffic (the contact centre's live "
+    "web chats): the run books at most --rate minus this, and slows further when it meets "
+    "others. 0 when nothing else uses the account (a night run, a staging account). Nothing "
+    "to keep it from with --rate 0.",
+)
+
+# --concurrency, --max-attempts and --reserve (placed apart, above): a Sending.
+sending_options = _grouped(
+    "sending",
+    Sending,
+    _names(Sending),
+    [
+        _concurrency_option(
+            "Requests in flight at most; the run learns the account's real cap below it."
+        ),
+        setting(
+            "max-attempts",
+            type=click.IntRange(1, MAX_ATTEMPTS_ALLOWED),
+            default=default_of(Sending, "max_attempts"),
+            show_default=True,
+            help="Tries per row, the first included.",
+        ),
+    ],
+)
+
+# --run-id, of the Conduct below: create's --help shows it before --concurrency. A decision
+# for one run, never a standing setting: no variable, no settings key.
+run_id_option = click.option(
+    "--run-id",
+    callback=check_run_id,
+    help="The run folder's name [default: UTC time, e.g. 20261124T214500Z].",
+)
+
+
+def _conduct(
+    run_id: str | None, dry_run: bool, force: bool, strict: bool, no_lookup: bool
+) -> Conduct:
+    """What the run is and does; --no-lookup is a run without lookups."""
+    return Conduct(
+        run_id=run_id, dry_run=dry_run, force=force, strict=strict, lookups=not no_lookup
+    )
+
+
+# --dry-run, --force, --strict, --no-lookup and --run-id (placed apart, above): a Conduct.
+conduct_options = _grouped(
+    "conduct",
+    _conduct,
+    ["run_id", "dry_run", "force", "strict", "no_lookup"],
+    [
+        setting("dry-run", is_flag=True, help="Validate and write the plan; send nothing."),
+        click.option(
+            "--force",
+            is_flag=True,
+            help="Create again rows the ledger shows as created (never from the environment or "
+            "a file).",
+        ),
+        setting("strict", is_flag=True, help="Send nothing if any row is invalid (exit 2)."),
+        setting(
+            "no-lookup",
+            is_flag=True,
+            help="Do not look rows up at Twilio: a row whose answer was lost is sent again as "
+            "it is (it may then have two web chats), and a new ledger's rows are sent without "
+            "being looked up first (what another folder or host created is created again).",
+        ),
+    ],
+)
+
+# --xlsx, --quiet and --json (a Reporting).
+reporting_options = _grouped(
+    "reporting",
+    Reporting,
+    _names(Reporting),
+    [
+        setting(
+            "xlsx",
+            is_flag=True,
+            help="Write results.xlsx and errors.xlsx too (always, for a workbook input, or a "
+            "file fed back from a run folder that has an errors.xlsx).",
+        ),
+        setting("quiet", is_flag=True, help="Only warnings, errors, the end."),
+        setting("json", "as_json", is_flag=True, help="Print summary.json on stdout at the end."),
+    ],
+)
+
+# reconcile's own: --close-duplicates and --concurrency (a Settling).
+settling_options = _grouped(
+    "settling",
+    Settling,
+    _names(Settling),
+    [
+        click.option(
+            "--close-duplicates",
+            is_flag=True,
+            help="Close (State=closed, never delete) the extra web chats of a row that has more "
+            "than one, keeping the one the ledger records.",
+        ),
+        _concurrency_option(
+            "Lookups in flight at most; learns the account's real cap below it, as create does."
+        ),
+    ],
+)
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:

@@ -9,18 +9,18 @@ import click
 
 from provisioner.cli.exits import reports_errors
 from provisioner.cli.options import (
-    concurrency_option,
     config_option,
     endpoint_options,
     input_options,
     output_options,
     pacing_options,
+    settling_options,
 )
 from provisioner.cli.settings import configured, name_sources
 from provisioner.cli.values import FilePath
 from provisioner.cli.voice import Voice
 from provisioner.endpoints import Credentials, api_roots
-from provisioner.options import Endpoints, InputReading, Output, Pacing, default_of, fields_of
+from provisioner.options import Endpoints, InputReading, Output, Pacing, Settling, fields_of
 from provisioner.reconcile import ReconcileOptions, reconcile
 from provisioner.runtime import Runtime
 
@@ -36,16 +36,7 @@ from provisioner.runtime import Runtime
 @output_options
 @input_options
 @endpoint_options
-@click.option(
-    "--close-duplicates",
-    is_flag=True,
-    help="Close (State=closed, never delete) the extra web chats of a row that has more than "
-    "one, keeping the one the ledger records.",
-)
-@concurrency_option(
-    default_of(ReconcileOptions, "concurrency"),
-    "Lookups in flight at most; learns the account's real cap below it, as create does.",
-)
+@settling_options
 @pacing_options
 @config_option
 @click.pass_context
@@ -56,8 +47,7 @@ def reconcile_command(
     output: Output,
     reading: InputReading,
     endpoints: Endpoints,
-    close_duplicates: bool,
-    concurrency: int,
+    settling: Settling,
     pacing: Pacing,
 ) -> None:
     """Settle rows that may exist at Twilio unrecorded, by looking them up; creates nothing.
@@ -78,9 +68,7 @@ def reconcile_command(
     roots = api_roots(endpoints, runtime.env)
     options = ReconcileOptions(
         input_path=input_path,
-        **fields_of(output, reading, roots, pacing),
-        close_duplicates=close_duplicates,
-        concurrency=concurrency,
+        **fields_of(output, reading, roots, settling, pacing),
     )
     voice = Voice(isatty=runtime.stderr_isatty)
     runtime.say = voice
