@@ -35,6 +35,9 @@ EARLY_RATE_BACKOFF = 0.5  # too little data to measure: halve, as TCP does (BIC 
 RATE_PROBE_INTERVAL = 1.0  # seconds of answers without a 429 before the rate climbs a step
 RATE_PROBE_STEP = 0.01  # past what the server took, climb 1 % a step: each overshoot costs 429s
 RATE_LOOKBACK = 1.0  # seconds of sends that tell whether the rate is what holds the run back
+# ... or the time of this many sends at the rate, if longer: under 2.5/s a second holds one or
+# two sends, fewer than RATE_BUSY_SHARE of the rate, and a rate never seen binding never climbs.
+RATE_LOOKBACK_SENDS = 6  # 0.8 of six is 4.8: five sends of the six a window holds
 RATE_BUSY_SHARE = 0.8  # sends at under 80 % of the rate lately: the rate cannot be binding
 RATE_QUEUED_SHARE = 0.5  # most sends waited for their slot: the rate binds, and is worth growing
 
@@ -150,8 +153,11 @@ class RateLimit:
 
         Not the send rate: a run held back by concurrency can send at nearly the rate too.
         """
-        prune(self._recent, now - RATE_LOOKBACK)
-        if self.rate is None or len(self._recent) < RATE_BUSY_SHARE * self.rate * RATE_LOOKBACK:
+        if self.rate is None:
+            return False
+        lookback = max(RATE_LOOKBACK, RATE_LOOKBACK_SENDS / self.rate)
+        prune(self._recent, now - lookback)
+        if len(self._recent) < RATE_BUSY_SHARE * self.rate * lookback:
             # Sending well below the rate: slots booked a moment apart look queued, but the
             # rate is not what holds the run back (a concurrency cap is).
             return False

@@ -673,3 +673,30 @@ def test_the_timeline_counts_429s_from_other_traffic_apart() -> None:
     points = run.limits.timeline.points()
     assert sum(p["others"] for p in points) == run.limits.state().others_throttled > 0
     assert sum(p["throttled"] for p in points) == len(run.throttled)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_run_started_in_a_busy_hour_climbs_back_to_its_ceiling_once_it_is_over(seed: int) -> None:
+    # Visitors at 2.5/s from the first second: their 429s come before the run has held any
+    # rate, so they teach it a limit of about 2/s (README: it cannot tell them from one).
+    # Once they are gone, that limit is probed up again: under 2.5/s a second of sends held
+    # too few to show the rate binding, and such a run stayed at about 2/s for good.
+    account = Account(
+        rate_limit=5.0, latency=(0.3, 0.3), visitors=((0.0, 2.5), (600.0, 0.0)), seed=seed + 7
+    )
+    run = simulate(account, 5.0, 8, 1800.0, seed=seed, reserve=1.0)
+
+    points = {p["t"]: p["rate"] for p in run.limits.timeline.points()}
+    assert points[300.0] < 3.0  # learnt from the visitors' 429s
+    assert points[1799.0] == 4.0  # back at --rate minus the reserve
+    assert run.throughput(1500.0) >= 0.95 * 4.0
+
+
+@pytest.mark.parametrize("asked", [2.0, 3.0])
+def test_a_rate_cut_low_by_early_429s_is_probed_back_up_when_it_binds(asked: float) -> None:
+    # A server that refused the first requests, then nothing: the cut took the rate to half
+    # of --rate, where a second holds one or two sends; it must climb back all the same.
+    run = simulate(Account(refuse_first=4, latency=(0.3, 0.3)), asked, 8, 600.0)
+
+    assert run.limits.state().lowest_rate == asked / 2
+    assert run.throughput(300.0) >= 0.95 * asked
