@@ -396,8 +396,9 @@ class Transport:
         request.prepare(
             method=method,
             url=url,
-            headers=self._headers if data is None else self._form_headers,
-            data=None if data is None else urlencode(data).encode("ascii"),
+            # An empty form is no body, and so no Content-Type, as Session.request sends it.
+            headers=self._form_headers if data else self._headers,
+            data=urlencode(data).encode("ascii") if data else None,
             params=params,
             auth=self._session.auth,
         )

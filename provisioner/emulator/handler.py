@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import selectors
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,10 @@ from provisioner.emulator.routes import OTHER, Request, Routes
 MAX_BODY = 1 << 20  # bytes; far above any form Twilio accepts, and bounds memory per request
 WRITE_BUFFER = 64 * 1024  # headers and body leave in one segment, flushed per answer
 THREAD_POLL = 0.01  # seconds between shutdown checks from a thread: how long stop() waits
+# Connections the kernel completes before the serving thread accepts them: socketserver's 5
+# drops the SYNs of a sixth made at once (a run's pool opens --concurrency's, up to 256), and
+# the client tries again only a second later, its request counted nowhere in between.
+LISTEN_QUEUE = 512
 
 
 class AnswerSink(Protocol):
@@ -27,42 +33,48 @@ class Server(ThreadingHTTPServer):
     """A threading server whose handlers ask `routes`; one daemon thread per connection."""
 
     daemon_threads = True  # a client that never hangs up must not keep the process alive
+    request_queue_size = LISTEN_QUEUE
 
     def __init__(self, address: tuple[str, int], routes: Routes, log: AnswerSink) -> None:
         super().__init__(address, Handler, bind_and_activate=True)
         self.routes = routes
         self.log = log
         self._thread: threading.Thread | None = None
-        self._connections = 0
+        self._connections: set[socket.socket] = set()  # accepted, not yet shut down
         self._connections_lock = threading.Lock()
 
     @property
     def open_connections(self) -> int:
-        """Connections accepted and not yet ended (a client gone leaves its handler to read
-        what it sent before it went, then end)."""
+        """Connections made and not yet ended: accepted ones (a client gone leaves its handler
+        to read what it sent before it went, then end), and one the kernel holds for us."""
         with self._connections_lock:
-            return self._connections
+            accepted = len(self._connections)
+        return accepted + self._waiting()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Count the connection from its accept (on the serving thread) to its handler's end."""
+    def _waiting(self) -> int:
+        """1 when the listening socket has a connection to accept: its request is still to come."""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                return 1 if selector.select(timeout=0) else 0
+        except (OSError, ValueError):  # closed: nothing waits on it any more
+            return 0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection, counted from here (socketserver's)."""
+        request, address = super().get_request()
         with self._connections_lock:
-            self._connections += 1
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._ended()
-            raise
+            self._connections.add(request)
+        return request, address
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Handle one connection (socketserver's), then count it ended."""
+    def shutdown_request(self, request: Any) -> None:
+        """End a connection (socketserver's), counted ended: every accepted one comes here,
+        refused, failed or handled, some paths twice, hence a set and not a number."""
         try:
-            super().process_request_thread(request, client_address)
+            super().shutdown_request(request)
         finally:
-            self._ended()
-
-    def _ended(self) -> None:
-        with self._connections_lock:
-            self._connections -= 1
+            with self._connections_lock:
+                self._connections.discard(request)
 
     def serve_in_thread(self) -> None:
         """Serve from a daemon thread until stop()."""

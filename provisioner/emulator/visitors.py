@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -118,16 +119,31 @@ class Releases:
             self._changed.notify()
             if self._thread is None:
                 # A daemon: a visitor still in flight must not keep the process alive.
-                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="emulator-visitor-releases", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
         while True:
             with self._changed:
-                while not self._due or (wait := self._due[0][0] - time.monotonic()) > 0:
-                    self._changed.wait(wait if self._due else None)
+                if not self._due:
+                    # Nothing in flight: end, as the timer threads did (an emulator stopped
+                    # would otherwise leave this thread waiting forever); the next hold starts one.
+                    self._thread = None
+                    return
+                while (wait := self._due[0][0] - time.monotonic()) > 0:
+                    self._changed.wait(wait)
                 _, _, release = heapq.heappop(self._due)
-            release()  # outside the lock: FaultPlan.release takes the cap's own
+            try:
+                release()  # outside the lock: FaultPlan.release takes the cap's own
+            except Exception:
+                # One failing release must not keep every later place in flight for good:
+                # reported as a timer thread's failure was, and the others go on.
+                kind, error, trace = sys.exc_info()
+                threading.excepthook(
+                    threading.ExceptHookArgs((kind, error, trace, threading.current_thread()))
+                )
 
 
 class Visitors:
