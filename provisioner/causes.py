@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from provisioner.endpoints import CREDENTIAL_VARIABLES
 from provisioner.vocabulary import FIX_AND_FEED_BACK, ErrorCode, Status
@@ -253,11 +253,34 @@ _OTHER = Cause(
 )
 
 
+@dataclass(frozen=True)
+class FailingRow:
+    """One example row of a cause (summary.json's failing_rows)."""
+
+    row: int  # the row number the spreadsheet shows
+    key: str
+    status: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CauseCount:
+    """A cause and the rows it held back (summary.json's causes): how many, the first few."""
+
+    code: str
+    count: int
+    meaning: str
+    next_step: str
+    example_rows: Sequence[int]
+    more_info: str = ""
+
+
 @dataclass
 class _Entry:
     cause: Cause
     count: int = 0
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[FailingRow] = field(default_factory=list)
 
 
 class CauseTally:
@@ -281,58 +304,55 @@ class CauseTally:
                 entry = self._entries[cause.code] = _Entry(cause)
         entry.count += 1
         if len(entry.examples) < self._examples:
-            entry.examples.append(
-                {"row": row, "key": key, "status": status, "code": cause.code, "message": message}
-            )
+            entry.examples.append(FailingRow(row, key, status, cause.code, message))
 
     @property
     def total(self) -> int:
         """Rows counted."""
         return sum(entry.count for entry in self._entries.values())
 
-    def causes(self) -> list[dict[str, Any]]:
-        """summary.json's causes: {code, count, meaning, next_step, example_rows, more_info}."""
+    def causes(self) -> list[CauseCount]:
+        """The causes, most frequent first, each with its first example rows."""
         return [
-            {
-                "code": entry.cause.code,
-                "count": entry.count,
-                "meaning": entry.cause.meaning,
-                "next_step": entry.cause.next_step,
-                "example_rows": [example["row"] for example in entry.examples],
-                "more_info": entry.cause.more_info,
-            }
+            CauseCount(
+                entry.cause.code,
+                entry.count,
+                entry.cause.meaning,
+                entry.cause.next_step,
+                tuple(example.row for example in entry.examples),
+                entry.cause.more_info,
+            )
             for entry in self._ordered()
         ]
 
-    def failing_rows(self) -> list[dict[str, Any]]:
-        """The example rows of every cause, most frequent cause first: {row, key, status, code,
-        message}."""
-        return [dict(example) for entry in self._ordered() for example in entry.examples]
+    def failing_rows(self) -> list[FailingRow]:
+        """The example rows of every cause, most frequent cause first."""
+        return [example for entry in self._ordered() for example in entry.examples]
 
     def _ordered(self) -> list[_Entry]:
         return sorted(self._entries.values(), key=lambda entry: (-entry.count, entry.cause.code))
 
 
-def cause_lines(causes: Sequence[Mapping[str, Any]]) -> list[str]:
+def cause_lines(causes: Sequence[CauseCount]) -> list[str]:
     """The causes as aligned plain-text lines for the end of a run, most frequent first."""
     if not causes:
         return []
     # Numbers right-aligned, then the noun: "  12 rows" over "   1 row ".
-    counts = [plural(int(cause["count"]), "row").split(" ") for cause in causes]
-    codes = [printable(str(cause["code"]), MAX_CODE_CHARS) for cause in causes]
+    counts = [plural(cause.count, "row").split(" ") for cause in causes]
+    codes = [printable(cause.code, MAX_CODE_CHARS) for cause in causes]
     number_width = max(len(number) for number, _ in counts)
     noun_width = max(len(noun) for _, noun in counts)
     code_width = max(map(len, codes))
     lines = []
     for cause, (number, noun), code in zip(causes, counts, codes, strict=True):
-        meaning = printable(str(cause.get("meaning", "")), MAX_MESSAGE_CHARS)
-        next_step = printable(str(cause.get("next_step", "")), MAX_MESSAGE_CHARS)
-        rows = [str(row) for row in cause.get("example_rows", [])][:EXAMPLES_PRINTED]
+        meaning = printable(cause.meaning, MAX_MESSAGE_CHARS)
+        next_step = printable(cause.next_step, MAX_MESSAGE_CHARS)
+        rows = [str(row) for row in cause.example_rows][:EXAMPLES_PRINTED]
         line = f"  {number:>{number_width}} {noun:<{noun_width}}  {code:<{code_width}}  {meaning}"
         if next_step:
             line += f" -> {next_step}"
-        if rows and int(cause["count"]) > 0:
+        if rows and cause.count > 0:
             line += f" ({'row' if len(rows) == 1 else 'rows'} {', '.join(rows)}"
-            line += ", ...)" if int(cause["count"]) > len(rows) else ")"
+            line += ", ...)" if cause.count > len(rows) else ")"
         lines.append(line)
     return lines

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+
+from provisioner.summary import TimelinePoint
 
 # The chart's geometry in SVG user units; the SVG scales to the page's width.
 CHART_WIDTH, CHART_HEIGHT = 960, 320
@@ -79,14 +80,14 @@ class _Bucket:
         return self.end - self.start
 
 
-def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
+def _buckets(timeline: Sequence[TimelinePoint]) -> list[_Bucket]:
     """Timeline points as time buckets, merged down to at most MAX_CHART_POINTS.
 
     A point (limits_timeline.Timeline) counts what was sent and throttled from its `t` until the
     next point's, and holds the limits as they were at the end of that span.
     """
     points = sorted(
-        ((t, point) for point in timeline if (t := finite(point.get("t"))) is not None),
+        ((t, point) for point in timeline if (t := finite(point.t)) is not None),
         key=lambda pair: pair[0],
     )
     starts = [t for t, _ in points]
@@ -96,11 +97,11 @@ def _buckets(timeline: Sequence[Mapping[str, Any]]) -> list[_Bucket]:
         _Bucket(
             start=t,
             end=max(next_start, t + typical) if next_start is not None else t + typical,
-            sent=max(finite(point.get("sent")) or 0.0, 0.0),
-            throttled=max(finite(point.get("throttled")) or 0.0, 0.0),
-            rate=finite(point.get("rate")),
-            concurrency=finite(point.get("concurrency")),
-            others=max(finite(point.get("others")) or 0.0, 0.0),
+            sent=max(finite(point.sent) or 0.0, 0.0),
+            throttled=max(finite(point.throttled) or 0.0, 0.0),
+            rate=finite(point.rate),
+            concurrency=finite(point.concurrency),
+            others=max(finite(point.others) or 0.0, 0.0),
         )
         for (t, point), next_start in zip(points, [*starts[1:], None][: len(points)], strict=True)
     ]
@@ -167,7 +168,7 @@ def _per_second(amount: float, bucket: _Bucket) -> float:
     return amount / bucket.width if bucket.width > 0 else amount
 
 
-def render_chart(timeline: Sequence[Mapping[str, Any]]) -> str:
+def render_chart(timeline: Sequence[TimelinePoint]) -> str:
     """The timeline as an inline SVG: requests/s, 429s, the rate and concurrency learnt."""
     buckets = _buckets(timeline)
     if not buckets:

@@ -29,6 +29,7 @@ from provisioner.runtime import Runtime
 from provisioner.send import Lookups, Settlement, answer_of
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
+from provisioner.summary import ConcurrencyLimits, Rate
 from provisioner.vocabulary import EntryStatus, LookupResult
 from provisioner.words import plural
 from provisioner.writers import CsvWriter
@@ -321,11 +322,7 @@ def _learnt(result: ReconcileResult, options: ReconcileOptions, limits: AccountL
     result.throttled = state.throttled
     result.learnt = tuple(
         learnt_options(
-            {"requested": options.rate, "settled": state.settled_rate},
-            {
-                "concurrency_requested": options.concurrency,
-                "concurrency_settled": state.settled_concurrency,
-            },
+            Rate.of(state, options.rate), ConcurrencyLimits.of(state, options.concurrency)
         )
     )
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from provisioner.causes import CauseTally, cause_lines, explain
 from provisioner.cells import unescape_cell
@@ -21,9 +18,10 @@ from provisioner.outcome import (
 )
 from provisioner.result_columns import RESULT_COLUMNS, RESULT_SCHEMA, ROW_KEY
 from provisioner.rows import Row
+from provisioner.summary import ConcurrencyLimits, OtherTrafficSpell, Rate, Summary, Visitors
 from provisioner.vocabulary import ERROR_STATUSES, ErrorCode, LookupResult, Status
 from provisioner.words import plural
-from provisioner.writers import TableWriter, write_atomically
+from provisioner.writers import TableWriter
 
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
 # A new account's cap of one in flight cannot be shared with the live site (issue 21).
@@ -92,10 +90,10 @@ class Tally:
         """Counts for every status, zeros included, in the contract's order."""
         return status_counts(self.counts)
 
-    def lookup_counts(self) -> dict[str, int]:
+    def lookup_counts(self) -> dict[LookupResult, int]:
         """summary.json's lookups: a count for each result."""
         return {
-            result.value: self.lookups.get(result, 0)
+            result: self.lookups.get(result, 0)
             for result in LookupResult
             if result is not LookupResult.NONE
         }
@@ -200,58 +198,6 @@ class ResultFiles:
             os.replace(temporary, path)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """summary.json: how a run went, for people and for the tools that watch cron."""
-
-    run_id: str
-    input: str
-    started_at: str
-    ended_at: str
-    duration_seconds: float
-    rows: int
-    counts: Mapping[str, int]
-    invalid_reasons: Mapping[str, int]
-    requests_sent: int
-    exit_code: int
-    stop_reason: str
-    dry_run: bool
-    warnings: Sequence[str]
-    forced_rows: int
-    ambiguous_rows: int
-    in_flight_from_earlier_runs: int
-    rate: Mapping[str, float | int | None]
-    base_url: str
-    ledger: str
-    files: Mapping[str, str]
-    rerun_command: str  # the first of rerun_commands: what people are told to run
-    conversations_url: str = ""
-    lookups: Mapping[str, int] = field(default_factory=dict)
-    lookups_refused: str = ""
-    duplicates: Sequence[Mapping[str, Any]] = ()
-    causes: Sequence[Mapping[str, Any]] = ()
-    failing_rows: Sequence[Mapping[str, Any]] = ()
-    limits: Mapping[str, Any] = field(default_factory=dict)
-    timeline: Sequence[Mapping[str, Any]] = ()
-    # When other traffic on the account drew 429s: from, until (UTC), throttled_429, yielded_to,
-    # others_estimated (requests/s).
-    other_traffic: Sequence[Mapping[str, Any]] = ()
-    columns: Sequence[str] = ()
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    abandoned: bool = False  # a second signal: requests in flight were not waited for
-    visitors: Mapping[str, Any] | None = None  # --sandbox-live-rate: website visitors' fate
-    # Every errors file written -> the command that feeds it back (errors.xlsx first).
-    rerun_commands: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """The summary as JSON text."""
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    def write(self, path: Path) -> None:
-        """Write summary.json atomically."""
-        write_atomically(path, self.to_json())
-
-
 class RedactingFilter(logging.Filter):
     """Removes secrets from log records, whatever code produced them."""
 
@@ -278,7 +224,7 @@ PREVIEW_ROWS = 10
 OTHER_TRAFFIC_SHOWN = 3  # busy spells named in the end-of-run line; summary.json has them all
 
 
-def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[str]:
+def learnt_options(rate: Rate, limits: ConcurrencyLimits) -> list[str]:
     """The options this run learnt, as words to pass next time (empty if it learnt nothing).
 
     A limit learnt is one that settled somewhere other than where it was asked to be (--rate
@@ -288,22 +234,18 @@ def learnt_options(rate: Mapping[str, Any], limits: Mapping[str, Any]) -> list[s
     the others used, not what the account allows (`shared_rate_line` says so instead).
     """
     words: list[str] = []
-    settled_rate, requested = rate.get("settled"), rate.get("requested")
-    if settled_rate != requested and not rate.get("reserve"):
-        words += ["--rate", "0" if settled_rate is None else f"{settled_rate:.1f}"]
-    settled_concurrency = limits.get("concurrency_settled")
-    if settled_concurrency is not None and settled_concurrency != limits.get(
-        "concurrency_requested"
-    ):
-        words += ["--concurrency", str(settled_concurrency)]
+    if rate.settled != rate.requested and not rate.reserve:
+        words += ["--rate", "0" if rate.settled is None else f"{rate.settled:.1f}"]
+    if limits.concurrency_settled != limits.concurrency_requested:
+        words += ["--concurrency", str(limits.concurrency_settled)]
     return words
 
 
-def shared_rate_line(rate: Mapping[str, Any]) -> str | None:
+def shared_rate_line(rate: Rate) -> str | None:
     """With a reserve, a rate the run settled under --rate less the reserve, with no 429 it
     could tell was the others': a lower limit or a website busy from the start look alike."""
-    settled, requested, reserve = rate.get("settled"), rate.get("requested"), rate.get("reserve")
-    if not reserve or not requested or settled is None or rate.get("other_traffic_429"):
+    settled, requested, reserve = rate.settled, rate.requested, rate.reserve
+    if not reserve or not requested or settled is None or rate.other_traffic_429:
         return None
     ceiling = requested - reserve
     if settled >= ceiling:
@@ -315,14 +257,14 @@ def shared_rate_line(rate: Mapping[str, Any]) -> str | None:
     )
 
 
-def visitors_line(visitors: Mapping[str, Any]) -> str:
+def visitors_line(visitors: Visitors) -> str:
     """--sandbox-live-rate's line: what the batch cost the website's visitors."""
-    refused, arrived = int(visitors["refused"]), int(visitors["arrived"])
+    refused, arrived = visitors.refused, visitors.arrived
     share = f" ({refused / arrived:.1%})" if arrived else ""
     return (
-        f"sandbox visitors at {visitors['rate']:g}/s: {refused} of {arrived} refused{share} "
-        f"while the batch ran ({visitors['refused_by_rate_limit']} by the rate limit, "
-        f"{visitors['refused_by_concurrency_cap']} by the concurrency cap): on the live "
+        f"sandbox visitors at {visitors.rate:g}/s: {refused} of {arrived} refused{share} "
+        f"while the batch ran ({visitors.refused_by_rate_limit} by the rate limit, "
+        f"{visitors.refused_by_concurrency_cap} by the concurrency cap): on the live "
         "site, each would have had no web chat"
     )
 
@@ -365,14 +307,14 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
         say(f"warning: {summary.lookups_refused}")
     for duplicate in summary.duplicates:
         say(
-            f"warning: row key {duplicate['row_key']} has more than one web chat: "
-            f"{duplicate['conversation_sid']} (kept) and {' '.join(duplicate['others'])}; "
+            f"warning: row key {duplicate.row_key} has more than one web chat: "
+            f"{duplicate.conversation_sid} (kept) and {' '.join(duplicate.others)}; "
             "`provisioner reconcile --close-duplicates` closes the extra ones"
         )
     if summary.forced_rows:
         were = "was" if summary.forced_rows == 1 else "were"
         say(f"--force: {plural(summary.forced_rows, 'row')} {were} created again")
-    throttled = int(summary.rate["throttled_429"] or 0)
+    throttled = summary.rate.throttled_429
     if throttled:
         line = f"Twilio throttled {plural(throttled, 'request')} (429)"
         learnt = learnt_options(summary.rate, summary.limits)
@@ -387,7 +329,7 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
         keep(visitors_line(summary.visitors))
     if summary.other_traffic:
         say(other_traffic_line(summary.other_traffic))
-    if summary.limits.get("concurrency_cap") == 1 and (summary.rate.get("reserve") or 0) > 0:
+    if summary.limits.concurrency_cap == 1 and summary.rate.reserve > 0:
         say(f"warning: {ONE_IN_FLIGHT}")
     if summary.causes:
         would = "would not be" if summary.dry_run else "were not"  # a plan sends nothing
@@ -409,19 +351,19 @@ def end_of_run(summary: Summary) -> list[tuple[bool, str]]:
     return lines
 
 
-def other_traffic_line(spells: Sequence[Mapping[str, Any]]) -> str:
+def other_traffic_line(spells: Sequence[OtherTrafficSpell]) -> str:
     """When other traffic was busy and what the run slowed to, in one line (local times)."""
 
-    def clock(when: Any) -> str:
-        return datetime.fromisoformat(str(when)).astimezone().strftime("%H:%M")
+    def clock(when: str) -> str:
+        return datetime.fromisoformat(when).astimezone().strftime("%H:%M")
 
-    def span(spell: Mapping[str, Any]) -> str:
-        start, end = clock(spell["from"]), clock(spell["until"])
+    def span(spell: OtherTrafficSpell) -> str:
+        start, end = clock(spell.from_), clock(spell.until)
         return f"at {start}" if start == end else f"from {start} to {end}"
 
     shown = spells[:OTHER_TRAFFIC_SHOWN]
     more = f" and {len(spells) - len(shown)} more times" if len(spells) > len(shown) else ""
-    rates = " and ".join(f"{float(spell['yielded_to']):.1f}/s" for spell in shown)
+    rates = " and ".join(f"{spell.yielded_to:.1f}/s" for spell in shown)
     return (
         f"other traffic on the account was busy {' and '.join(span(s) for s in shown)}{more}; "
         f"the run slowed to {rates} to leave it room"

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
+from provisioner.causes import CauseCount, FailingRow
 from provisioner.chart import finite, render_chart
 from provisioner.errors import ExitCode
-from provisioner.report import Summary, learnt_options, visitors_line
+from provisioner.report import learnt_options, visitors_line
+from provisioner.summary import (
+    ConcurrencyLimits,
+    OtherTrafficSpell,
+    Rate,
+    SettingUsed,
+    Summary,
+    Visitors,
+)
 from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import write_atomically
 
@@ -186,7 +195,7 @@ def _counts_section(counts: Mapping[str, int]) -> str:
     )
 
 
-def _visitors_section(visitors: Mapping[str, Any] | None) -> str:
+def _visitors_section(visitors: Visitors | None) -> str:
     """--sandbox-live-rate: the website's visitors during the run, served and refused."""
     if visitors is None:
         return ""
@@ -205,7 +214,7 @@ def _link(url: object) -> str:
     return _e(text)
 
 
-def _causes_section(causes: Sequence[Mapping[str, Any]]) -> str:
+def _causes_section(causes: Sequence[CauseCount]) -> str:
     if not causes:
         return (
             '<section id="causes"><h2>Why rows were not created</h2>'
@@ -213,13 +222,13 @@ def _causes_section(causes: Sequence[Mapping[str, Any]]) -> str:
         )
     lines = []
     for cause in causes:
-        examples = ", ".join(_e(row) for row in cause.get("example_rows") or ())
+        examples = ", ".join(_e(row) for row in cause.example_rows)
         lines.append(
-            f'<tr><td class="n">{_number(cause.get("count"))}</td>'
-            f"<td><code>{_e(cause.get('code', ''))}</code></td>"
-            f'<td class="msg">{_e(cause.get("meaning", ""))}</td>'
-            f'<td class="msg">{_e(cause.get("next_step", ""))}</td>'
-            f'<td>{examples}</td><td class="url">{_link(cause.get("more_info"))}</td></tr>'
+            f'<tr><td class="n">{_number(cause.count)}</td>'
+            f"<td><code>{_e(cause.code)}</code></td>"
+            f'<td class="msg">{_e(cause.meaning)}</td>'
+            f'<td class="msg">{_e(cause.next_step)}</td>'
+            f'<td>{examples}</td><td class="url">{_link(cause.more_info)}</td></tr>'
         )
     return (
         '<section id="causes"><h2>Why rows were not created, and what to do</h2><table><thead>'
@@ -229,26 +238,24 @@ def _causes_section(causes: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _failing_section(
-    causes: Sequence[Mapping[str, Any]], failing_rows: Iterable[Mapping[str, Any]]
-) -> str:
-    by_code: dict[str, list[Mapping[str, Any]]] = {}
+def _failing_section(causes: Sequence[CauseCount], failing_rows: Iterable[FailingRow]) -> str:
+    by_code: dict[str, list[FailingRow]] = {}
     for row in failing_rows:
-        listed = by_code.setdefault(str(row.get("code", "")), [])
+        listed = by_code.setdefault(row.code, [])
         if len(listed) < FAILING_ROWS_PER_CAUSE:
             listed.append(row)
     if not by_code:
         return ""
-    order = [str(cause.get("code", "")) for cause in causes]
+    order = [cause.code for cause in causes]
     order += [code for code in by_code if code not in order]
     parts = ['<section id="failing"><h2>First failing rows of each cause</h2>']
     for code in order:
         if code not in by_code:
             continue
         lines = "".join(
-            f'<tr><td class="n">{_e(row.get("row", ""))}</td><td><code>{_e(row.get("key", ""))}'
-            f"</code></td><td>{_e(row.get('status', ''))}</td>"
-            f'<td class="msg">{_e(_cut(row.get("message", "")))}</td></tr>'
+            f'<tr><td class="n">{_e(row.row)}</td><td><code>{_e(row.key)}'
+            f"</code></td><td>{_e(row.status)}</td>"
+            f'<td class="msg">{_e(_cut(row.message))}</td></tr>'
             for row in by_code[code]
         )
         parts.append(
@@ -265,7 +272,7 @@ def _cut(value: object) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-def _lookups_section(lookups: Mapping[str, int]) -> str:
+def _lookups_section(lookups: Mapping[LookupResult, int]) -> str:
     if not lookups or not any(lookups.values()):
         return (
             '<section id="lookups"><h2>Lookups at Twilio</h2><p>No answer was lost: '
@@ -283,13 +290,12 @@ def _lookups_section(lookups: Mapping[str, int]) -> str:
     )
 
 
-def _values_table(title: str, values: Mapping[str, Any]) -> str:
-    if not values:
-        return ""
+def _values_table(title: str, part: Rate | ConcurrencyLimits | Visitors) -> str:
+    """A part's figures, one a line, named as summary.json names them."""
     lines = "".join(
-        f'<tr><td>{_e(_words(name))}</td><td class="n">{_number(value)}</td></tr>'
-        for name, value in values.items()
-        if not isinstance(value, (Mapping, list, tuple))
+        f'<tr><td>{_e(_words(figure.name))}</td><td class="n">'
+        f"{_number(getattr(part, figure.name))}</td></tr>"
+        for figure in fields(part)
     )
     return (
         f'<table class="values"><thead><tr><th>{_e(title)}</th><th></th></tr></thead>'
@@ -298,10 +304,9 @@ def _values_table(title: str, values: Mapping[str, Any]) -> str:
 
 
 def _rate_section(summary: Summary) -> str:
-    timeline = [point for point in summary.timeline if isinstance(point, Mapping)]
     return (
         '<section id="rate"><h2>Sending rate over time</h2>'
-        + render_chart(timeline)
+        + render_chart(summary.timeline)
         + _values_table("rate (requests per second)", summary.rate)
         + _values_table(_limits_title(summary), summary.limits)
         + _other_traffic_table(summary.other_traffic)
@@ -309,15 +314,14 @@ def _rate_section(summary: Summary) -> str:
     )
 
 
-def _other_traffic_table(spells: Sequence[Any]) -> str:
+def _other_traffic_table(spells: Sequence[OtherTrafficSpell]) -> str:
     """When other traffic on the account was busy, and what the run slowed to for it."""
     rows = "".join(
-        f"<tr><td>{_e(spell.get('from', ''))}</td><td>{_e(spell.get('until', ''))}</td>"
-        f'<td class="n">{_number(spell.get("throttled_429"))}</td>'
-        f'<td class="n">{_number(spell.get("yielded_to"))}</td>'
-        f'<td class="n">{_number(spell.get("others_estimated"))}</td></tr>'
+        f"<tr><td>{_e(spell.from_)}</td><td>{_e(spell.until)}</td>"
+        f'<td class="n">{_number(spell.throttled_429)}</td>'
+        f'<td class="n">{_number(spell.yielded_to)}</td>'
+        f'<td class="n">{_number(spell.others_estimated)}</td></tr>'
         for spell in spells
-        if isinstance(spell, Mapping)
     )
     if not rows:
         return ""
@@ -366,20 +370,14 @@ def _rerun_section(command: str, by_file: Mapping[str, str]) -> str:
     )
 
 
-def _settings_section(settings: Mapping[str, Any], files: Mapping[str, str]) -> str:
+def _settings_section(settings: Mapping[str, SettingUsed], files: Mapping[str, str]) -> str:
     parts = []
     if settings:
-        lines = []
-        for name, setting in settings.items():
-            value, source = (
-                (setting.get("value"), setting.get("source", ""))
-                if isinstance(setting, Mapping)
-                else (setting, "")
-            )
-            lines.append(
-                f"<tr><td><code>{_e(name)}</code></td><td><code>{_e(value)}</code></td>"
-                f'<td class="muted">{_e(source)}</td></tr>'
-            )
+        lines = [
+            f"<tr><td><code>{_e(name)}</code></td><td><code>{_e(setting.value)}</code></td>"
+            f'<td class="muted">{_e(setting.source)}</td></tr>'
+            for name, setting in settings.items()
+        ]
         parts.append(
             "<table><thead><tr><th>setting</th><th>value</th><th>from</th></tr></thead>"
             f"<tbody>{''.join(lines)}</tbody></table>"

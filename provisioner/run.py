@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -54,13 +52,11 @@ from provisioner.prelookup import (
 from provisioner.private import open_private
 from provisioner.recording import Known, Recorder, known
 from provisioner.report import (
-    ERRORS_CSV,
     ERRORS_WORKBOOK,
     ONE_IN_FLIGHT,
     PREVIEW_ROWS,
     RedactingFilter,
     ResultFiles,
-    Summary,
     Tally,
     WriterFactory,
 )
@@ -71,10 +67,12 @@ from provisioner.rows import (
     Row,
     RowBuilder,
 )
+from provisioner.run_summary import summary_of
 from provisioner.runtime import Progress, Runtime
 from provisioner.send import Lookups, RowSender, SendSettings
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
+from provisioner.summary import Duplicate, SettingUsed, Summary
 from provisioner.table import Table
 from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 from provisioner.words import plural
@@ -93,7 +91,6 @@ SANDBOX_LATENCY = 0.3
 SANDBOX_SCOPE = "sandbox"  # the ledger scope of --sandbox runs (the emulator's own account)
 DRY_RUN_SCOPE = "dry-run"  # identities a dry run without credentials shows are derived in it
 HIDDEN_ROWS_NAMED = 5  # hidden rows a warning names: enough to find them, short enough to read
-XLSX = "--xlsx"  # the option that asks for workbooks, as a rerun command spells it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +102,7 @@ class RunOptions(
     sending, conduct, reporting), and what the command line was given."""
 
     rerun_options: tuple[str, ...] = ()  # the options a rerun repeats, as command-line words
-    settings: Mapping[str, object] = field(default_factory=dict)  # value and source, per option
+    settings: Mapping[str, SettingUsed] = field(default_factory=dict)  # per option
 
 
 @dataclass(frozen=True)
@@ -253,7 +250,7 @@ class _Run:
         self.started_wall = runtime.wall_clock()
         self.warnings: list[str] = []
         self.forced = 0
-        self.duplicates: list[dict[str, object]] = []
+        self.duplicates: list[Duplicate] = []
         self.recorder: Recorder | None = None  # once sending starts
         self.lookups_refused = ""
         self.failure: Exception | None = None  # what failed after sending started, if anything
@@ -504,7 +501,7 @@ class _Run:
                     counts=counts,
                     stop_reason=self.stopping.reason,
                 )
-        summary = _summary_of(self, exit_code, counts)
+        summary = summary_of(self, exit_code, counts)
         with self._writing_files():
             summary.write(self.run_dir / "summary.json")
             write_report(self.run_dir / "report.html", summary)
@@ -615,118 +612,10 @@ def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome
         with run._writing_files():
             run.files.amend(amended)
     run.duplicates = [
-        {"row_key": key, "conversation_sid": o.conversation_sid, "others": o.duplicate_sids}
+        Duplicate(key, o.conversation_sid, o.duplicate_sids)
         for key, o in amended.items()
         if o.lookup is LookupResult.DUPLICATES
     ]
-
-
-def _summary_of(run: _Run, exit_code: ExitCode, counts: dict[str, int]) -> Summary:
-    """summary.json of a run that has ended."""
-    state = run.limits.state()
-    rerun = _rerun_commands(run)
-    files = {name: str(path) for name, path in run.files.paths.items()}
-    files.update(
-        log=str(run.run_dir / "run.log"),
-        summary=str(run.run_dir / "summary.json"),
-        report=str(run.run_dir / "report.html"),
-    )
-    return Summary(
-        run_id=run.run_id,
-        input=str(run.options.input_path),
-        started_at=run.started_at,
-        ended_at=timestamps.utc_now(),
-        duration_seconds=round(run.runtime.clock() - run.started, 3),
-        rows=run.checked.rows,
-        counts=counts,
-        invalid_reasons=dict(run.tally.invalid_reasons.most_common()),
-        requests_sent=state.sent,
-        exit_code=int(exit_code),
-        stop_reason=run.stopping.reason,
-        abandoned=run.stopping.abandoned.is_set(),
-        dry_run=run.options.dry_run,
-        warnings=run.warnings,
-        forced_rows=run.forced,
-        ambiguous_rows=run.tally.ambiguous_rows,
-        in_flight_from_earlier_runs=run.in_flight_before,
-        rate={
-            "requested": run.options.rate,
-            "settled": state.settled_rate,
-            "final": state.rate,
-            "lowest": state.lowest_rate,
-            "throttled_429": state.throttled,
-            "reserve": state.reserve,
-            "other_traffic_429": state.others_throttled,
-            "yielded_lowest": state.lowest_yield,
-        },
-        limits={
-            "concurrency_requested": run.options.concurrency,
-            "concurrency_settled": state.settled_concurrency,
-            "concurrency_final": state.concurrency,
-            "concurrency_lowest": state.lowest_concurrency,
-            "concurrency_cap": state.cap,
-        },
-        other_traffic=[
-            {
-                "from": _wall_time(run, spell.start),
-                "until": _wall_time(run, spell.end),
-                "throttled_429": spell.throttled,
-                "yielded_to": round(spell.yielded_to, 2),
-                "others_estimated": round(spell.others, 2),
-            }
-            for spell in state.busy
-        ],
-        base_url=run.endpoint.base_url,
-        conversations_url=run.endpoint.conversations_url,
-        ledger=str(run.options.ledger_file) if run.ledger else "",
-        files=files,
-        rerun_command=next(iter(rerun.values()), ""),
-        rerun_commands=rerun,
-        lookups=run.tally.lookup_counts(),
-        duplicates=run.duplicates,
-        lookups_refused=run.lookups_refused,
-        causes=run.tally.causes.causes(),
-        failing_rows=run.tally.causes.failing_rows(),
-        timeline=run.limits.timeline(),
-        columns=run.checked.columns.describe(),
-        settings=run.options.settings,
-        visitors=_visitors_of(run),
-    )
-
-
-def _visitors_of(run: _Run) -> dict[str, float | int] | None:
-    """--sandbox-live-rate: the visitors who arrived during the run, served and refused."""
-    emulator = run.endpoint.emulator
-    if emulator is None or not run.options.sandbox_live_rate or run.options.dry_run:
-        return None
-    return {"rate": run.options.sandbox_live_rate, **emulator.visitor_counts().as_dict()}
-
-
-def _wall_time(run: _Run, clock_time: float) -> str:
-    """A time on the run's clock as UTC ISO 8601, as summary.json's other times."""
-    wall = run.started_wall + clock_time - run.started
-    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _rerun_commands(run: _Run) -> dict[str, str]:
-    """The shell commands that finish the job, by the errors file each feeds back (errors.xlsx
-    first: the file people are told to edit in a spreadsheet), with every option that mattered.
-
-    A run that wrote workbooks asks for them in its errors.csv command too (--xlsx), so the
-    loop keeps them whichever file is fed back.
-    """
-    if not run.tally.errors or run.options.dry_run:
-        return {}
-    commands = {}
-    for name in (ERRORS_WORKBOOK, ERRORS_CSV):
-        path = run.files.paths.get(name)
-        if path is None:
-            continue
-        options = list(run.options.rerun_options)
-        if name == ERRORS_CSV and ERRORS_WORKBOOK in run.files.paths and XLSX not in options:
-            options.append(XLSX)
-        commands[name] = shlex.join(["provisioner", "create", str(path), *options])
-    return commands
 
 
 def _rows_and_entries(

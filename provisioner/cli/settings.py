@@ -8,7 +8,6 @@ import functools
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -16,6 +15,7 @@ from click.core import ParameterSource
 from provisioner.cli.voice import Voice
 from provisioner.config import ENV_PREFIX, Setting, source_label
 from provisioner.endpoints import REGION_VARIABLES
+from provisioner.summary import SettingUsed
 
 # Options a rerun of errors.csv repeats: those that shape sending and recording. How the first
 # input was read (--sheet, --encoding, ...) does not apply to errors.csv, which this tool wrote.
@@ -143,7 +143,7 @@ def given(ctx: click.Context) -> list[str]:
     return _option_words(ctx, names, ParameterSource.COMMANDLINE)
 
 
-def settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
+def settings(ctx: click.Context) -> dict[str, SettingUsed]:
     """Every option's value and where it came from, for summary.json."""
     config_path = ctx.meta.get("config_path")
     found = {}
@@ -152,12 +152,12 @@ def settings(ctx: click.Context) -> dict[str, dict[str, Any]]:
             continue
         source = ctx.get_parameter_source(param.name)
         value = ctx.params.get(param.name)
-        found[param.name] = {
-            "value": str(value) if isinstance(value, Path) else value,
-            "source": source_label(
+        found[param.name] = SettingUsed(
+            value=str(value) if isinstance(value, Path) else value,
+            source=source_label(
                 source.name if source else "DEFAULT", max(param.opts, key=len), config_path
             ),
-        }
+        )
     return found
 
 
