@@ -12,7 +12,9 @@ from provisioner.causes import (
     STATUSES,
     TWILIO_CODES,
     Cause,
+    CauseCount,
     CauseTally,
+    FailingRow,
     cause_lines,
     explain,
 )
@@ -143,23 +145,17 @@ def test_tally_counts_by_cause_most_frequent_first_with_example_rows():
     tally.add(21, explain("timeout", "failed", "no answer"), key="k21", status="failed")
     tally.add(34, explain("", "not_attempted", ""), key="k34", status="not_attempted")
     causes = tally.causes()
-    assert [(c["code"], c["count"], c["example_rows"]) for c in causes] == [
-        ("20404", 4, [3, 5]),
-        ("not_attempted", 1, [34]),
-        ("timeout", 1, [21]),
+    assert [(c.code, c.count, c.example_rows) for c in causes] == [
+        ("20404", 4, (3, 5)),
+        ("not_attempted", 1, (34,)),
+        ("timeout", 1, (21,)),
     ]
-    assert set(causes[0]) == {"code", "count", "meaning", "next_step", "example_rows", "more_info"}
+    assert causes[0].meaning == explain("20404", "failed", "").meaning
     assert tally.total == 6
     assert tally.failing_rows()[:3] == [
-        {"row": 3, "key": "k3", "status": "failed", "code": "20404", "message": ""},
-        {"row": 5, "key": "k5", "status": "failed", "code": "20404", "message": ""},
-        {
-            "row": 34,
-            "key": "k34",
-            "status": "not_attempted",
-            "code": "not_attempted",
-            "message": "",
-        },
+        FailingRow(row=3, key="k3", status="failed", code="20404", message=""),
+        FailingRow(row=5, key="k5", status="failed", code="20404", message=""),
+        FailingRow(row=34, key="k34", status="not_attempted", code="not_attempted", message=""),
     ]
 
 
@@ -169,9 +165,9 @@ def test_tally_memory_is_bounded_whatever_codes_a_server_invents():
         tally.add(row, explain(str(70000 + row), "failed", f"invented {row}"))
     causes = tally.causes()
     assert len(causes) == 4
-    assert causes[0]["code"] == OTHER_CAUSE
-    assert causes[0]["count"] == 10_000 - 3
-    assert all(len(c["example_rows"]) <= EXAMPLE_ROWS for c in causes)
+    assert causes[0].code == OTHER_CAUSE
+    assert causes[0].count == 10_000 - 3
+    assert all(len(c.example_rows) <= EXAMPLE_ROWS for c in causes)
     assert len(tally.failing_rows()) <= 4 * EXAMPLE_ROWS
 
 
@@ -208,6 +204,6 @@ def test_cause_lines_of_nothing_is_nothing():
 
 def test_cause_lines_keep_a_hostile_code_on_one_line():
     lines = cause_lines(
-        [{"code": "x\ny", "count": 1, "meaning": "m\x1b[31m", "next_step": "", "example_rows": []}]
+        [CauseCount(code="x\ny", count=1, meaning="m\x1b[31m", next_step="", example_rows=())]
     )
     assert lines == ["  1 row  x y  m [31m"]

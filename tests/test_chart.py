@@ -15,9 +15,21 @@ from typing import Any
 import pytest
 
 from provisioner.chart import MAX_CHART_POINTS, render_chart
+from provisioner.summary import TimelinePoint
 
 EXPECTED = Path(__file__).parent / "data" / "chart"
 SEED = 20261125  # the long timeline's traffic is the same on every run
+# A figure a point leaves out: no time (the point is not drawn), no limit, nothing counted.
+LEFT_OUT: dict[str, Any] = {"t": None, "sent": 0, "throttled": 0, "others": 0}
+
+
+def points(timeline: list[dict[str, Any]]) -> list[TimelinePoint]:
+    """The points of a timeline written as summary.json's; figures left out as LEFT_OUT says,
+    and values no run writes (text, booleans, NaN) kept as they are, for the chart to skip."""
+    return [
+        TimelinePoint(**{"rate": None, "concurrency": None, **LEFT_OUT, **point})
+        for point in timeline
+    ]
 
 
 def long_timeline(points: int) -> list[dict[str, Any]]:
@@ -76,7 +88,7 @@ TIMELINES: dict[str, list[dict[str, Any]]] = {
 
 @pytest.mark.parametrize("name", sorted(TIMELINES))
 def test_the_chart_of_a_fixed_timeline_is_exactly_the_same(name: str) -> None:
-    drawn = render_chart(TIMELINES[name])
+    drawn = render_chart(points(TIMELINES[name]))
     expected = EXPECTED / f"{name}.html"
     if os.environ.get("PROVISIONER_WRITE_CHARTS") == "1":
         expected.write_text(drawn, encoding="utf-8")
@@ -88,13 +100,13 @@ def test_nothing_sent_is_said_not_drawn() -> None:
     expected = '<p class="muted">No requests were sent in this run: nothing to chart.</p>'
 
     assert render_chart([]) == expected
-    assert render_chart([{"sent": 5}, {"t": float("nan")}]) == expected
+    assert render_chart(points([{"sent": 5}, {"t": float("nan")}])) == expected
 
 
 def test_429s_from_other_traffic_are_marked_and_named() -> None:
-    drawn = render_chart(TIMELINES["other-traffic"])
+    drawn = render_chart(points(TIMELINES["other-traffic"]))
 
     assert drawn.count('<rect class="others"') == 2
     assert drawn.count('<rect class="throttled"') == 3
     assert "other traffic" in drawn  # in the legend and the description
-    assert "other traffic" not in render_chart(TIMELINES["a-gap-in-the-rate"])
+    assert "other traffic" not in render_chart(points(TIMELINES["a-gap-in-the-rate"]))

@@ -17,6 +17,7 @@ from provisioner.emulator import TokenBucket
 from provisioner.limits_model import LimitsState
 from provisioner.report import learnt_options
 from provisioner.runtime import Runtime
+from provisioner.summary import ConcurrencyLimits, Rate
 from tests.conftest import CUSTOMER_HEADER, customers, read_summary, write_csv
 from tests.test_limits import Account, Reply, simulate
 
@@ -91,13 +92,7 @@ def test_a_slow_sandbox_rehearsal_creates_every_row(tmp_path: Path) -> None:
 def advice_of(account: Account, duration: float, seed: int = 1) -> list[str]:
     """What the end of a run at the defaults (--rate 5, --reserve 1) advises passing next time."""
     state = simulate(account, 5.0, 8, duration, seed=seed, reserve=1.0).limits.state()
-    rate = {
-        "requested": 5.0,
-        "settled": state.settled_rate,
-        "reserve": state.reserve,
-        "other_traffic_429": state.others_throttled,
-    }
-    return learnt_options(rate, {})
+    return learnt_options(Rate.of(state, 5.0), ConcurrencyLimits())
 
 
 def test_a_run_started_in_a_busy_hour_never_advises_a_lower_rate() -> None:
@@ -121,8 +116,7 @@ def test_a_reserve_exactly_half_a_request_below_the_rate_is_taken(tmp_path: Path
 
 def concurrency_advice(state: LimitsState, asked: int) -> list[str]:
     """What the end of a run advises passing next time for the concurrency."""
-    limits = {"concurrency_requested": asked, "concurrency_settled": state.settled_concurrency}
-    return learnt_options({}, limits)
+    return learnt_options(Rate(), ConcurrencyLimits.of(state, asked))
 
 
 # (visitors a second, seed): busy starts in which the visitors' 429 to a request sent with two

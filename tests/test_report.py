@@ -20,7 +20,6 @@ from provisioner.outcome import Outcome
 from provisioner.report import (
     RedactingFilter,
     ResultFiles,
-    Summary,
     Tally,
     WriterFactory,
     end_of_run,
@@ -29,6 +28,7 @@ from provisioner.report import (
 from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
 from provisioner.rows import Row
 from provisioner.stopping import Stopping
+from provisioner.summary import ConcurrencyLimits, Rate, Summary
 from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import CsvWriter
 
@@ -364,7 +364,7 @@ def test_tally_counts_statuses_reasons_lookups_and_causes() -> None:
     assert tally.invalid_reasons == {"invalid_address_sid": 2, "duplicate_customer_id": 1}
     assert tally.ambiguous_rows == 2
     assert tally.lookup_counts() == {"found": 1, "absent": 0, "duplicates": 0, "failed": 1}
-    causes = {cause["code"]: cause["count"] for cause in tally.causes.causes()}
+    causes = {cause.code: cause.count for cause in tally.causes.causes()}
     assert causes == {
         "invalid_address_sid": 2,
         "duplicate_customer_id": 1,
@@ -412,12 +412,12 @@ def a_summary(**changes: Any) -> Summary:
         forced_rows=0,
         ambiguous_rows=0,
         in_flight_from_earlier_runs=0,
-        rate={"requested": 5.0},
+        rate=Rate(requested=5.0),
         base_url="https://flex-api.twilio.com",
         ledger="ledger.db",
         files={"results.csv": "results.csv"},
         rerun_command="provisioner create customers.csv",
-        lookups={"found": 0},
+        lookups={LookupResult.FOUND: 0},
     )
     return replace(summary, **changes)
 
@@ -475,18 +475,18 @@ def test_the_redacting_filter_removes_secrets_from_any_record() -> None:
     ],
 )
 def test_only_limits_the_run_learnt_are_advised(
-    rate: dict[str, float | None], limits: dict[str, int], learnt: list[str]
+    rate: dict[str, Any], limits: dict[str, Any], learnt: list[str]
 ) -> None:
-    assert learnt_options(rate, limits) == learnt
+    assert learnt_options(Rate(**rate), ConcurrencyLimits(**limits)) == learnt
 
 
-def summary_throttled(rate: dict[str, object], limits: dict[str, object]) -> Summary:
+def summary_throttled(rate: dict[str, Any], limits: dict[str, Any]) -> Summary:
     return a_summary(
         rows=5,
         counts={status.value: 5 * (status is Status.CREATED) for status in Status},
         requests_sent=10,
-        rate={"throttled_429": 5, **rate},
-        limits=limits,
+        rate=Rate(throttled_429=5, **rate),
+        limits=ConcurrencyLimits(**limits),
         files={name: name for name in ("results.csv", "errors.csv", "report", "summary")},
         rerun_command="",
         lookups={},

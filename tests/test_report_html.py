@@ -72,6 +72,7 @@ def realistic_summary(points: int = 300) -> dict[str, Any]:
                 "t": float(second),
                 "sent": sent,
                 "throttled": throttled,
+                "others": 0,
                 "rate": rate,
                 "concurrency": concurrency,
             }
@@ -95,8 +96,8 @@ def realistic_summary(points: int = 300) -> dict[str, Any]:
         "stop_reason": f"interrupted {HOSTILE}",
         "dry_run": False,
         "warnings": [f"row 12: PreEngagementData is not JSON {HOSTILE}"],
-        "rate": {"asked": 5.0, "settled": 4.5, "throttled_429": 3},
-        "limits": {"settled_rate": 4.5, "settled_concurrency": 2, "lowest_rate": 2.45},
+        "rate": {"requested": 5.0, "settled": 4.5, "lowest": 2.45, "throttled_429": 3},
+        "limits": {"concurrency_requested": 4, "concurrency_settled": 2},
         "lookups": {"found": 3, "absent": 2, "duplicates": 0, "failed": 1},
         "causes": tally.causes(),
         "failing_rows": tally.failing_rows(),
@@ -202,6 +203,7 @@ def test_no_rate_limit_breaks_the_rate_line_but_nothing_else():
             "t": float(t),
             "sent": 3,
             "throttled": 0,
+            "others": 0,
             "rate": None if 10 <= t < 20 else 5.0,
             "concurrency": 2,
         }
@@ -404,9 +406,7 @@ def test_report_in_chromium_shows_the_run_draws_the_chart_and_fetches_nothing(br
         ["not_attempted", "35", "2.8%"],
     ]
     for cause in summary["causes"]:
-        assert (
-            f"{cause['count']}\t{cause['code']}\t{cause['meaning']}\t{cause['next_step']}" in text
-        )
+        assert f"{cause.count}\t{cause.code}\t{cause.meaning}\t{cause.next_step}" in text
     assert "40\t20404\taddress not found in this account or region" in text
     assert f"7\tcust-7{HOSTILE}\tfailed\tThe requested resource was not found" in text
     assert f"60\tcust-60\tinvalid\t{HOSTILE_IMAGE}" in text

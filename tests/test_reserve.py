@@ -26,6 +26,7 @@ from provisioner.report import (
     status_counts,
 )
 from provisioner.report_html import render_report
+from provisioner.summary import ConcurrencyLimits, OtherTrafficSpell, Rate, TimelinePoint
 from provisioner.vocabulary import Status
 from tests.conftest import (
     CUSTOMER_HEADER,
@@ -177,14 +178,14 @@ def test_a_cap_of_one_in_flight_is_said_once_and_kept_in_the_summary_and_report(
     assert ("live web chats started during this run may be refused" in report) is told
 
 
-BUSY: list[dict[str, Any]] = [
-    {
-        "from": "2026-11-25T11:02:10Z",
-        "until": "2026-11-25T11:40:30Z",
-        "throttled_429": 14,
-        "yielded_to": 2.13,
-        "others_estimated": 1.87,
-    }
+BUSY = [
+    OtherTrafficSpell(
+        from_="2026-11-25T11:02:10Z",
+        until="2026-11-25T11:40:30Z",
+        throttled_429=14,
+        yielded_to=2.13,
+        others_estimated=1.87,
+    )
 ]
 
 
@@ -194,7 +195,7 @@ def local_clock(when: str) -> str:
 
 def test_the_end_of_a_run_says_when_other_traffic_was_busy_in_one_line() -> None:
     summary = a_summary(
-        rate={"requested": 5.0, "reserve": 1.0, "settled": 4.0, "throttled_429": 15},
+        rate=Rate(requested=5.0, reserve=1.0, settled=4.0, throttled_429=15),
         counts=status_counts({Status.CREATED: 3}),
         files={name: name for name in ("results.csv", "errors.csv", "report", "summary")},
         other_traffic=BUSY,
@@ -203,15 +204,15 @@ def test_the_end_of_a_run_says_when_other_traffic_was_busy_in_one_line() -> None
     lines = [line for _, line in end_of_run(summary)]
 
     expected = (
-        f"other traffic on the account was busy from {local_clock(BUSY[0]['from'])} to "
-        f"{local_clock(BUSY[0]['until'])}; the run slowed to 2.1/s to leave it room"
+        f"other traffic on the account was busy from {local_clock(BUSY[0].from_)} to "
+        f"{local_clock(BUSY[0].until)}; the run slowed to 2.1/s to leave it room"
     )
     assert expected in lines
     assert other_traffic_line(BUSY) == expected
 
 
 def test_several_busy_spells_are_still_one_line() -> None:
-    spells = [dict(BUSY[0], yielded_to=rate) for rate in (2.0, 2.5, 3.0, 3.5, 1.9)]
+    spells = [replace(BUSY[0], yielded_to=rate) for rate in (2.0, 2.5, 3.0, 3.5, 1.9)]
 
     line = other_traffic_line(spells)
 
@@ -236,14 +237,14 @@ def test_several_busy_spells_are_still_one_line() -> None:
 def test_advice_never_learns_a_rate_from_other_traffic(
     rate: dict[str, Any], learnt: list[str]
 ) -> None:
-    assert learnt_options(rate, {}) == learnt
+    assert learnt_options(Rate(**rate), ConcurrencyLimits()) == learnt
 
 
 def test_report_html_shows_the_reserve_and_when_other_traffic_was_busy() -> None:
     summary = a_summary(
-        rate={"requested": 5.0, "reserve": 1.0, "other_traffic_429": 14, "yielded_lowest": 1.7},
+        rate=Rate(requested=5.0, reserve=1.0, other_traffic_429=14, yielded_lowest=1.7),
         other_traffic=BUSY,
-        timeline=[{"t": 0.0, "sent": 4, "throttled": 1, "others": 1, "rate": 3.2}],
+        timeline=[TimelinePoint(t=0.0, sent=4, throttled=1, others=1, rate=3.2, concurrency=8)],
     )
 
     page = render_report(summary_of(json.loads(summary.to_json())))
@@ -256,14 +257,14 @@ def test_report_html_shows_the_reserve_and_when_other_traffic_was_busy() -> None
     assert 'id="other-traffic"' not in render_report(summary_of(json.loads(a_summary().to_json())))
 
 
-def test_a_hand_made_summary_with_an_unreadable_busy_spell_still_renders() -> None:
-    summary = json.loads(replace(a_summary(), other_traffic=[{"from": math.nan}]).to_json())
+def test_a_busy_spell_with_unreadable_figures_still_renders() -> None:
+    spell = OtherTrafficSpell("", "", 0, yielded_to=math.nan, others_estimated=math.inf)
 
-    assert "other-traffic" in render_report(summary_of(summary))
+    assert "other-traffic" in render_report(replace(a_summary(), other_traffic=[spell]))
 
 
 def test_a_rate_settled_under_the_ceiling_on_a_shared_account_names_both_causes() -> None:
-    shared = {"requested": 5.0, "reserve": 1.0, "settled": 3.1, "throttled_429": 4}
+    shared = Rate(requested=5.0, reserve=1.0, settled=3.1, throttled_429=4)
 
     line = shared_rate_line(shared)
 
@@ -271,6 +272,6 @@ def test_a_rate_settled_under_the_ceiling_on_a_shared_account_names_both_causes(
     assert "3.1/s" in line
     assert "--reserve 0" in line
     assert "--rate 3" not in line
-    assert shared_rate_line(dict(shared, settled=4.0)) is None  # where it was asked to be
-    assert shared_rate_line(dict(shared, other_traffic_429=2)) is None  # said as a busy spell
-    assert shared_rate_line(dict(shared, reserve=0.0)) is None  # alone: advised as --rate
+    assert shared_rate_line(replace(shared, settled=4.0)) is None  # where it was asked to be
+    assert shared_rate_line(replace(shared, other_traffic_429=2)) is None  # said as a busy spell
+    assert shared_rate_line(replace(shared, reserve=0.0)) is None  # alone: advised as --rate

@@ -76,17 +76,6 @@ class VisitorCounts:
         """The share of visitors refused (0 when none arrived)."""
         return self.refused / self.arrived if self.arrived else 0.0
 
-    def as_dict(self) -> dict[str, int | float]:
-        """The counts as summary.json writes them."""
-        return {
-            "arrived": self.arrived,
-            "served": self.served,
-            "refused": self.refused,
-            "refused_share": round(self.refused_share, 4),
-            "refused_by_rate_limit": self.refused_by_rate_limit,
-            "refused_by_concurrency_cap": self.refused_by_concurrency_cap,
-        }
-
     def line(self) -> str:
         """One line for people."""
         return (
