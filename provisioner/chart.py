@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from provisioner.summary import TimelinePoint
+from provisioner.limits_timeline import TimelinePoint
 
 # The chart's geometry in SVG user units; the SVG scales to the page's width.
 CHART_WIDTH, CHART_HEIGHT = 960, 320

@@ -16,10 +16,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from provisioner.limits_model import Limits, LimitsState
 from provisioner.limits_permits import Answer, Permit
+from provisioner.limits_timeline import TimelinePoint
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -82,7 +82,7 @@ class AccountLimits:
         with self._changed:
             return self._limits.pause_left(self._clock())
 
-    def timeline(self) -> list[dict[str, Any]]:
+    def timeline(self) -> list[TimelinePoint]:
         """Per-second points (t, sent, throttled, rate, concurrency), at most ~2000."""
         with self._changed:
             return self._limits.timeline.points()

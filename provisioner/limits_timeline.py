@@ -3,9 +3,25 @@ what report.html's chart draws."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 TIMELINE_POINTS = 2000  # points kept for report.html's chart; adjacent seconds merge beyond this
+RATE_DIGITS = 3  # a point's rate limit to a thousandth of a request a second: finer is noise
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """What was sent and throttled from `t` (seconds since the start) until the next point
+    (`others`: the 429s other traffic drew), and the limits at the end of that span
+    (summary.json's timeline)."""
+
+    t: float
+    sent: int
+    throttled: int
+    others: int
+    rate: float | None
+    concurrency: int
 
 
 class Timeline:
@@ -47,17 +63,16 @@ class Timeline:
         ]
         self._width *= 2
 
-    def points(self) -> list[dict[str, Any]]:
-        """One dict a bucket: t (seconds since the start), sent, throttled (others: how many of
-        them other traffic's), rate, concurrency."""
+    def points(self) -> list[TimelinePoint]:
+        """One point a bucket, from the start."""
         return [
-            {
-                "t": index * self._width,
-                "sent": sent,
-                "throttled": throttled,
-                "others": others,
-                "rate": None if rate is None else round(rate, 3),
-                "concurrency": limit,
-            }
+            TimelinePoint(
+                t=index * self._width,
+                sent=sent,
+                throttled=throttled,
+                others=others,
+                rate=None if rate is None else round(rate, RATE_DIGITS),
+                concurrency=limit,
+            )
             for index, (sent, throttled, others, rate, limit) in enumerate(self._buckets)
         ]

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from provisioner import timestamps
 from provisioner.emulator import Emulator
@@ -26,7 +26,6 @@ from provisioner.summary import (
     Rate,
     SettingUsed,
     Summary,
-    TimelinePoint,
     Visitors,
 )
 
@@ -152,22 +151,10 @@ def summary_of(run: EndedRun, exit_code: ExitCode, counts: Mapping[str, int]) ->
         lookups_refused=run.lookups_refused,
         causes=run.tally.causes.causes(),
         failing_rows=run.tally.causes.failing_rows(),
-        timeline=[timeline_point(point) for point in run.limits.timeline()],
+        timeline=run.limits.timeline(),
         columns=run.checked.columns.describe(),
         settings=run.options.settings,
         visitors=visitors_of(run),
-    )
-
-
-def timeline_point(point: Mapping[str, Any]) -> TimelinePoint:
-    """One of AccountLimits.timeline()'s points, typed (the one place its keys are read)."""
-    return TimelinePoint(
-        t=point["t"],
-        sent=point["sent"],
-        throttled=point["throttled"],
-        others=point["others"],
-        rate=point["rate"],
-        concurrency=point["concurrency"],
     )
 
 

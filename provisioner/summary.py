@@ -3,8 +3,10 @@
 Every part is a frozen dataclass whose fields are summary.json's keys, in its order: the end of a
 run (report.py) and report.html read the same attributes the file is written from, so renaming a
 field is a type error where it is read, not a page that quietly breaks. A key that is no Python
-name is one field's name with a trailing underscore (`from_` is written `from`; see `_keys`).
-The run's side, putting a Summary together from an ended run, is run_summary.py's.
+name is one field's name with a trailing underscore (`from_` is written `from`; see `json_key`).
+The parts made where their figures are (the causes in causes.py, the timeline's points in
+limits_timeline.py) are defined there; the run's side, putting a Summary together from a run
+that has ended, is run_summary.py's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from provisioner.causes import CauseCount, FailingRow
 from provisioner.limits_model import LimitsState
+from provisioner.limits_timeline import TimelinePoint
 from provisioner.vocabulary import LookupResult
 from provisioner.writers import write_atomically
 
@@ -85,19 +88,6 @@ class OtherTrafficSpell:
     throttled_429: int
     yielded_to: float
     others_estimated: float  # what the others used: --rate less the reserve less yielded_to
-
-
-@dataclass(frozen=True)
-class TimelinePoint:
-    """What was sent and throttled from `t` (seconds since the start) until the next point
-    (`others`: the 429s other traffic drew), and the limits at the end of that span."""
-
-    t: float
-    sent: int
-    throttled: int
-    others: int
-    rate: float | None
-    concurrency: int
 
 
 @dataclass(frozen=True)

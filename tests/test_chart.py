@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from provisioner.chart import MAX_CHART_POINTS, render_chart
-from provisioner.summary import TimelinePoint
+from provisioner.limits_timeline import TimelinePoint
 
 EXPECTED = Path(__file__).parent / "data" / "chart"
 SEED = 20261125  # the long timeline's traffic is the same on every run

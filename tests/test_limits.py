@@ -382,10 +382,8 @@ def test_the_timeline_counts_every_request_in_at_most_its_points() -> None:
     points = timeline.points()
     # 5000 one-second buckets merged twice: four seconds a point.
     assert len(points) == 1250 <= TIMELINE_POINTS
-    assert [point["t"] for point in points[:3]] == [0.0, 4.0, 8.0]
-    assert {(p["sent"], p["throttled"], p["rate"], p["concurrency"]) for p in points} == {
-        (8, 2, 5.0, 3)
-    }
+    assert [point.t for point in points[:3]] == [0.0, 4.0, 8.0]
+    assert {(p.sent, p.throttled, p.rate, p.concurrency) for p in points} == {(8, 2, 5.0, 3)}
 
 
 def test_acquire_waits_at_the_limit_until_a_release() -> None:
@@ -599,7 +597,7 @@ def test_a_batch_leaves_room_for_live_visitors_in_a_quiet_and_a_busy_hour(seed: 
 def test_the_busy_hour_is_noticed_at_once_and_met_within_a_minute(seed: int) -> None:
     run = co_tenant(seed)
 
-    rates = {p["t"]: p["rate"] for p in run.limits.timeline.points()}
+    rates = {p.t: p.rate for p in run.limits.timeline.points() if p.rate is not None}
     assert rates[QUIET + 10.0] < 4.0  # a step down within seconds
     assert rates[QUIET + 60.0] <= 2.5  # and within a minute, room for 2 visitors a second
 
@@ -610,7 +608,7 @@ def test_the_yield_climbs_back_over_minutes_once_the_visitors_are_gone() -> None
     )
     run = simulate(account, 5.0, 8, 1800.0, reserve=1.0)
 
-    points = {p["t"]: p["rate"] for p in run.limits.timeline.points()}
+    points = {p.t: p.rate for p in run.limits.timeline.points() if p.rate is not None}
     assert points[420.0] < 3.0  # a minute after the busy hour: still leaving room
     assert points[1799.0] == 4.0  # back at --rate minus the reserve, never above it
     assert run.throughput(1500.0) >= 0.95 * 4.0
@@ -671,8 +669,8 @@ def test_the_timeline_counts_429s_from_other_traffic_apart() -> None:
     run = co_tenant(0)
 
     points = run.limits.timeline.points()
-    assert sum(p["others"] for p in points) == run.limits.state().others_throttled > 0
-    assert sum(p["throttled"] for p in points) == len(run.throttled)
+    assert sum(p.others for p in points) == run.limits.state().others_throttled > 0
+    assert sum(p.throttled for p in points) == len(run.throttled)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -686,7 +684,7 @@ def test_a_run_started_in_a_busy_hour_climbs_back_to_its_ceiling_once_it_is_over
     )
     run = simulate(account, 5.0, 8, 1800.0, seed=seed, reserve=1.0)
 
-    points = {p["t"]: p["rate"] for p in run.limits.timeline.points()}
+    points = {p.t: p.rate for p in run.limits.timeline.points() if p.rate is not None}
     assert points[300.0] < 3.0  # learnt from the visitors' 429s
     assert points[1799.0] == 4.0  # back at --rate minus the reserve
     assert run.throughput(1500.0) >= 0.95 * 4.0

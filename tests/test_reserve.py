@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from provisioner.emulator import Emulator
+from provisioner.limits_timeline import TimelinePoint
 from provisioner.report import (
     ONE_IN_FLIGHT,
     end_of_run,
@@ -26,7 +27,7 @@ from provisioner.report import (
     status_counts,
 )
 from provisioner.report_html import render_report
-from provisioner.summary import ConcurrencyLimits, OtherTrafficSpell, Rate, TimelinePoint
+from provisioner.summary import ConcurrencyLimits, OtherTrafficSpell, Rate
 from provisioner.vocabulary import Status
 from tests.conftest import (
     CUSTOMER_HEADER,

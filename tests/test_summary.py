@@ -11,8 +11,9 @@ from dataclasses import is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from provisioner.causes import CauseCount, FailingRow
-from provisioner.limits import AccountLimits, Answer
-from provisioner.run_summary import timeline_point
+from provisioner.limits import AccountLimits
+from provisioner.limits_permits import Answer
+from provisioner.limits_timeline import TimelinePoint
 from provisioner.summary import (
     ConcurrencyLimits,
     Duplicate,
@@ -20,7 +21,6 @@ from provisioner.summary import (
     Rate,
     SettingUsed,
     Summary,
-    TimelinePoint,
     Visitors,
 )
 from provisioner.vocabulary import LookupResult
@@ -203,6 +203,6 @@ def test_rate_and_limits_are_the_limits_state_with_what_was_asked() -> None:
     assert (rate.requested, rate.reserve, rate.throttled_429) == (4.0, 1.0, 1)
     assert (rate.final, rate.settled) == (state.rate, state.settled_rate)
     assert (concurrency.concurrency_requested, concurrency.concurrency_final) == (2, 2)
-    points = [timeline_point(point) for point in limits.timeline()]
+    points = limits.timeline()
     assert sum(point.sent for point in points) == state.sent == 2
     assert sum(point.throttled for point in points) == 1
