@@ -96,7 +96,11 @@ def revision() -> str:
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + (" with local changes" if git("status", "--porcelain") else "")
+    # This run's own outputs (RESULTS.md, the charts) are written before it is asked.
+    changed = git(
+        "status", "--porcelain", "--", ".", ":!benchmarks/*.png", ":!benchmarks/RESULTS.md"
+    )
+    return commit + (" with local changes" if changed else "")
 
 
 def report(results: list[Result], chosen: list[str], started: datetime, seconds: float) -> str:
