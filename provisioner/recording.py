@@ -9,18 +9,22 @@ they are written anywhere else; a ledger that fails stops the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from itertools import islice
 
 from provisioner.cells import fingerprint_range, key_fingerprint, spreadsheet_changed
 from provisioner.errors import LedgerError
 from provisioner.ledger import RECORDED_AS_CREATED, Entry, Finished, Ledger
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision
-from provisioner.rows import Row
+from provisioner.rows import Row, RowBuilder
+from provisioner.staging import CheckedInput
 from provisioner.stopping import Stopping
 from provisioner.vocabulary import ErrorCode, LookupResult, Status
+
+LEDGER_CHUNK = 500  # rows whose ledger entries are read in one query (SQLite takes any number)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class Known:
 
     entry: Entry | None = None
     changed_from: Entry | None = None
+
+
+NOTHING_KNOWN = Known()
 
 
 def known(ledger: Ledger, rows: Sequence[Row]) -> dict[str, Known]:
@@ -50,6 +57,23 @@ def known(ledger: Ledger, rows: Sequence[Row]) -> dict[str, Known]:
         if changed_from is not None:
             found[key] = Known(changed_from=changed_from)
     return found
+
+
+def rows_known(
+    checked: CheckedInput, ledger: Ledger | None, scope: str
+) -> Iterator[tuple[int, Row, Known]]:
+    """Every row of the input in order (its position, the row with its identity in `scope`,
+    what the ledger knows of it), the ledger read a chunk of rows at a time."""
+    builder = RowBuilder(checked.columns, checked.repeats, checked.scope)
+    numbered = enumerate(checked.table.rows())
+    while chunk := list(islice(numbered, LEDGER_CHUNK)):
+        rows = [
+            (sequence, builder.build(number, cells).with_identity(scope))
+            for sequence, (number, cells) in chunk
+        ]
+        seen = known(ledger, [row for _, row in rows]) if ledger else {}
+        for sequence, row in rows:
+            yield sequence, row, seen.get(row.key, NOTHING_KNOWN)
 
 
 class Recorder:

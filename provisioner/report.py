@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from provisioner.causes import CauseTally, cause_lines, explain
@@ -17,11 +18,12 @@ from provisioner.outcome import (
     Outcome,
 )
 from provisioner.result_columns import RESULT_COLUMNS, RESULT_SCHEMA, ROW_KEY
-from provisioner.rows import Row
+from provisioner.rows import Columns, Row
 from provisioner.summary import ConcurrencyLimits, OtherTrafficSpell, Rate, Summary, Visitors
+from provisioner.table import Table
 from provisioner.vocabulary import ERROR_STATUSES, ErrorCode, LookupResult, Status
 from provisioner.words import plural
-from provisioner.writers import TableWriter
+from provisioner.writers import CsvWriter, TableWriter, XlsxWriter
 
 ERRORS_CSV, ERRORS_WORKBOOK = "errors.csv", "errors.xlsx"  # as ResultFiles names them
 # A new account's cap of one in flight cannot be shared with the live site (issue 21).
@@ -368,3 +370,28 @@ def other_traffic_line(spells: Sequence[OtherTrafficSpell]) -> str:
         f"other traffic on the account was busy {' and '.join(span(s) for s in shown)}{more}; "
         f"the run slowed to {rates} to leave it room"
     )
+
+
+def writer_factories(
+    xlsx: bool, input_path: Path, table: Table, columns: Columns
+) -> dict[str, WriterFactory]:
+    """CSV always; xlsx too when the input is a workbook or --xlsx asks for it.
+
+    In the CSVs, keys are written so that a spreadsheet keeps them as text (`'00123`).
+    """
+    keys = [ROW_KEY]  # row numbers survive a spreadsheet as numbers; keys must stay text
+    if columns.customer_id is not None:
+        keys.append(columns.headers[columns.customer_id])
+    factories: dict[str, WriterFactory] = {".csv": partial(CsvWriter, key_columns=keys)}
+    if xlsx or table.is_workbook or _beside_workbooks(input_path, columns):
+        factories[".xlsx"] = XlsxWriter
+    return factories
+
+
+def _beside_workbooks(input_path: Path, columns: Columns) -> bool:
+    """A file this tool wrote (it ends with the tool's columns), fed back from a run folder
+    where that run wrote workbooks (errors.xlsx): errors.csv, or errors.xlsx saved as CSV
+    beside it. It is one step of a loop in workbooks, so its run writes them too."""
+    if not columns.fed_back or str(input_path) == "-":
+        return False
+    return (input_path.parent / ERRORS_WORKBOOK).is_file()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import islice
 from pathlib import Path
 
 from provisioner import timestamps
@@ -50,39 +47,30 @@ from provisioner.prelookup import (
     lookup_workers,
 )
 from provisioner.private import open_private
-from provisioner.recording import Known, Recorder, known
+from provisioner.recording import Recorder, rows_known
 from provisioner.report import (
-    ERRORS_WORKBOOK,
     ONE_IN_FLIGHT,
     PREVIEW_ROWS,
     RedactingFilter,
     ResultFiles,
     Tally,
-    WriterFactory,
+    writer_factories,
 )
 from provisioner.report_html import write_report
-from provisioner.result_columns import ROW_KEY
 from provisioner.rows import (
-    Columns,
     Row,
-    RowBuilder,
 )
 from provisioner.run_summary import summary_of
 from provisioner.runtime import Progress, Runtime
 from provisioner.send import Lookups, RowSender, SendSettings
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
-from provisioner.stopping import Stopping
+from provisioner.stopping import MAX_FAILURES_IN_A_ROW, FailureStreak, Stopping, failure_reason
 from provisioner.summary import Duplicate, SettingUsed, Summary
-from provisioner.table import Table
 from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 from provisioner.words import plural
-from provisioner.writers import CsvWriter, XlsxWriter
 
 log = logging.getLogger("provisioner")
 
-MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
-LEDGER_CHUNK = 500  # rows whose ledger entries are read in one query (SQLite takes any number)
-NOTHING_KNOWN = Known()
 # --sandbox-live-rate plays the account as Twilio's: its rate limit is --rate (the account's,
 # as the operator states it), or Twilio's documented 5 creations a second with --rate 0; and
 # answers take about 300 ms, as Twilio's do (the benchmarks' stand-in for Twilio too).
@@ -112,6 +100,11 @@ class _Endpoint:
     credentials: Credentials | None
     scope: str
     emulator: Emulator | None = None  # --sandbox's
+
+    @property
+    def identity_scope(self) -> str:
+        """The scope the rows' identities are derived in (a dry run's without credentials too)."""
+        return self.scope or DRY_RUN_SCOPE
 
 
 def create(options: RunOptions, runtime: Runtime, credentials: Credentials | None) -> Summary:
@@ -260,7 +253,7 @@ class _Run:
         self.files = ResultFiles(
             run_dir,
             checked.columns.carried_headers,
-            _writer_factories(options, checked.table, checked.columns),
+            writer_factories(options.xlsx, options.input_path, checked.table, checked.columns),
         )
         self.in_flight_before = len(ledger.unsettled()) if ledger else 0
         # A sandbox emulator starts empty: nothing made elsewhere can be found there.
@@ -269,7 +262,9 @@ class _Run:
 
     def decisions(self) -> Iterator[tuple[int, Decision]]:
         """Every row of the input, in order, with what to do with it."""
-        for sequence, row, seen in _rows_and_entries(self.checked, self.ledger, self.endpoint):
+        for sequence, row, seen in rows_known(
+            self.checked, self.ledger, self.endpoint.identity_scope
+        ):
             decision = plan(
                 row, seen.entry, force=self.options.force, changed_from=seen.changed_from
             )
@@ -388,7 +383,7 @@ class _Run:
             try:
                 outcome = send(job)
             except Exception as error:
-                self.stopping.stop(_failure_reason(error))
+                self.stopping.stop(failure_reason(error))
                 raise
             reason = streak.add(outcome)
             if reason:
@@ -399,15 +394,15 @@ class _Run:
 
     def _fail(self, error: Exception) -> None:
         """Something failed after sending started: stop, and keep why (run.log has the stack)."""
-        log.error("the run failed: %s", _failure_reason(error), exc_info=error)
-        self.stopping.stop(_failure_reason(error))
+        log.error("the run failed: %s", failure_reason(error), exc_info=error)
+        self.stopping.stop(failure_reason(error))
         self.failure = error
 
     def _write_the_rest(self) -> None:
         """After a failure, every row not yet written: `not_attempted` (a row whose request was
         in flight, cut off: it may exist, and the next run looks it up first)."""
         message = self.stopping.not_sent_message
-        for sequence, row, _ in _rows_and_entries(self.checked, None, self.endpoint):
+        for sequence, row, _ in rows_known(self.checked, None, self.endpoint.identity_scope):
             if sequence in self.written:
                 continue
             if sequence in self.in_flight:
@@ -618,30 +613,13 @@ def _final_check(run: _Run, sender: RowSender, rechecks: list[tuple[Row, Outcome
     ]
 
 
-def _rows_and_entries(
-    checked: CheckedInput, ledger: Ledger | None, endpoint: _Endpoint
-) -> Iterator[tuple[int, Row, Known]]:
-    """Every row of the input in order (its position, the row, what the ledger knows of it),
-    the ledger read a chunk of rows at a time."""
-    builder = RowBuilder(checked.columns, checked.repeats, checked.scope)
-    numbered = enumerate(checked.table.rows())
-    while chunk := list(islice(numbered, LEDGER_CHUNK)):
-        rows = [
-            (sequence, builder.build(number, cells).with_identity(endpoint.scope or DRY_RUN_SCOPE))
-            for sequence, (number, cells) in chunk
-        ]
-        seen = known(ledger, [row for _, row in rows]) if ledger else {}
-        for sequence, row in rows:
-            yield sequence, row, seen.get(row.key, NOTHING_KNOWN)
-
-
 def _refuse_invalid_or_changed_keys(
     checked: CheckedInput, ledger: Ledger, endpoint: _Endpoint
 ) -> None:
     """--strict: an invalid row, or one with a key a spreadsheet changed, and nothing is sent
     (a row the ledger shows created is existing, whatever its cells say now)."""
     invalid = changed = 0
-    for _, row, seen in _rows_and_entries(checked, ledger, endpoint):
+    for _, row, seen in rows_known(checked, ledger, endpoint.identity_scope):
         created = seen.entry is not None and seen.entry.status is EntryStatus.CREATED
         if row.problem is not None:
             invalid += row.repeats_a_key or not created
@@ -657,75 +635,3 @@ def _refuse_invalid_or_changed_keys(
             f"--strict: {plural(changed, 'row')} with a key a spreadsheet changed (key_changed); "
             "nothing was sent. --dry-run lists them in errors.csv"
         )
-
-
-def _failure_reason(error: Exception) -> str:
-    """Why a run that failed after sending started stopped, in words for its end."""
-    if isinstance(error, ProvisionerError):
-        return str(error)
-    return (
-        f"internal error: {type(error).__name__}: {error} (a bug: the stack is in run.log; "
-        "report it. Every row is in results.csv, and a rerun is safe)"
-    )
-
-
-class FailureStreak:
-    """Rows that failed one after another; too many mean every row will (a dead endpoint)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self.last_kind = ""
-        self._lock = threading.Lock()  # rows are counted on the workers, as each finishes
-
-    def add(self, outcome: Outcome) -> str:
-        """Count one finished row; returns why to stop, or ''."""
-        with self._lock:
-            return self._add(outcome)
-
-    def _add(self, outcome: Outcome) -> str:
-        if outcome.status is Status.CREATED:
-            self.count = 0
-            return ""
-        if outcome.status is not Status.FAILED:
-            return ""
-        # Retryable failures that exhausted their tries count together, whatever the code;
-        # a refusal counts only with the rows refused the same way before it.
-        kind = "exhausted" if outcome.exhausted else outcome.error_code
-        if kind != self.last_kind:
-            self.count = 0
-        self.count += 1
-        self.last_kind = kind
-        if self.count < self.limit:
-            return ""
-        if outcome.exhausted:
-            return f"{self.count} rows in a row failed after every retry"
-        return (
-            f"{self.count} rows in a row failed with the same error "
-            f"({outcome.error_code or outcome.http_status}: {outcome.error_message})"
-        )
-
-
-def _writer_factories(
-    options: RunOptions, table: Table, columns: Columns
-) -> dict[str, WriterFactory]:
-    """CSV always; xlsx too when the input is a workbook or --xlsx asks for it.
-
-    In the CSVs, keys are written so that a spreadsheet keeps them as text (`'00123`).
-    """
-    keys = [ROW_KEY]  # row numbers survive a spreadsheet as numbers; keys must stay text
-    if columns.customer_id is not None:
-        keys.append(columns.headers[columns.customer_id])
-    factories: dict[str, WriterFactory] = {".csv": partial(CsvWriter, key_columns=keys)}
-    if options.xlsx or table.is_workbook or _beside_workbooks(options.input_path, columns):
-        factories[".xlsx"] = XlsxWriter
-    return factories
-
-
-def _beside_workbooks(input_path: Path, columns: Columns) -> bool:
-    """A file this tool wrote (it ends with the tool's columns), fed back from a run folder
-    where that run wrote workbooks (errors.xlsx): errors.csv, or errors.xlsx saved as CSV
-    beside it. It is one step of a loop in workbooks, so its run writes them too."""
-    if not columns.fed_back or str(input_path) == "-":
-        return False
-    return (input_path.parent / ERRORS_WORKBOOK).is_file()

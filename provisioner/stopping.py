@@ -1,4 +1,4 @@
-"""Stopping a run: the stop event, its reason, and the signals that set it."""
+"""Stopping a run: the stop event, its reason, and what sets it (signals, failures in a row)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from provisioner.errors import ProvisionerError
+from provisioner.outcome import Outcome
+from provisioner.vocabulary import Status
+
 log = logging.getLogger("provisioner")
 
 # A closed terminal or SSH session (SIGHUP) is handled like cron's timeout (SIGTERM) and Ctrl-C.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+MAX_FAILURES_IN_A_ROW = 20  # rows failing one after another: something is wrong for all rows
 
 
 class Stopping:
@@ -138,3 +143,50 @@ def _end_the_echoed_line() -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr closed: the stopping line will not be read either
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a run that failed after sending started stopped, in words for its end."""
+    if isinstance(error, ProvisionerError):
+        return str(error)
+    return (
+        f"internal error: {type(error).__name__}: {error} (a bug: the stack is in run.log; "
+        "report it. Every row is in results.csv, and a rerun is safe)"
+    )
+
+
+class FailureStreak:
+    """Rows that failed one after another; too many mean every row will (a dead endpoint)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.last_kind = ""
+        self._lock = threading.Lock()  # rows are counted on the workers, as each finishes
+
+    def add(self, outcome: Outcome) -> str:
+        """Count one finished row; returns why to stop, or ''."""
+        with self._lock:
+            return self._add(outcome)
+
+    def _add(self, outcome: Outcome) -> str:
+        if outcome.status is Status.CREATED:
+            self.count = 0
+            return ""
+        if outcome.status is not Status.FAILED:
+            return ""
+        # Retryable failures that exhausted their tries count together, whatever the code;
+        # a refusal counts only with the rows refused the same way before it.
+        kind = "exhausted" if outcome.exhausted else outcome.error_code
+        if kind != self.last_kind:
+            self.count = 0
+        self.count += 1
+        self.last_kind = kind
+        if self.count < self.limit:
+            return ""
+        if outcome.exhausted:
+            return f"{self.count} rows in a row failed after every retry"
+        return (
+            f"{self.count} rows in a row failed with the same error "
+            f"({outcome.error_code or outcome.http_status}: {outcome.error_message})"
+        )
