@@ -679,15 +679,16 @@ def test_a_run_started_in_a_busy_hour_climbs_back_to_its_ceiling_once_it_is_over
     # rate, so they teach it a limit of about 2/s (README: it cannot tell them from one).
     # Once they are gone, that limit is probed up again: under 2.5/s a second of sends held
     # too few to show the rate binding, and such a run stayed at about 2/s for good.
+    # Over seeds 0-20 the run is back at 4/s 15 to 20 minutes after the visitors left.
     account = Account(
         rate_limit=5.0, latency=(0.3, 0.3), visitors=((0.0, 2.5), (600.0, 0.0)), seed=seed + 7
     )
-    run = simulate(account, 5.0, 8, 1800.0, seed=seed, reserve=1.0)
+    run = simulate(account, 5.0, 8, 2400.0, seed=seed, reserve=1.0)
 
     points = {p.t: p.rate for p in run.limits.timeline.points() if p.rate is not None}
     assert points[300.0] < 3.0  # learnt from the visitors' 429s
-    assert points[1799.0] == 4.0  # back at --rate minus the reserve
-    assert run.throughput(1500.0) >= 0.95 * 4.0
+    assert points[max(points)] == 4.0  # back at --rate minus the reserve
+    assert run.throughput(2100.0) >= 0.95 * 4.0
 
 
 @pytest.mark.parametrize("asked", [2.0, 3.0])
