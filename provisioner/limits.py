@@ -83,6 +83,6 @@ class AccountLimits:
             return self._limits.pause_left(self._clock())
 
     def timeline(self) -> list[TimelinePoint]:
-        """Per-second points (t, sent, throttled, rate, concurrency), at most ~2000."""
+        """The timeline's points (a second each, merged beyond limits_timeline.TIMELINE_POINTS)."""
         with self._changed:
             return self._limits.timeline.points()

@@ -1,8 +1,9 @@
 """The options that travel together: one frozen dataclass a group, the only home of each default.
 
 `RunOptions` (create) and `ReconcileOptions` are made of these groups: those both commands take
-(Output, InputReading, Endpoints, Pacing) and create's own (Sandbox, Sending, Conduct,
-Reporting). The command line's options are built from the same fields (`provisioner/cli/
+(Output, InputReading, Endpoints, Pacing), create's own (Sandbox, Sending, Conduct, Reporting)
+and reconcile's (Settling); --concurrency, which both take, is InFlight's, a part of Sending and
+of Settling. The command line's options are built from the same fields (`provisioner/cli/
 options.py` reads each default here), and so are the settings file's keys and the
 PROVISIONER_* variables. Free of Click.
 """
@@ -38,7 +39,7 @@ def default_of(group: type[Any], name: str) -> Any:
 
 def fields_of(*groups: object) -> dict[str, Any]:
     """The fields of `groups` (dataclasses) by name: the groups a command's options are made of,
-    e.g. `RunOptions(input_path, **fields_of(output, reading), run_id=...)`."""
+    e.g. `ReconcileOptions(input_path=..., **fields_of(output, reading, ...))`."""
     return {item.name: getattr(group, item.name) for group in groups for item in fields(group)}  # type: ignore[arg-type]
 
 

@@ -1,4 +1,5 @@
-"""What a run writes: one Outcome per row into the result files, in input order; the tally."""
+"""What a run writes: which result files (CSV, xlsx), one Outcome per row into them, in input
+order; the tally; the lines that end a run, read from its Summary."""
 
 from __future__ import annotations
 

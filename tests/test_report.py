@@ -33,7 +33,7 @@ from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import CsvWriter
 
 CARRIED = ["customer_id", "AddressSid"]
-KEY_COLUMNS = ["row_key", "source_row", "row", "customer_id"]  # as run.py writes keys
+KEY_COLUMNS = ["row_key", "source_row", "row", "customer_id"]  # as text (a run's: writer_factories)
 SID = "CH" + "a" * 32
 OTHER_SID = "CH" + "b" * 32
 SEEDS = [1, 2, 3, 4, 5]
@@ -41,7 +41,7 @@ THREAD_WAIT = 5.0  # seconds a test waits for another thread: only a bug takes t
 
 
 def factories(keys: bool = False) -> dict[str, WriterFactory]:
-    """Plain CSV; with `keys`, the key columns written as run.py writes them (`'00123`)."""
+    """Plain CSV; with `keys`, KEY_COLUMNS kept as text (`'00123`), as a run keeps its keys."""
     return {".csv": partial(CsvWriter, key_columns=KEY_COLUMNS) if keys else CsvWriter}
 
 

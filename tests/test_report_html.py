@@ -38,7 +38,8 @@ BROWSER_TIMEOUT = 15.0  # seconds for any one answer from Chromium; it takes abo
 
 
 def realistic_summary(points: int = 300) -> dict[str, Any]:
-    """A summary as run.py writes it: a run with failures, lookups, 429s and hostile strings."""
+    """summary.json's keys as a run writes them (summary_of makes them a Summary): a run with
+    failures, lookups, 429s and hostile strings."""
     tally = CauseTally()
     failures = [
         *[(row, "20404", "failed", "The requested resource was not found") for row in range(7, 47)],

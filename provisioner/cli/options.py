@@ -62,7 +62,8 @@ def _grouped(
 ) -> Callable[[F], F]:
     """`options` (in --help's order), whose values reach the command as one argument,
     `build(**values)`, instead of one argument each. `names` may name an option of the group
-    that the command places apart, where its --help has always shown it (create's --reserve)."""
+    that the command places apart, where its --help has always shown it (create's --reserve,
+    --run-id)."""
 
     def decorate(command: F) -> F:
         @functools.wraps(command)

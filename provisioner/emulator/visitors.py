@@ -117,8 +117,8 @@ class Releases:
         while True:
             with self._changed:
                 if not self._due:
-                    # Nothing in flight: end, as the timer threads did (an emulator stopped
-                    # would otherwise leave this thread waiting forever); the next hold starts one.
+                    # Nothing in flight: end (an emulator stopped would otherwise leave this
+                    # thread waiting forever); the next hold starts one.
                     self._thread = None
                     return
                 while (wait := self._due[0][0] - time.monotonic()) > 0:
@@ -128,7 +128,7 @@ class Releases:
                 release()  # outside the lock: FaultPlan.release takes the cap's own
             except Exception:
                 # One failing release must not keep every later place in flight for good:
-                # reported as a timer thread's failure was, and the others go on.
+                # reported as any thread's uncaught failure is, and the others go on.
                 kind, error, trace = sys.exc_info()
                 threading.excepthook(
                     threading.ExceptHookArgs((kind, error, trace, threading.current_thread()))
