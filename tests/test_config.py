@@ -881,7 +881,7 @@ def test_a_base_url_from_the_environment_that_is_no_api_root_names_the_variable(
 
     assert result.exit_code == 2
     (line,) = said(result.stderr)
-    assert line.startswith(
-        "error: Invalid value for '--base-url' from the environment (PROVISIONER_BASE_URL)"
-    )
+    assert line.startswith("error:")
+    assert "--base-url" in line  # the option, and the variable it came from
+    assert "PROVISIONER_BASE_URL" in line
     assert not (tmp_path / "out").exists()
