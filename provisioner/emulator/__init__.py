@@ -5,7 +5,8 @@
 - `visitors`: the website's visitors on the same account, for rehearsing a run in opening hours.
 - `resources`: Twilio's Conversations JSON and its pages.
 - `routes`: which request goes where, and the order of the checks it meets.
-- `handler` and `server`: the socket, its threads, the answers record; `Emulator` ties it together.
+- `handler` and `server`: the socket, its threads and open connections, the answers record;
+  `Emulator` ties it together.
 - `process`: the emulator as a process of its own (`serve_until_stopped`, `spawn`).
 """
 

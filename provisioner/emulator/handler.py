@@ -1,4 +1,5 @@
-"""HTTP framing: read a request off the socket, write the answer back (or drop the connection)."""
+"""HTTP framing: read a request off the socket, write the answer back (or drop the connection);
+the connections open, counted from accept to shutdown."""
 
 from __future__ import annotations
 
