@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from provisioner.limits_model import Limits, LimitsState
 from provisioner.limits_permits import Answer, Permit
 from provisioner.limits_timeline import TimelinePoint
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
+from provisioner.runtime import Clock, Sleep
 
 
 class AccountLimits:

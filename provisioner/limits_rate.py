@@ -142,7 +142,7 @@ class RateLimit:
         self._tested = True  # a request sent since the last cut was accepted: cut again if need be
         self._goal: float | None = None  # what the server took before the last cut
         self._stretch_start = now  # no change and no pause since
-        self._recent: deque[tuple[float, bool]] = deque()  # sends of the last RATE_LOOKBACK s
+        self._recent: deque[tuple[float, bool]] = deque()  # sends lately (bound() says how long)
 
     def sent(self, now: float, queued: bool) -> None:
         """Note one request sent, and whether it had to wait for its rate slot."""

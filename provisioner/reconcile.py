@@ -18,14 +18,14 @@ from provisioner.client import TwilioClient
 from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
-from provisioner.limits import AccountLimits, Clock
+from provisioner.limits import AccountLimits
 from provisioner.limits_permits import Answer
 from provisioner.options import Endpoints, InputReading, Output, Pacing, Settling
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options
 from provisioner.result_columns import ROW_KEY
 from provisioner.rows import RowBuilder, derive_identity
-from provisioner.runtime import Runtime
+from provisioner.runtime import Clock, Runtime
 from provisioner.send import Lookups, Settlement, answer_of
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping

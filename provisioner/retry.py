@@ -17,7 +17,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from provisioner.attempts import Attempt, Lookup
-from provisioner.limits import Sleep
+from provisioner.runtime import Sleep
 from provisioner.vocabulary import ErrorCode
 
 MAX_BACKOFF = 30.0  # seconds: Twilio's guidance caps backoff; longer stalls a cron run

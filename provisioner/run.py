@@ -24,7 +24,7 @@ from provisioner.errors import (
     ResultsError,
 )
 from provisioner.ledger import Ledger, open_ledger
-from provisioner.limits import AccountLimits, Sleep
+from provisioner.limits import AccountLimits
 from provisioner.options import (
     Conduct,
     Endpoints,
@@ -61,7 +61,7 @@ from provisioner.rows import (
     Row,
 )
 from provisioner.run_summary import summary_of
-from provisioner.runtime import Progress, Runtime
+from provisioner.runtime import Progress, Runtime, Sleep
 from provisioner.send import Lookups, RowSender, SendSettings
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import MAX_FAILURES_IN_A_ROW, FailureStreak, Stopping, failure_reason

@@ -10,8 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from provisioner.limits import Clock, Sleep
 from provisioner.vocabulary import Status
+
+Clock = Callable[[], float]  # seconds: time.monotonic, time.time, a test's own
+Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,14 @@ from typing import Protocol
 from tenacity import RetryCallState
 
 from provisioner.attempts import Attempt, FoundConversation, Lookup
-from provisioner.limits import AccountLimits, Sleep
+from provisioner.limits import AccountLimits
 from provisioner.limits_permits import Answer
 from provisioner.options import LOOKUP_LAG, MAX_ATTEMPTS
 from provisioner.outcome import Outcome
 from provisioner.plan import Decision
 from provisioner.retry import retry_policy, retryable, should_retry
 from provisioner.rows import Row
+from provisioner.runtime import Sleep
 from provisioner.stopping import Stopping
 from provisioner.timestamps import epoch_seconds
 from provisioner.vocabulary import ErrorCode, LookupResult, Status
