@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,12 @@ from provisioner.cells import key_fingerprint
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.ledger_lock import IDENTITY_CHECK_EVERY
 from provisioner.outcome import Outcome
-from provisioner.plan import Decision
-from provisioner.recording import Known, Recorder, known
-from provisioner.rows import Row
+from provisioner.plan import Decision, plan
+from provisioner.recording import LEDGER_CHUNK, NOTHING_KNOWN, Known, Recorder, known, rows_known
+from provisioner.rows import Row, derive_identity
+from provisioner.staging import read_input
 from provisioner.stopping import Stopping
-from provisioner.vocabulary import ErrorCode, LookupResult, Status
+from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
 from tests.conftest import conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
@@ -210,3 +211,40 @@ def test_one_conversation_never_settles_two_rows(ledger: Ledger) -> None:
         )
     assert holder == "c-1"
     assert ledger.lookup("c-2") == entries["c-2"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How an input is read (staging.InputSettings), all detected."""
+
+    input_path: Path | None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    header_row: int | None = None
+
+
+def test_rows_known_reads_every_row_in_order_with_what_the_ledger_knows_a_chunk_at_a_time(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    count = LEDGER_CHUNK * 2 + 7  # three chunks, the last a short one
+    source = tmp_path / "in.csv"
+    lines = [f"C{n},IG{n % 97:032x}" for n in range(count)]
+    source.write_text("customer_id,AddressSid\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    checked = read_input(Reading(source), source, SCOPE)
+    recorded = {f"C{n}" for n in range(0, count, 250)}  # in every chunk
+    first = [row for _, row, _ in rows_known(checked, None, SCOPE)]
+    record(
+        ledger, [(plan(r, None, force=False), created(r.key)) for r in first if r.key in recorded]
+    )
+
+    read = list(rows_known(checked, ledger, SCOPE))
+
+    assert [sequence for sequence, _, _ in read] == list(range(count))
+    assert [r.key for _, r, _ in read] == [f"C{n}" for n in range(count)]
+    assert all(r.identity == derive_identity(SCOPE, r.key) for _, r, _ in read)
+    entries = {r.key: seen.entry for _, r, seen in read if seen.entry is not None}
+    assert set(entries) == recorded
+    assert {entry.status for entry in entries.values()} == {EntryStatus.CREATED}
+    assert all(seen is NOTHING_KNOWN for _, r, seen in read if r.key not in recorded)

@@ -7,26 +7,31 @@ import json
 import logging
 import random
 import threading
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 
 from provisioner import dispatch
 from provisioner.dispatch import WINDOW_PER_WORKER, Dispatcher
 from provisioner.outcome import Outcome
 from provisioner.report import (
+    ERRORS_WORKBOOK,
     RedactingFilter,
     ResultFiles,
     Tally,
     WriterFactory,
     end_of_run,
     learnt_options,
+    writer_factories,
 )
-from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS
+from provisioner.result_columns import ERROR_COLUMNS, RESULT_COLUMNS, ROW_KEY
 from provisioner.rows import Row
+from provisioner.staging import read_input
 from provisioner.stopping import Stopping
 from provisioner.summary import ConcurrencyLimits, Rate, Summary
 from provisioner.vocabulary import LookupResult, Status
@@ -508,3 +513,60 @@ def test_the_end_of_a_throttled_run_advises_what_it_learnt_or_nothing() -> None:
         False,
         "Twilio throttled 5 requests (429); the run learnt --concurrency 1: pass this next time",
     ) in end_of_run(learnt)
+
+
+# ---------------------------------------------------------------- which files a run writes
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How an input is read (staging.InputSettings), all detected."""
+
+    input_path: Path | None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    header_row: int | None = None
+
+
+def factories_for(path: Path, *, xlsx: bool = False) -> dict[str, WriterFactory]:
+    checked = read_input(Reading(path), path)
+    return writer_factories(xlsx, path, checked.table, checked.columns)
+
+
+def test_a_csv_input_gets_csv_results_and_workbooks_only_when_asked(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id,AddressSid\nC1,IG" + "1" * 32 + "\n", encoding="utf-8")
+
+    assert set(factories_for(source)) == {".csv"}
+    assert set(factories_for(source, xlsx=True)) == {".csv", ".xlsx"}
+    csv_factory = factories_for(source)[".csv"]
+    assert isinstance(csv_factory, partial)
+    assert set(csv_factory.keywords["key_columns"]) == {ROW_KEY, "customer_id"}  # kept text
+
+
+def test_a_workbook_input_gets_workbooks_too(tmp_path: Path) -> None:
+    source = tmp_path / "in.xlsx"
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["customer_id", "AddressSid"])
+    sheet.append(["C1", "IG" + "1" * 32])
+    workbook.save(source)
+
+    assert set(factories_for(source)) == {".csv", ".xlsx"}
+
+
+def test_a_file_fed_back_from_a_folder_with_workbooks_keeps_writing_them(tmp_path: Path) -> None:
+    errors = tmp_path / "errors.csv"
+    header = ["customer_id", "AddressSid", *ERROR_COLUMNS]
+    with errors.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerow(["C1", "IG" + "1" * 32, *("" for _ in ERROR_COLUMNS)])
+    assert read_input(Reading(errors), errors).columns.fed_back
+
+    assert set(factories_for(errors)) == {".csv"}
+    (tmp_path / ERRORS_WORKBOOK).write_bytes(b"")  # the run that wrote it wrote workbooks
+    assert set(factories_for(errors)) == {".csv", ".xlsx"}

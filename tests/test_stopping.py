@@ -8,7 +8,10 @@ import threading
 
 import pytest
 
-from provisioner.stopping import STOP_SIGNALS, Stopping
+from provisioner.errors import ResultsError
+from provisioner.outcome import Outcome
+from provisioner.stopping import STOP_SIGNALS, FailureStreak, Stopping, failure_reason
+from provisioner.vocabulary import Status
 
 SIGNAL_WAIT = 5.0  # seconds to wait for a handler to run: it runs at once; this only bounds a bug
 
@@ -139,3 +142,75 @@ def test_on_signals_outside_the_main_thread_installs_nothing() -> None:
     thread.join(SIGNAL_WAIT)
 
     assert inside == before
+
+
+# ---------------------------------------------------------------- rows failing one after another
+
+
+def failed(code: str, *, exhausted: bool = False) -> Outcome:
+    return Outcome(
+        Status.FAILED, error_code=code, error_message=f"{code} said no", exhausted=exhausted
+    )
+
+
+def test_the_same_failure_limit_times_in_a_row_stops_naming_it() -> None:
+    streak = FailureStreak(3)
+
+    reasons = [streak.add(failed("20003")) for _ in range(3)]
+
+    assert reasons[:2] == ["", ""]
+    assert reasons[2]  # the third stops the run, naming how many and the code
+    assert "3" in reasons[2]
+    assert "20003" in reasons[2]
+
+
+def test_a_created_row_or_another_failure_starts_the_count_again() -> None:
+    streak = FailureStreak(3)
+    for outcome in (failed("20003"), failed("20003"), Outcome(Status.CREATED)):
+        assert streak.add(outcome) == ""
+    for outcome in (failed("20003"), failed("20003"), failed("45700"), failed("45700")):
+        assert streak.add(outcome) == ""
+    assert streak.count == 2
+
+
+def test_rows_that_need_no_sending_neither_count_nor_break_a_streak() -> None:
+    streak = FailureStreak(2)
+    streak.add(failed("20003"))
+    for status in (Status.INVALID, Status.EXISTING, Status.NOT_ATTEMPTED):
+        assert streak.add(Outcome(status)) == ""
+    assert streak.add(failed("20003"))  # the second failure in a row stops it
+
+
+def test_failures_after_every_retry_count_together_whatever_their_code() -> None:
+    streak = FailureStreak(3)
+    codes = ["20429", "", "45780"]  # throttled, no answer, a server error: all retried out
+
+    reasons = [streak.add(failed(code, exhausted=True)) for code in codes]
+
+    assert reasons[:2] == ["", ""]
+    assert reasons[2]
+    assert not any(code in reasons[2] for code in codes if code)  # one kind: no code named
+
+
+def test_failures_counted_from_many_workers_at_once_are_all_counted() -> None:
+    streak, workers, each = FailureStreak(10**6), 8, 500
+    start = threading.Barrier(workers)
+
+    def fail() -> None:
+        start.wait()
+        for _ in range(each):
+            streak.add(failed("20003"))
+
+    threads = [threading.Thread(target=fail) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert streak.count == workers * each
+
+
+def test_why_a_failed_run_stopped_is_its_own_message_or_an_internal_error() -> None:
+    assert failure_reason(ResultsError("cannot write the results")) == "cannot write the results"
+    internal = failure_reason(KeyError("boom"))
+    assert internal.startswith("internal error: KeyError")
+    assert "boom" in internal
