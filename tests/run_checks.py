@@ -215,12 +215,18 @@ def start(
     )
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
-    """Poll until `condition()`; the process must still run meanwhile."""
+def wait_until(
+    condition: Callable[[], bool],
+    process: subprocess.Popen[str] | None = None,
+    what: str = "going",
+) -> None:
+    """Poll until `condition()`: a bounded wait for another thread or process to get somewhere
+    (not a backoff). A process given must still run meanwhile; `what` says where, if it fails."""
     deadline = time.monotonic() + PROCESS_WAIT
     while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the run did not get going"
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the run ended before it got {what}: {process.communicate()}")
+        assert time.monotonic() < deadline, f"gave up waiting to get {what}"
         time.sleep(POLL)
 
 

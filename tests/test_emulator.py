@@ -8,8 +8,7 @@ import os
 import re
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from provisioner.emulator import (
 )
 from provisioner.emulator.routes import Request, Routes
 from provisioner.emulator.service import Ids
+from tests.run_checks import wait_until
 
 SECRET = "emulator-test-secret"
 ISO_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -77,14 +77,6 @@ def lookup(http: requests.Session, emulator: Emulator, identity: str, **query: s
     answer = http.get(f"{emulator.url}{LOOKUP}", params={"Identity": identity, **query})
     assert answer.status_code == 200, answer.text
     return answer.json()
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """A bounded wait for another thread to get somewhere (not a backoff)."""
-    deadline = time.monotonic() + 5.0
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 def test_a_created_web_chat_is_found_by_its_identity_in_twilios_shape(

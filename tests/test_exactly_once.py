@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from tests.hostile import (
     status_line_only,
     web_chat_sid,
 )
+from tests.run_checks import wait_until
 
 SEED = 20261125  # every random choice here (when a kill comes) is drawn from this seed
 TIMEOUT = "0.5"  # --timeout in runs with a delayed answer: far above a loopback answer
@@ -169,15 +170,6 @@ def start_create(cli: Cli, source: Path, run_id: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    """Poll `condition()` while the process runs; fail with its output if it ends first."""
-    deadline = time.monotonic() + START_LIMIT
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"the run did not get {what}"
-        time.sleep(POLL)
 
 
 def wait_for_creations(emulator: Emulator, count: int, process: subprocess.Popen[str]) -> None:

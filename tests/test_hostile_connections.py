@@ -9,23 +9,13 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 
 from provisioner.emulator import Emulator
+from tests.run_checks import wait_until
 
 WAIT_LIMIT = 5.0  # seconds another thread may take to get somewhere before the test fails
 CLIENTS = 40  # connections of each kind, opened at once
 REQUEST = b"GET /v1/ParticipantConversations?Identity=x HTTP/1.1\r\nHost: h\r\n\r\n"
-
-
-def wait_until(condition: Callable[[], bool]) -> bool:
-    """A bounded wait for another thread to get somewhere (not a backoff)."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def connect(emulator: Emulator) -> socket.socket:
@@ -82,7 +72,7 @@ def test_the_count_ends_at_zero_and_never_below_whatever_clients_do() -> None:
             for sock in sockets[1::2]:
                 sock.close()
 
-            assert wait_until(lambda: emulator.open_connections == 0)
+            wait_until(lambda: emulator.open_connections == 0)
         finally:
             watching.set()
             watcher.join()

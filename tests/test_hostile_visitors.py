@@ -7,28 +7,18 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from provisioner.emulator import Emulator
 from provisioner.emulator.visitors import Releases
+from tests.run_checks import wait_until
 
 WAIT_LIMIT = 5.0  # seconds another thread may take to get somewhere before the test fails
 SHORT = 0.02  # seconds a place is held: short, the tests wait for real
 CALLERS = 8  # threads holding places at once, as the server's handler threads and visitors do
 HOLDS_EACH = 100
 SEED = 23
-
-
-def wait_until(condition: Callable[[], bool]) -> bool:
-    """A bounded wait for another thread to get somewhere (not a backoff)."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def release_threads(before: set[threading.Thread]) -> set[threading.Thread]:
@@ -48,7 +38,7 @@ def test_a_release_that_raises_does_not_keep_later_places_in_flight(
     releases(SHORT, broken)
     releases(2 * SHORT, lambda: released.append("later"))
 
-    assert wait_until(lambda: released == ["later"])  # a timer thread each did no worse
+    wait_until(lambda: released == ["later"])  # a timer thread each did no worse
     assert reported == [RuntimeError]  # reported, as a thread's own failure is, not swallowed
 
 
@@ -57,11 +47,11 @@ def test_no_thread_is_left_waiting_once_nothing_is_in_flight() -> None:
     releases, released = Releases(), list[int]()
 
     releases(SHORT, lambda: released.append(1))
-    assert wait_until(lambda: released == [1])
-    assert wait_until(lambda: not release_threads(before))  # a timer thread ended too
+    wait_until(lambda: released == [1])
+    wait_until(lambda: not release_threads(before))  # a timer thread ended too
 
     releases(SHORT, lambda: released.append(2))  # a later visitor is still released
-    assert wait_until(lambda: released == [1, 2])
+    wait_until(lambda: released == [1, 2])
 
 
 def test_places_held_from_many_threads_are_each_released_once_not_before_their_time() -> None:
@@ -89,7 +79,7 @@ def test_places_held_from_many_threads_are_each_released_once_not_before_their_t
     for caller in callers:
         caller.join()
 
-    assert wait_until(lambda: len(released) >= CALLERS * HOLDS_EACH)
+    wait_until(lambda: len(released) >= CALLERS * HOLDS_EACH)
     time.sleep(SHORT)  # none released twice, even late
     assert sorted(hold for hold, _, _ in released) == list(range(CALLERS * HOLDS_EACH))
     assert all(at >= due - 0.001 for _, due, at in released)  # never before its time
@@ -97,9 +87,9 @@ def test_places_held_from_many_threads_are_each_released_once_not_before_their_t
 
 def test_an_emulator_stopped_with_visitors_in_flight_still_gives_their_places_back() -> None:
     emulator = Emulator(latency=0.2, max_concurrent=1000, live_rate=500.0, seed=SEED).start()
-    assert wait_until(lambda: emulator.faults.cap.in_flight > 0)
+    wait_until(lambda: emulator.faults.cap.in_flight > 0)
 
     emulator.shutdown()
 
     assert emulator.visitor_counts().served > 0
-    assert wait_until(lambda: emulator.faults.cap.in_flight == 0)
+    wait_until(lambda: emulator.faults.cap.in_flight == 0)

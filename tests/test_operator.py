@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from tests.conftest import (
     sid,
     write_csv,
 )
+from tests.run_checks import wait_until
 from tests.test_report_html import DevTools, find_chromium
 
 # `2026-11-25 14:05:09 +0000 `: what cron logs need on every line (date, time and zone).
@@ -67,18 +68,6 @@ def people_lines(result: Result | str) -> list[str]:
     """The lines for people (stderr), timestamps taken off."""
     text = result if isinstance(result, str) else result.stderr
     return [TIMESTAMP.sub("", line) for line in text.splitlines()]
-
-
-def wait_until(
-    condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None
-) -> None:
-    """Poll `condition()` until true; fail naming `what` (and the process's output if it died)."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not condition():
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"the run ended before {what}: {process.communicate()}")
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(POLL)
 
 
 def start_create(arguments: Sequence[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
@@ -331,8 +320,8 @@ def test_the_printed_rerun_line_run_by_a_shell_sends_only_the_rest(tmp_path: Pat
         results = tmp_path / "run outputs" / "r1" / "results.csv"
         wait_until(
             lambda: results.exists() and len(results.read_text().splitlines()) > 6,
-            "rows were created",
             first,
+            "rows created",
         )
         first.send_signal(signal.SIGTERM)
         _, said = first.communicate(timeout=WAIT_LIMIT)
@@ -445,8 +434,8 @@ def held_run(provisioner: Cli, tmp_path: Path) -> Iterator[HeldRun]:
                 provisioner.emulator.requests == max(HELD)
                 and provisioner.emulator.faults.cap.in_flight == len(HELD)
             ),
-            "the held requests reached the emulator",
             process,
+            "the held requests to the emulator",
         )
         yield HeldRun(process, release, source, provisioner.run_dir("r1"))
     finally:
@@ -460,7 +449,7 @@ def signal_twice(run: HeldRun, first: signal.Signals, second: signal.Signals) ->
     """Stop the run; once it says so, signal it again (two at once would count as one)."""
     run.process.send_signal(first)
     log = run.run_dir / "run.log"
-    wait_until(lambda: "stopping:" in log.read_text(), "the run was stopping", run.process)
+    wait_until(lambda: "stopping:" in log.read_text(), run.process, "stopping")
     run.process.send_signal(second)
 
 
@@ -470,7 +459,7 @@ def test_a_second_signal_writes_every_file_and_the_next_run_looks_up_what_was_cu
 ) -> None:
     signal_twice(held_run, signal.SIGINT, signal.SIGTERM)
     # Every file is written while the held requests are still unanswered.
-    wait_until(lambda: (held_run.run_dir / "report.html").exists(), "the files were written", None)
+    wait_until(lambda: (held_run.run_dir / "report.html").exists(), what="its files written")
     rows = {r["customer_id"]: r for r in read_csv(held_run.run_dir / "results.csv")}
     summary = read_summary(held_run.run_dir)
     held_run.release.set()
@@ -492,7 +481,7 @@ def test_a_second_signal_writes_every_file_and_the_next_run_looks_up_what_was_cu
     assert progress[-1].startswith(f"{summary['counts']['created']}/{SIGNAL_ROWS} rows")
 
     provisioner.emulator.latency = 0
-    wait_until(lambda: provisioner.emulator.faults.cap.in_flight == 0, "the emulator caught up")
+    wait_until(lambda: provisioner.emulator.faults.cap.in_flight == 0, what="nothing in flight")
     second = provisioner("create", str(held_run.source), "--run-id", "r2", "--rate", "0")
 
     again = {r["customer_id"]: r for r in read_csv(provisioner.run_dir("r2") / "results.csv")}

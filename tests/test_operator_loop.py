@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import openpyxl
@@ -35,6 +35,7 @@ from provisioner.run import RunOptions, create
 from provisioner.runtime import Progress, Runtime
 from provisioner.vocabulary import ErrorCode, Status
 from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, said, sid, write_csv
+from tests.run_checks import wait_until
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after
 POLL = 0.01  # seconds between looks at a process or a server
@@ -62,15 +63,6 @@ def start(arguments: Sequence[str], emulator: Emulator, cwd: Path) -> subprocess
     )
 
 
-def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before {what}: {process.communicate()}")
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(POLL)
-
-
 # --- item 4: a lookup cut short by Ctrl-C is `stopped`, not a failed lookup ---------------------
 
 
@@ -83,7 +75,7 @@ def test_a_lookup_cut_short_by_ctrl_c_is_stopped_and_the_next_run_settles_it(
     emulator.script(sid(101), Fault(drop=True, create=True))  # created, the answer lost
     # The lost answer's row waits a minute for Twilio's index: Ctrl-C comes during that wait.
     first = start([str(source), "--run-id", "r1", "--lookup-lag", "60"], emulator, tmp_path)
-    wait_until(lambda: len(emulator.created) == len(rows), "every row was sent", first)
+    wait_until(lambda: len(emulator.created) == len(rows), first, "every row sent")
     time.sleep(0.5)  # the other rows' answers reach the run
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=WAIT_LIMIT)
@@ -351,7 +343,7 @@ def test_the_cron_lines_timeout_keeps_the_jobs_exit_code_with_preserve_status(
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_until(lambda: emulator.requests > 0, "the job was sending", process)
+    wait_until(lambda: emulator.requests > 0, process, "sending")
 
     process.send_signal(signal.SIGALRM)  # `timeout`'s time is up now
     _, stderr = process.communicate(timeout=WAIT_LIMIT)

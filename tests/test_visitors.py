@@ -28,6 +28,7 @@ from provisioner.emulator.service import Ids
 from provisioner.emulator.visitors import Releases
 from provisioner.rows import IDENTITY_PREFIX
 from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, read_summary, write_csv
+from tests.run_checks import wait_until
 
 SECRET = "visitors-test-secret"
 LATENCY = 0.3
@@ -64,14 +65,6 @@ def visitors_on(
     service = WebChatService("AC" + "1" * 32, SECRET, ids=Ids(1), clock=clock)
     visitors = Visitors(plan, service, latency=lambda: LATENCY, seed=1, clock=clock, hold=holds)
     return visitors, service, clock, holds, plan
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    """A bounded wait for another thread to get somewhere (not a backoff)."""
-    deadline = time.monotonic() + 5.0
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 def test_visitors_take_tokens_and_are_refused_when_the_bucket_is_empty() -> None:
