@@ -218,3 +218,15 @@ def said(stderr: str) -> list[str]:
 def conversation_sid_of(row_key: str) -> str:
     """A conversation SID of the row's own (one web chat never settles two rows)."""
     return "CH" + hashlib.blake2b(row_key.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How an input is read (staging.InputSettings), everything detected: for read_input."""
+
+    input_path: Path | None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    header_row: int | None = None

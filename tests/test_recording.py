@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from provisioner.rows import Row, derive_identity
 from provisioner.staging import read_input
 from provisioner.stopping import Stopping
 from provisioner.vocabulary import EntryStatus, ErrorCode, LookupResult, Status
-from tests.conftest import conversation_sid_of
+from tests.conftest import Reading, conversation_sid_of
 
 SCOPE = "AC123@flex-api.twilio.com"
 SID = "CH" + "a" * 32
@@ -211,18 +211,6 @@ def test_one_conversation_never_settles_two_rows(ledger: Ledger) -> None:
         )
     assert holder == "c-1"
     assert ledger.lookup("c-2") == entries["c-2"]
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How an input is read (staging.InputSettings), all detected."""
-
-    input_path: Path | None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    header_row: int | None = None
 
 
 def test_rows_known_reads_every_row_in_order_with_what_the_ledger_knows_a_chunk_at_a_time(

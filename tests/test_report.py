@@ -7,8 +7,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from provisioner.stopping import Stopping
 from provisioner.summary import ConcurrencyLimits, Rate, Summary
 from provisioner.vocabulary import LookupResult, Status
 from provisioner.writers import CsvWriter
+from tests.conftest import Reading
 
 CARRIED = ["customer_id", "AddressSid"]
 KEY_COLUMNS = ["row_key", "source_row", "row", "customer_id"]  # as text (a run's: writer_factories)
@@ -516,18 +516,6 @@ def test_the_end_of_a_throttled_run_advises_what_it_learnt_or_nothing() -> None:
 
 
 # ---------------------------------------------------------------- which files a run writes
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How an input is read (staging.InputSettings), all detected."""
-
-    input_path: Path | None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    encoding: str | None = None
-    delimiter: str | None = None
-    sheet: str | None = None
-    header_row: int | None = None
 
 
 def factories_for(path: Path, *, xlsx: bool = False) -> dict[str, WriterFactory]:
