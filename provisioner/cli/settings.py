@@ -9,7 +9,7 @@ import functools
 import shlex
 from collections.abc import Sequence
 from dataclasses import fields
-from enum import Enum
+from enum import Enum, auto
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,16 @@ from provisioner.summary import SettingUsed
 class Origin(Enum):
     """Where an option's value may come from besides the command line."""
 
-    # A decision for one run, never a standing setting: creating again, closing chats, naming
-    # a run folder; or no setting at all (--config, --traceback).
-    COMMAND_LINE = "the command line only"
-    FILE = "the settings file too"  # a command's own setting, without a variable (status's)
-    ENVIRONMENT = "its PROVISIONER_<OPTION> variable and the settings file too"
+    # Nowhere else: a decision for one run, never a standing setting (creating again, closing
+    # chats, naming a run folder), or no setting at all (--config, --traceback).
+    COMMAND_LINE = auto()
+    FILE = auto()  # the settings file (status's own, which have no variable)
+    ENVIRONMENT = auto()  # its PROVISIONER_<OPTION> variable and the settings file
 
 
 class Option(click.Option):
-    """An option of a configured command, with the decisions the settings make of it, so that
-    each is part of the option's one definition: where its value may come from (`origin`; its
+    """An option of provisioner's, with the decisions the settings make of it, so that each is
+    part of the option's one definition: where its value may come from (`origin`; its
     PROVISIONER_<OPTION> variable is derived from that and its name), whether a rerun of
     errors.csv repeats it (`rerun`: those that shape sending and recording, not how the first
     input was read, since errors.csv is this tool's own), and whether it is how the command
