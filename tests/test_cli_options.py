@@ -1,5 +1,6 @@
 """The command line's options are defined once: each default is its group's dataclass default,
 each option reaches the command in its group, each variable is derived from the option's name,
+where each setting may come from and whether a rerun repeats it are decided by its definition,
 and only provisioner/cli imports click."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 import provisioner
 from provisioner.cli import cli
+from provisioner.cli.settings import Option, Origin, given, rerun_options, settings_tables
 from provisioner.config import ENV_PREFIX, env_name
 from provisioner.errors import ExitCode, InputError
 from provisioner.options import (
@@ -170,6 +172,94 @@ def test_every_variable_is_the_one_derived_from_the_option_name(command: str) ->
     for option in options_of(command):
         if option.envvar is not None:
             assert option.envvar == env_name(max(option.opts, key=len)), option.name
+
+
+@pytest.mark.parametrize("command", sorted(settings_tables()))
+def test_every_option_of_a_configured_command_has_its_settings_decided(command: str) -> None:
+    """A new option cannot be left out of the settings by forgetting a list: each option of a
+    command the file and variables configure is an Option, which cannot be made without saying
+    where its value may come from and whether a rerun repeats it."""
+    options = options_of(command)
+    assert options
+    for option in options:
+        assert isinstance(option, Option), f"{option.name}: define it with setting() or Option"
+
+
+@pytest.mark.parametrize("command", sorted(settings_tables()))
+def test_each_option_comes_from_where_its_origin_says(command: str) -> None:
+    keys = {setting.name for setting in settings_tables()[command]}
+    for option in options_of(command):
+        assert isinstance(option, Option)
+        flag = max(option.opts, key=len)
+        in_file = flag.lstrip("-") in keys
+        assert in_file == (option.origin is not Origin.COMMAND_LINE), flag
+        has_variable = option.envvar == env_name(flag)
+        assert has_variable == (option.origin is Origin.ENVIRONMENT), flag
+        assert option.envvar is None or has_variable, flag
+
+
+def test_decisions_for_one_run_come_only_from_the_command_line() -> None:
+    only_typed = {"--force", "--run-id", "--close-duplicates", "--config", "--traceback"}
+    found = set()
+    for command in settings_tables():
+        for option in options_of(command):
+            flag = max(option.opts, key=len)
+            assert isinstance(option, Option)
+            assert (option.origin is Origin.COMMAND_LINE) == (flag in only_typed), flag
+            found.add(flag)
+    assert only_typed <= found
+
+
+def test_commands_without_settings_read_no_variables() -> None:
+    for command in sorted(set(cli.commands) - set(settings_tables())):
+        assert all(option.envvar is None for option in options_of(command)), command
+
+
+# create given every option, and the options a rerun of its errors.csv repeats: those that
+# shape sending and recording, not how the first input was read nor this run's own decisions.
+EVERY_CREATE_OPTION = [
+    *("in.csv", "--out", "o", "--ledger", "l.sqlite", "--column", "A=B", "--encoding", "utf-8"),
+    *("--delimiter", ";", "--sheet", "S", "--header-row", "2", "--base-url", "http://127.0.0.1:9"),
+    *("--conversations-url", "http://127.0.0.1:8", "--sandbox", "--sandbox-live-rate", "1"),
+    *("--rate", "7", "--lookup-lag", "3", "--timeout", "4", "--reserve", "2", "--run-id", "r1"),
+    *("--concurrency", "3", "--max-attempts", "2", "--dry-run", "--force", "--strict"),
+    *("--no-lookup", "--xlsx", "--quiet", "--json", "--traceback"),
+]
+REPEATED = {"--out", "--ledger", "--column", "--base-url", "--conversations-url", "--sandbox"}
+REPEATED |= {"--rate", "--lookup-lag", "--timeout", "--reserve", "--concurrency"}
+REPEATED |= {"--max-attempts", "--no-lookup", "--xlsx"}
+
+
+def test_a_rerun_repeats_the_options_that_shape_sending_in_help_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no ./provisioner.toml
+    (tmp_path / "in.csv").write_text("AddressSid\n", encoding="utf-8")
+    command = cli.commands["create"]
+    ctx = command.make_context("create", list(EVERY_CREATE_OPTION), obj=Runtime(env={}))
+    typed = given(ctx)
+    assert {word for word in typed if word.startswith("--")} == {
+        max(option.opts, key=len) for option in options_of("create") if option.expose_value
+    }  # every option given
+
+    repeated = list(rerun_options(ctx))
+
+    assert {chunk[0] for chunk in chunks(repeated)} == REPEATED
+    # The words of each option as typed, in the order of the run's first line (--help's).
+    assert chunks(repeated) == [chunk for chunk in chunks(typed) if chunk[0] in REPEATED]
+
+
+def chunks(words: list[str]) -> list[list[str]]:
+    """Command-line words cut before each option: [["--out", "o"], ["--sandbox"], ...]."""
+    cut: list[list[str]] = []
+    for word in words:
+        if word.startswith("--"):
+            cut.append([word])
+        else:
+            cut[-1].append(word)
+    return cut
 
 
 def test_create_and_reconcile_share_their_options_definitions() -> None:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provisioner.cli import cli
-from provisioner.cli.settings import PER_COMMAND, settings_tables
+from provisioner.cli.settings import per_command, settings_tables
 from provisioner.config import (
     CONFIG_NAME,
     Setting,
@@ -700,7 +700,7 @@ def shared_settings(command: str) -> dict[str, Setting]:
     return {
         setting.dest: setting
         for setting in tables[command]
-        if setting.dest in of_create and setting.dest not in PER_COMMAND
+        if setting.dest in of_create and setting.dest not in per_command()
     }
 
 

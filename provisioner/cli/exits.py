@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from provisioner.cli.settings import Option, Origin
 from provisioner.cli.voice import current_voice
 from provisioner.config import source_label
 from provisioner.errors import ExitCode, ProvisionerError
@@ -23,7 +24,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 def reports_errors(command: F) -> F:
     """Turn ProvisionerError into one clear line and its exit code; --traceback shows the stack."""
 
-    @click.option("--traceback", "show_traceback", is_flag=True, help="Show the stack on errors.")
+    @click.option(
+        "--traceback",
+        "show_traceback",
+        cls=Option,
+        origin=Origin.COMMAND_LINE,
+        rerun=False,
+        is_flag=True,
+        help="Show the stack on errors.",
+    )
     @functools.wraps(command)
     def wrapper(*args: Any, show_traceback: bool, **kwargs: Any) -> Any:
         try:

@@ -1,6 +1,7 @@
 """The commands' options, each defined once: its flag, type, default (read from the dataclass of
-its group, options.py), help and PROVISIONER_* variable (derived from its name, as its settings
-key is, settings.py). A group's options reach the command as one dataclass."""
+its group, options.py), help, where its value may come from and whether a rerun repeats it (its
+PROVISIONER_* variable and settings key derived from these and its name, settings.py). A group's
+options reach the command as one dataclass."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from provisioner.cli.settings import PER_COMMAND, settings_tables
+from provisioner.cli.settings import Option, Origin, per_command, settings_tables
 from provisioner.cli.values import (
     MAX_RATE,
     MIN_VISITOR_RATE,
@@ -27,7 +28,7 @@ from provisioner.cli.values import (
     check_run_id,
     parse_columns,
 )
-from provisioner.config import env_name, find_config, load_config
+from provisioner.config import find_config, load_config
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.options import (
     Conduct,
@@ -49,9 +50,20 @@ MAX_CONCURRENCY = 256  # requests in flight at most, whatever an account allows
 MAX_ATTEMPTS_ALLOWED = 20  # the most --max-attempts takes
 
 
-def setting(name: str, *declarations: str, **attributes: Any) -> Callable[[F], F]:
-    """Option --`name`, which its PROVISIONER_<NAME> variable and the settings file set too."""
-    return click.option(f"--{name}", *declarations, envvar=env_name(name), **attributes)
+def setting(name: str, *declarations: str, rerun: bool, **attributes: Any) -> Callable[[F], F]:
+    """Option --`name`, which its PROVISIONER_<NAME> variable and the settings file set too;
+    `rerun`: a rerun of errors.csv repeats it."""
+    return click.option(
+        f"--{name}", *declarations, cls=Option, origin=Origin.ENVIRONMENT, rerun=rerun, **attributes
+    )
+
+
+def command_line_option(*declarations: str, **attributes: Any) -> Callable[[F], F]:
+    """An option only the command line gives (a decision for one run, or how this one reads its
+    settings): no variable, no settings key, never repeated by a rerun."""
+    return click.option(
+        *declarations, cls=Option, origin=Origin.COMMAND_LINE, rerun=False, **attributes
+    )
 
 
 def _grouped(
@@ -92,6 +104,7 @@ output_options = _grouped(
         setting(
             "out",
             "out_dir",
+            rerun=True,
             type=FilePath(path_type=Path, file_okay=False),
             default=default_of(Output, "out_dir"),
             show_default=True,
@@ -100,6 +113,7 @@ output_options = _grouped(
         setting(
             "ledger",
             "ledger_path",
+            rerun=True,
             type=FilePath(path_type=Path, dir_okay=False),
             help="The ledger file (default: OUT/ledger.sqlite).",
         ),
@@ -115,6 +129,7 @@ input_options = _grouped(
         setting(
             "column",
             "columns",
+            rerun=True,
             type=ColumnMapping(),
             multiple=True,
             callback=parse_columns,
@@ -124,18 +139,21 @@ input_options = _grouped(
         ),
         setting(
             "encoding",
+            rerun=False,
             callback=check_encoding,
             help="The CSV's text encoding, e.g. utf-8, cp1252 [default: detected: UTF-8, "
             "UTF-16 or UTF-32 with a BOM, or Windows-1252].",
         ),
         setting(
             "delimiter",
+            rerun=False,
             callback=check_delimiter,
             help="CSV delimiter [default: sniffed: comma, semicolon, tab or |].",
         ),
-        setting("sheet", help="Workbook sheet to read [default: the first]."),
+        setting("sheet", rerun=False, help="Workbook sheet to read [default: the first]."),
         setting(
             "header-row",
+            rerun=False,
             type=click.IntRange(1, MAX_SHEET_ROWS),
             help="The sheet row that holds the headers [default: the first row naming "
             "an AddressSid column].",
@@ -158,12 +176,14 @@ endpoint_options = _grouped(
     [
         setting(
             "base-url",
+            rerun=True,
             type=ApiRoot(),
             help="Flex API root [default: https://flex-api.twilio.com, or from "
             "TWILIO_REGION/TWILIO_EDGE].",
         ),
         setting(
             "conversations-url",
+            rerun=True,
             type=ApiRoot(),
             help="Conversations API root for lookups [default: --base-url when given, else "
             "https://conversations.twilio.com or from TWILIO_REGION/TWILIO_EDGE].",
@@ -185,6 +205,7 @@ pacing_options = _grouped(
     [
         setting(
             "rate",
+            rerun=True,
             type=Rate(),
             default=default_of(Pacing, "rate"),
             show_default=True,
@@ -195,6 +216,7 @@ pacing_options = _grouped(
         ),
         setting(
             "lookup-lag",
+            rerun=True,
             type=Seconds(0, 600),
             default=default_of(Pacing, "lookup_lag"),
             show_default=True,
@@ -202,6 +224,7 @@ pacing_options = _grouped(
         ),
         setting(
             "timeout",
+            rerun=True,
             type=Seconds(0.01, 600),
             default=default_of(Pacing, "timeout"),
             show_default=True,
@@ -216,6 +239,7 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
     flight."""
     return setting(
         "concurrency",
+        rerun=True,
         type=click.IntRange(1, MAX_CONCURRENCY),
         default=default_of(InFlight, "concurrency"),
         show_default=True,
@@ -231,11 +255,13 @@ sandbox_options = _grouped(
     [
         setting(
             "sandbox",
+            rerun=True,
             is_flag=True,
             help="Send to a local emulator started in-process; no credentials needed.",
         ),
         setting(
             "sandbox-live-rate",
+            rerun=False,
             type=Rate(MIN_VISITOR_RATE),
             default=default_of(Sandbox, "sandbox_live_rate"),
             show_default=True,
@@ -249,6 +275,7 @@ sandbox_options = _grouped(
 # --reserve, of the Sending below: create's --help shows it after the pacing options.
 reserve_option = setting(
     "reserve",
+    rerun=True,
     type=Number(0, MAX_RATE),
     default=default_of(Sending, "reserve"),
     show_default=True,
@@ -269,6 +296,7 @@ sending_options = _grouped(
         ),
         setting(
             "max-attempts",
+            rerun=True,
             type=click.IntRange(1, MAX_ATTEMPTS_ALLOWED),
             default=default_of(Sending, "max_attempts"),
             show_default=True,
@@ -279,7 +307,7 @@ sending_options = _grouped(
 
 # --run-id, of the Conduct below: create's --help shows it before --concurrency. A decision
 # for one run, never a standing setting: no variable, no settings key.
-run_id_option = click.option(
+run_id_option = command_line_option(
     "--run-id",
     callback=check_run_id,
     help="The run folder's name [default: UTC time, e.g. 20261124T214500Z].",
@@ -301,16 +329,21 @@ conduct_options = _grouped(
     _conduct,
     ["run_id", "dry_run", "force", "strict", "no_lookup"],
     [
-        setting("dry-run", is_flag=True, help="Validate and write the plan; send nothing."),
-        click.option(
+        setting(
+            "dry-run", rerun=False, is_flag=True, help="Validate and write the plan; send nothing."
+        ),
+        command_line_option(
             "--force",
             is_flag=True,
             help="Create again rows the ledger shows as created (never from the environment or "
             "a file).",
         ),
-        setting("strict", is_flag=True, help="Send nothing if any row is invalid (exit 2)."),
+        setting(
+            "strict", rerun=False, is_flag=True, help="Send nothing if any row is invalid (exit 2)."
+        ),
         setting(
             "no-lookup",
+            rerun=True,
             is_flag=True,
             help="Do not look rows up at Twilio: a row whose answer was lost is sent again as "
             "it is (it may then have two web chats), and a new ledger's rows are sent without "
@@ -327,12 +360,22 @@ reporting_options = _grouped(
     [
         setting(
             "xlsx",
+            rerun=True,
             is_flag=True,
             help="Write results.xlsx and errors.xlsx too (always, for a workbook input, or a "
             "file fed back from a run folder that has an errors.xlsx).",
         ),
-        setting("quiet", is_flag=True, help="Only warnings, errors, the end."),
-        setting("json", "as_json", is_flag=True, help="Print summary.json on stdout at the end."),
+        setting(
+            "quiet", rerun=False, own=True, is_flag=True, help="Only warnings, errors, the end."
+        ),
+        setting(
+            "json",
+            "as_json",
+            rerun=False,
+            own=True,
+            is_flag=True,
+            help="Print summary.json on stdout at the end.",
+        ),
     ],
 )
 
@@ -342,7 +385,7 @@ settling_options = _grouped(
     Settling,
     _names(Settling),
     [
-        click.option(
+        command_line_option(
             "--close-duplicates",
             is_flag=True,
             help="Close (State=closed, never delete) the extra web chats of a row that has more "
@@ -360,7 +403,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     try:
         path = find_config(value, _working_directory())
         if path is not None:
-            values = load_config(path, settings_tables(), ctx.command.name or "", own=PER_COMMAND)
+            values = load_config(path, settings_tables(), ctx.command.name or "", own=per_command())
             ctx.default_map = {**(ctx.default_map or {}), **values}
     except ProvisionerError as error:
         hint = None if value is not None else "the settings file"  # ./provisioner.toml, found
@@ -381,7 +424,7 @@ def _working_directory() -> Path:
 
 def config_option(command: F) -> F:
     """--config: the settings file, read before the other options (create, reconcile, status)."""
-    return click.option(
+    return command_line_option(
         "--config",
         "config_path",
         type=FilePath(path_type=Path, dir_okay=False),

@@ -1,50 +1,68 @@
 """What the command line was given, read from Click's context: the options as words (the run's
 first line, the rerun command), each setting's value and source (summary.json), where settings
-came from, and the settings a file may hold (derived from the Click parameters)."""
+came from, and the settings a file may hold (derived from the Click parameters, each an `Option`
+that says where its value may come from and whether a rerun repeats it)."""
 
 from __future__ import annotations
 
 import functools
 import shlex
 from collections.abc import Sequence
+from dataclasses import fields
+from enum import Enum, auto
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from provisioner.cli.voice import Voice
-from provisioner.config import ENV_PREFIX, Setting, source_label
+from provisioner.config import ENV_PREFIX, Setting, env_name, source_label
 from provisioner.endpoints import REGION_VARIABLES
+from provisioner.options import Endpoints
 from provisioner.summary import SettingUsed
 
-# Options a rerun of errors.csv repeats: those that shape sending and recording. How the first
-# input was read (--sheet, --encoding, ...) does not apply to errors.csv, which this tool wrote.
-_RERUN_OPTIONS = (
-    "out_dir",
-    "ledger_path",
-    "columns",
-    "base_url",
-    "sandbox",
-    "conversations_url",
-    "concurrency",
-    "rate",
-    "reserve",
-    "max_attempts",
-    "timeout",
-    "no_lookup",
-    "lookup_lag",
-    "xlsx",
-)
+
+class Origin(Enum):
+    """Where an option's value may come from besides the command line."""
+
+    # Nowhere else: a decision for one run, never a standing setting (creating again, closing
+    # chats, naming a run folder), or no setting at all (--config, --traceback).
+    COMMAND_LINE = auto()
+    FILE = auto()  # the settings file (status's own, which have no variable)
+    ENVIRONMENT = auto()  # its PROVISIONER_<OPTION> variable and the settings file
+
+
+class Option(click.Option):
+    """An option of provisioner's, with the decisions the settings make of it, so that each is
+    part of the option's one definition: where its value may come from (`origin`; its
+    PROVISIONER_<OPTION> variable is derived from that and its name), whether a rerun of
+    errors.csv repeats it (`rerun`: those that shape sending and recording, not how the first
+    input was read, since errors.csv is this tool's own), and whether it is how the command
+    prints (`own`: create's `json = true` in [create] does not make status print JSON)."""
+
+    def __init__(
+        self,
+        param_decls: Sequence[str],
+        *,
+        origin: Origin,
+        rerun: bool,
+        own: bool = False,
+        **attributes: Any,
+    ) -> None:
+        assert "envvar" not in attributes, "the origin decides the variable"
+        super().__init__(param_decls, **attributes)
+        self.origin = origin
+        self.rerun = rerun
+        self.own = own
+        if origin is Origin.ENVIRONMENT:
+            self.envvar = env_name(max(self.opts, key=len))
+
+
 # The options that decide where requests, and the credentials with them, are sent.
-_ENDPOINTS = ("base_url", "conversations_url")
+_ENDPOINTS = tuple(item.name for item in fields(Endpoints))
 # Where a setting comes from when the operator did not type it: named on the first lines.
 _NOT_TYPED = (ParameterSource.DEFAULT_MAP, ParameterSource.ENVIRONMENT)
-# Options that are a decision for one run, never a standing setting: they come only from the
-# command line (creating again, closing chats, naming a run folder).
-ONE_RUN_ONLY = ("run_id", "force", "close_duplicates", "show_traceback")
-# How a command prints is its own: create's `json = true` in [create] does not make status print
-# JSON. Every other option reconcile or status shares with create, set in [create], serves them.
-PER_COMMAND = ("as_json", "quiet")
 _CONFIGURED_COMMANDS = ("create", "reconcile", "status")
 _configured: dict[str, click.Command] = {}
 
@@ -133,8 +151,13 @@ def _option_words(
 
 
 def rerun_options(ctx: click.Context) -> tuple[str, ...]:
-    """The options a rerun of errors.csv repeats, as command-line words."""
-    return tuple(_option_words(ctx, _RERUN_OPTIONS))
+    """The options a rerun of errors.csv repeats, as command-line words (in --help's order)."""
+    names = [
+        param.name
+        for param in ctx.command.params
+        if isinstance(param, Option) and param.rerun and param.name
+    ]
+    return tuple(_option_words(ctx, names))
 
 
 def given(ctx: click.Context) -> list[str]:
@@ -176,14 +199,12 @@ def _setting_kind(param: click.Parameter) -> type:
 
 
 def _settings_of(command: click.Command) -> list[Setting]:
-    """What provisioner.toml may set for `command`: its options, but --config and those above."""
+    """What provisioner.toml may set for `command`: its options but those of the command line
+    only."""
     return [
         Setting(max(param.opts, key=len).lstrip("-"), param.name, _setting_kind(param))
         for param in command.params
-        if isinstance(param, click.Option)
-        and param.name
-        and param.expose_value
-        and param.name not in ONE_RUN_ONLY
+        if isinstance(param, Option) and param.name and param.origin is not Origin.COMMAND_LINE
     ]
 
 
@@ -191,6 +212,18 @@ def _settings_of(command: click.Command) -> list[Setting]:
 def settings_tables() -> dict[str, list[Setting]]:
     """Each configured command's settings, by the name of its table in provisioner.toml."""
     return {name: _settings_of(_configured[name]) for name in _CONFIGURED_COMMANDS}
+
+
+@functools.cache
+def per_command() -> frozenset[str]:
+    """The parameters that are how a command prints, each command's own in provisioner.toml:
+    [create] and top-level keys set them for create alone."""
+    return frozenset(
+        param.name
+        for command in _configured.values()
+        for param in command.params
+        if isinstance(param, Option) and param.own and param.name
+    )
 
 
 def variable_options() -> list[str]:

@@ -8,7 +8,7 @@ import click
 
 from provisioner.cli.exits import reports_errors
 from provisioner.cli.options import config_option, output_options
-from provisioner.cli.settings import configured
+from provisioner.cli.settings import Option, Origin, configured
 from provisioner.cli.voice import printable
 from provisioner.ledger_runs import read_status, run_states
 from provisioner.options import Output
@@ -25,12 +25,24 @@ RUNS_LISTED = 10  # recent runs listed by default: a screenful
 @click.option(
     "--runs",
     "limit",
+    cls=Option,
+    origin=Origin.FILE,
+    rerun=False,
     type=click.IntRange(1, MAX_RUNS_LISTED),
     default=RUNS_LISTED,
     show_default=True,
     help="How many recent runs to list.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    cls=Option,
+    origin=Origin.FILE,
+    rerun=False,
+    own=True,
+    is_flag=True,
+    help="Print the status as JSON on stdout.",
+)
 @config_option
 @reports_errors
 def status_command(output: Output, limit: int, as_json: bool) -> None:
