@@ -19,14 +19,13 @@ from provisioner.endpoints import Credentials, scope_of
 from provisioner.errors import ExitCode, LedgerError
 from provisioner.ledger import Entry, Ledger, open_ledger
 from provisioner.limits import AccountLimits
-from provisioner.limits_permits import Answer
 from provisioner.options import Endpoints, InputReading, Output, Pacing, Settling
 from provisioner.ordered import in_order
 from provisioner.report import learnt_options
 from provisioner.result_columns import ROW_KEY
 from provisioner.rows import RowBuilder, derive_identity
 from provisioner.runtime import Clock, Runtime
-from provisioner.send import Lookups, Settlement, answer_of
+from provisioner.send import Lookups, Settlement, within_limits
 from provisioner.staging import CheckedInput, moved_into, run_folder, staged_input
 from provisioner.stopping import Stopping
 from provisioner.summary import ConcurrencyLimits, Rate
@@ -266,17 +265,14 @@ class _Checker:
 
     def _close(self, sid: str) -> bool:
         """Close one conversation, within the account's limits; True when it closed."""
-        limits, stopping = self.lookups.limits, self.lookups.stopping
-        permit = limits.acquire(self.lookups.sleep, stopping.event)
-        if permit is None:
-            return False
-        answer, retry_after = Answer.NO_ANSWER, None
-        try:
-            attempt = self.client.close_conversation(sid)
-            answer, retry_after = answer_of(attempt), attempt.retry_after
-        finally:
-            limits.release(permit, answer, 0.0, retry_after)
-        return attempt.created
+        lookups = self.lookups
+        attempt = within_limits(
+            lookups.limits,
+            lookups.sleep,
+            lookups.stopping.event,
+            lambda: self.client.close_conversation(sid),
+        )
+        return attempt is not None and attempt.created
 
 
 def _record(ledger: Ledger, target: Target, checked: Checked) -> Checked:

@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tenacity import RetryCallState
 
@@ -164,16 +164,12 @@ class Lookups:
 
     def _try(self, identity: str) -> Lookup | None:
         """One request, within the account's limits; None when the run is stopping."""
-        permit = self.limits.acquire(self.sleep, self.stopping.event)
-        if permit is None:
-            return None
-        answer, retry_after = Answer.NO_ANSWER, None
-        try:
-            lookup = self.client.find_conversations(identity)
-            answer, retry_after = answer_of(lookup), lookup.retry_after
-        finally:  # a lookup's latency is another endpoint's: kept out of the latency signal
-            self.limits.release(permit, answer, 0.0, retry_after)
-        return lookup
+        return within_limits(
+            self.limits,
+            self.sleep,
+            self.stopping.event,
+            lambda: self.client.find_conversations(identity),
+        )
 
     def _refuse(self, lookup: Lookup) -> str:
         with self._lock:
@@ -524,6 +520,27 @@ def _found_message(settlement: Settlement) -> str:
         f"an earlier answer was lost; the lookup found {len(settlement.conversations)} web chats "
         "for this identity; `provisioner reconcile --close-duplicates` closes all but the first"
     )
+
+
+Reply = TypeVar("Reply", Attempt, Lookup)
+
+
+def within_limits(
+    limits: AccountLimits, sleep: Sleep, stop: threading.Event, request: Callable[[], Reply]
+) -> Reply | None:
+    """One request other than a create (a lookup, a close), within the account's limits; None
+    when the run is stopping. Its latency is another endpoint's: kept out of the latency signal.
+    """
+    permit = limits.acquire(sleep, stop)
+    if permit is None:
+        return None
+    answer, retry_after = Answer.NO_ANSWER, None
+    try:  # whatever happens, the slot goes back, or a leaked slot would starve the workers
+        reply = request()
+        answer, retry_after = answer_of(reply), reply.retry_after
+    finally:
+        limits.release(permit, answer, 0.0, retry_after)
+    return reply
 
 
 def answer_of(reply: Attempt | Lookup) -> Answer:
