@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
 import re
 import time
@@ -230,3 +231,10 @@ class Reading:
     delimiter: str | None = None
     sheet: str | None = None
     header_row: int | None = None
+
+
+def no_machine_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PROVISIONER_* variable of the machine running the tests reaches a command (Click
+    reads options' variables from os.environ)."""
+    for name in [name for name in os.environ if name.startswith("PROVISIONER_")]:
+        monkeypatch.delenv(name)

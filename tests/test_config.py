@@ -31,7 +31,16 @@ from provisioner.config import (
 from provisioner.errors import ConfigError
 from provisioner.ledger import open_ledger
 from provisioner.runtime import Runtime
-from tests.conftest import CUSTOMER_HEADER, Cli, customers, read_csv, said, sid, write_csv
+from tests.conftest import (
+    CUSTOMER_HEADER,
+    Cli,
+    customers,
+    no_machine_settings,
+    read_csv,
+    said,
+    sid,
+    write_csv,
+)
 
 SETTINGS = [
     Setting("out", "out_dir", Path),
@@ -714,8 +723,7 @@ def context_of(
 ) -> click.Context:
     """The command's parsed options, read in `workdir` as the CLI reads them (not run)."""
     monkeypatch.chdir(workdir)
-    for variable in [name for name in os.environ if name.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(variable)
+    no_machine_settings(monkeypatch)
     return cli.commands[command].make_context(command, list(args), obj=Runtime(env={}))
 
 

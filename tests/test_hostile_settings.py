@@ -16,7 +16,7 @@ from provisioner.cli import cli
 from provisioner.config import CONFIG_NAME
 from provisioner.errors import ConfigError
 from provisioner.runtime import Runtime
-from tests.conftest import CUSTOMER_HEADER, Cli, customers, write_csv
+from tests.conftest import CUSTOMER_HEADER, Cli, customers, no_machine_settings, write_csv
 from tests.hostile import HostileServer, Reply
 from tests.run_checks import (
     FAR_HOST,
@@ -57,8 +57,7 @@ def test_a_settings_file_swapped_in_after_its_check_is_never_read(
 
     monkeypatch.setattr(config, "check_trusted", check_then_swap)
     monkeypatch.chdir(shared)
-    for variable in [name for name in os.environ if name.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(variable)
+    no_machine_settings(monkeypatch)
     env = provisioner.env()
     result = CliRunner().invoke(cli, ["create", str(source)], obj=Runtime(env=env), env=env)
 
@@ -156,8 +155,7 @@ def test_sandbox_from_a_variable_or_the_file_is_named_under_quiet(
         settings.write_text("[create]\nsandbox = true\n", encoding="utf-8")
         settings.chmod(0o600)
     monkeypatch.chdir(tmp_path)
-    for variable in [name for name in os.environ if name.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(variable)
+    no_machine_settings(monkeypatch)
 
     result = CliRunner().invoke(
         cli, ["create", str(source), "--quiet"], obj=Runtime(env=env), env=env

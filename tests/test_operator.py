@@ -37,6 +37,7 @@ from tests.conftest import (
     SECRET,
     Cli,
     Sleeps,
+    no_machine_settings,
     read_csv,
     read_summary,
     sid,
@@ -59,9 +60,7 @@ VENV_BIN = Path(sys.executable).parent  # where the `provisioner` script a shell
 def _clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No provisioner.toml or PROVISIONER_* variable from the machine leaks into a test."""
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("PROVISIONER_"):
-            monkeypatch.delenv(name)
+    no_machine_settings(monkeypatch)
 
 
 def people_lines(result: Result | str) -> list[str]:

@@ -34,7 +34,16 @@ from provisioner.ledger_runs import read_status
 from provisioner.run import RunOptions, create
 from provisioner.runtime import Progress, Runtime
 from provisioner.vocabulary import ErrorCode, Status
-from tests.conftest import CUSTOMER_HEADER, LAG_WAIT, read_csv, read_summary, said, sid, write_csv
+from tests.conftest import (
+    CUSTOMER_HEADER,
+    LAG_WAIT,
+    no_machine_settings,
+    read_csv,
+    read_summary,
+    said,
+    sid,
+    write_csv,
+)
 from tests.run_checks import wait_until
 
 WAIT_LIMIT = 30.0  # seconds any wait for a real process gives up after
@@ -46,9 +55,7 @@ VENV_BIN = Path(sys.executable).parent  # where the `provisioner` script a shell
 def _clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No provisioner.toml or PROVISIONER_* variable from the machine leaks into a test."""
     monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("PROVISIONER_"):
-            monkeypatch.delenv(name)
+    no_machine_settings(monkeypatch)
 
 
 def start(arguments: Sequence[str], emulator: Emulator, cwd: Path) -> subprocess.Popen[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from provisioner.emulator import Emulator
 from provisioner.errors import ExitCode
-from tests.conftest import CUSTOMER_HEADER, customers, read_csv, write_csv
+from tests.conftest import CUSTOMER_HEADER, customers, no_machine_settings, read_csv, write_csv
 
 PROVISIONER = Path(sys.executable).parent / "provisioner"  # the installed console script
 WAIT_LIMIT = 60.0  # seconds a command may take before the test gives up on it
@@ -27,9 +27,7 @@ INPUT = "in.csv"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with an input and a ledger that has a run, and no settings from the machine."""
-    for name in list(os.environ):
-        if name.startswith("PROVISIONER_"):
-            monkeypatch.delenv(name)
+    no_machine_settings(monkeypatch)
     write_csv(tmp_path / INPUT, CUSTOMER_HEADER, customers(3))
     first = run([INPUT, "--sandbox"], tmp_path, command="create")
     assert first.returncode == 0, first.stderr
